@@ -1,0 +1,2 @@
+DROP TABLE IF EXISTS points;
+DROP TABLE IF EXISTS accounts;

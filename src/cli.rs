@@ -1,0 +1,65 @@
+//! The command line, as clap definitions.
+
+use clap::{Parser, Subcommand};
+use roachbank::bank::MAX_SEED_ACCOUNTS;
+use roachbank::points::{DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
+
+/// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
+/// points, and check the totals — on CockroachDB, PostgreSQL or an embedded SQLite file.
+#[derive(Debug, Parser)]
+#[command(name = "roachbank", version, about, long_about = None)]
+pub struct Cli {
+    /// Database URL: postgresql://…, cockroachdb://…, sqlite://PATH or a *.db path.
+    /// Default: DATABASE_URL from the environment or .env, else the SQLite file bank.db.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Print every SQL statement with its binds on stderr (passwords redacted).
+    #[arg(long, global = true)]
+    pub echo: bool,
+
+    /// Retries per transaction before giving up (the work runs at most N+1 times).
+    #[arg(long, global = true, value_name = "N", default_value_t = 50)]
+    pub max_retries: u32,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands; each runs its work through `run_transaction`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create accounts with random ids in [0, 10^9) and random balances in [0, 10^6).
+    Seed {
+        /// How many accounts to create (in one transaction).
+        #[arg(long, value_name = "N", default_value_t = 100,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_SEED_ACCOUNTS))]
+        accounts: u64,
+    },
+    /// Move half of a random account's balance to another random account, K times.
+    Transfer {
+        /// How many transfers to make.
+        #[arg(long, value_name = "K", default_value_t = 1,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        count: u64,
+        /// Concurrent workers sharing one connection pool.
+        #[arg(long, value_name = "W", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: u32,
+    },
+    /// Insert N random points (x, y, z in [0, 1024)) in chunks, one transaction per chunk.
+    #[command(allow_negative_numbers = true)]
+    Points {
+        /// How many points to insert.
+        #[arg(value_name = "N",
+              value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
+        count: u64,
+        /// Rows per chunk (per transaction).
+        #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        chunk_size: u64,
+    },
+    /// Show the number of accounts, the total balance, and the smallest and largest balance.
+    Balance,
+}

@@ -1,0 +1,293 @@
+//! Connections: one connection type over CockroachDB/PostgreSQL and SQLite, the r2d2 pool
+//! that hands them out, per-connection set-up (`--echo`, SQLite pragmas), and server flavour
+//! detection. [`Database::open`] is the one way in: it connects, detects the flavour, applies
+//! the embedded migrations and builds the pool.
+
+use crate::config::{Backend, DatabaseConfig};
+use crate::migrate::{self, MigrationError};
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::r2d2::R2D2Connection;
+use diesel::sql_types::Text;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One connection to whichever database the URL names. Code that is the same on every backend
+/// (the bank's queries) works on this type directly; backend-specific code matches the variant.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// CockroachDB or PostgreSQL, through libpq.
+    Postgresql(PgConnection),
+    /// An embedded SQLite file.
+    Sqlite(SqliteConnection),
+}
+
+/// Runs `$body` with `$conn` bound to the concrete connection inside a [`DbConnection`], for
+/// the few statements diesel's multi-backend cannot express (batch INSERT among them).
+#[macro_export]
+macro_rules! on_concrete_connection {
+    ($conn:expr, $concrete:ident => $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($concrete) => $body,
+            $crate::db::DbConnection::Sqlite($concrete) => $body,
+        }
+    };
+}
+
+/// Which database engine is on the other end; decides the transaction protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// CockroachDB: `SAVEPOINT cockroach_restart` protocol.
+    CockroachDb,
+    /// PostgreSQL: SERIALIZABLE transactions, retried whole.
+    PostgreSql,
+    /// SQLite: `BEGIN IMMEDIATE`, retried on busy.
+    Sqlite,
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavor::CockroachDb => "CockroachDB",
+            Flavor::PostgreSql => "PostgreSQL",
+            Flavor::Sqlite => "SQLite",
+        })
+    }
+}
+
+impl Flavor {
+    /// Tells CockroachDB from PostgreSQL by `SELECT version()`; SQLite by the connection type.
+    pub fn detect(conn: &mut DbConnection) -> QueryResult<Flavor> {
+        match conn {
+            DbConnection::Sqlite(_) => Ok(Flavor::Sqlite),
+            DbConnection::Postgresql(pg) => {
+                let version: String =
+                    diesel::select(diesel::dsl::sql::<Text>("version()")).get_result(pg)?;
+                Ok(if version.contains("CockroachDB") {
+                    Flavor::CockroachDb
+                } else {
+                    Flavor::PostgreSql
+                })
+            }
+        }
+    }
+}
+
+/// Builds a fresh [`Instrumentation`] for each new connection (tests use it to record the
+/// statements a connection sends).
+pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
+
+/// How [`Database::open`] connects.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    /// Most connections the pool holds (size it to the number of workers).
+    pub pool_size: u32,
+    /// Print every SQL statement with its binds on stderr (`--echo`).
+    pub echo: bool,
+    /// Extra instrumentation installed on every connection.
+    pub instrumentation: Option<InstrumentationFactory>,
+    /// Use this flavour instead of detecting it. Meant for tests that drive the CockroachDB
+    /// protocol against PostgreSQL, which accepts the same statements.
+    pub flavor_override: Option<Flavor>,
+    /// How long a SQLite connection waits for another writer's lock before reporting busy.
+    pub sqlite_busy_timeout: Duration,
+    /// How long `pool.get()` waits for a free connection.
+    pub pool_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            pool_size: 4,
+            echo: false,
+            instrumentation: None,
+            flavor_override: None,
+            sqlite_busy_timeout: Duration::from_secs(5),
+            pool_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Failures to reach or prepare the database.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be made (unreachable server, wrong password, bad TLS files …).
+    #[error("cannot connect to {url}: {message}")]
+    Connect {
+        /// The URL, password redacted.
+        url: String,
+        /// The driver's reason, on one line, password scrubbed.
+        message: String,
+    },
+    /// A query failed while preparing the database.
+    #[error("{0}")]
+    Query(#[from] diesel::result::Error),
+    /// Applying the embedded migrations failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}
+
+/// Creates [`DbConnection`]s of the variant the URL names (never by trial: SQLite would accept
+/// any string as a file name) and sets each one up.
+pub struct DbConnectionManager {
+    config: DatabaseConfig,
+    echo: bool,
+    instrumentation: Option<InstrumentationFactory>,
+    sqlite_busy_timeout: Duration,
+}
+
+impl DbConnectionManager {
+    /// A manager for `config` with the per-connection settings of `options`.
+    pub fn new(config: DatabaseConfig, options: &ConnectOptions) -> Self {
+        DbConnectionManager {
+            config,
+            echo: options.echo,
+            instrumentation: options.instrumentation.clone(),
+            sqlite_busy_timeout: options.sqlite_busy_timeout,
+        }
+    }
+
+    /// Opens and sets up one connection; the error message is on one line and carries no
+    /// password.
+    pub fn establish(&self) -> Result<DbConnection, DbError> {
+        self.connect_inner().map_err(|err| DbError::Connect {
+            url: self.config.redacted(),
+            message: one_line(&self.config.scrub(&err.to_string())),
+        })
+    }
+
+    fn connect_inner(&self) -> Result<DbConnection, diesel::ConnectionError> {
+        if self.echo {
+            eprintln!("roachbank: connecting to {}", self.config.redacted());
+        }
+        let mut conn = match self.config.backend() {
+            Backend::Server => {
+                DbConnection::Postgresql(PgConnection::establish(self.config.connection_string())?)
+            }
+            Backend::Sqlite => {
+                let mut sqlite = SqliteConnection::establish(self.config.connection_string())?;
+                sqlite
+                    .batch_execute(&format!(
+                        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
+                        self.sqlite_busy_timeout.as_millis()
+                    ))
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                DbConnection::Sqlite(sqlite)
+            }
+        };
+        if self.echo || self.instrumentation.is_some() {
+            conn.set_instrumentation(ConnectionHooks {
+                echo: self.echo.then(|| self.config.clone()),
+                extra: self.instrumentation.as_ref().map(|factory| factory()),
+            });
+        }
+        Ok(conn)
+    }
+}
+
+impl r2d2::ManageConnection for DbConnectionManager {
+    type Connection = DbConnection;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<DbConnection, DbError> {
+        self.establish()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {
+        conn.ping().map_err(DbError::Query)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        std::thread::panicking() || conn.is_broken()
+    }
+}
+
+/// The pool of connections every command draws from.
+pub type Pool = r2d2::Pool<DbConnectionManager>;
+
+/// A connection borrowed from the [`Pool`].
+pub type PooledConnection = r2d2::PooledConnection<DbConnectionManager>;
+
+/// An open, migrated database: its pool and its flavour.
+pub struct Database {
+    pool: Pool,
+    flavor: Flavor,
+    config: DatabaseConfig,
+}
+
+impl Database {
+    /// Connects (failing fast with the driver's own reason), detects the flavour, applies the
+    /// embedded migrations (refusing a schema newer than this build knows), then builds the pool.
+    pub fn open(config: DatabaseConfig, options: &ConnectOptions) -> Result<Database, DbError> {
+        let manager = DbConnectionManager::new(config.clone(), options);
+        let mut first = manager.establish()?;
+        let flavor = match options.flavor_override {
+            Some(flavor) => flavor,
+            None => Flavor::detect(&mut first)?,
+        };
+        migrate::run_embedded_migrations(&mut first, flavor)?;
+        drop(first);
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.pool_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Ok(Database {
+            pool,
+            flavor,
+            config,
+        })
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The engine on the other end.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// The configuration this database was opened with.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
+    }
+}
+
+/// What every connection reports its statements to: `--echo` (every statement with its binds
+/// on stderr, like SQLAlchemy's `echo=True`, passwords scrubbed) and any extra instrumentation.
+struct ConnectionHooks {
+    echo: Option<DatabaseConfig>,
+    extra: Option<Box<dyn Instrumentation>>,
+}
+
+impl Instrumentation for ConnectionHooks {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let Some(config) = &self.echo {
+            match &event {
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    eprintln!("roachbank: SQL: {}", config.scrub(&query.to_string()));
+                }
+                InstrumentationEvent::FinishQuery {
+                    error: Some(error), ..
+                } => {
+                    eprintln!(
+                        "roachbank: SQL error: {}",
+                        one_line(&config.scrub(&error.to_string()))
+                    );
+                }
+                _ => {}
+            }
+        }
+        if let Some(extra) = &mut self.extra {
+            extra.on_connection_event(event);
+        }
+    }
+}
+
+/// Folds a multi-line driver message (libpq's end in newlines and tabs) onto one line.
+pub fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,29 @@
+//! roachbank: CockroachDB's "bank" tutorial (Python + SQLAlchemy) in Rust with Diesel.
+//!
+//! The same commands run on CockroachDB, PostgreSQL and an embedded SQLite file, every
+//! transaction going through [`retry::run_transaction`], which implements CockroachDB's
+//! client-side retry protocol (and PostgreSQL's and SQLite's equivalents): bounded, typed,
+//! never retrying a commit whose outcome is unknown.
+//!
+//! ```no_run
+//! use roachbank::config::DatabaseConfig;
+//! use roachbank::db::{ConnectOptions, Database};
+//! use roachbank::retry::{run_transaction, RetryPolicy};
+//!
+//! let config = DatabaseConfig::resolve(None)?;
+//! let db = Database::open(config, &ConnectOptions::default())?;
+//! let committed = run_transaction(&db, &RetryPolicy::default(), |conn| {
+//!     roachbank::bank::create_random_accounts(conn, 100)
+//! })?;
+//! println!("{} accounts after {} attempt(s)", committed.value.accounts, committed.attempts);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod bank;
+pub mod config;
+pub mod db;
+pub mod migrate;
+pub mod models;
+pub mod points;
+pub mod retry;
+pub mod schema;

@@ -1,0 +1,151 @@
+//! What can go wrong in a retried transaction: the typed outcome returned to callers, and the
+//! classification of database errors that decides whether to retry.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+/// A transaction that did not commit (or whose commit cannot be confirmed).
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError<E> {
+    /// The work (or the database) failed with an error that retrying cannot fix. The
+    /// transaction was rolled back; the error is returned unchanged after one attempt.
+    #[error("{0}")]
+    Failed(E),
+    /// Every allowed attempt failed with a retryable error; the last one is kept.
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    RetriesExhausted {
+        /// Attempts made (the first run plus every retry).
+        attempts: u32,
+        /// The error of the last attempt.
+        last: E,
+    },
+    /// The commit was sent but its outcome is unknown: the connection was lost during
+    /// `RELEASE SAVEPOINT`/`COMMIT`, or CockroachDB answered 40003 "result is ambiguous". The
+    /// work may or may not have been applied; it is never retried blindly.
+    #[error("commit outcome unknown after {attempts} attempts (the transaction may or may not have been applied): {cause}")]
+    AmbiguousCommit {
+        /// Attempts made, the ambiguous one included.
+        attempts: u32,
+        /// What the commit failed with.
+        cause: DieselError,
+    },
+    /// No connection could be had from the pool.
+    #[error("no database connection: {0}")]
+    Connection(#[from] r2d2::Error),
+}
+
+impl<E> TransactionError<E> {
+    /// The number of attempts made, where known.
+    pub fn attempts(&self) -> Option<u32> {
+        match self {
+            TransactionError::Failed(_) => Some(1),
+            TransactionError::RetriesExhausted { attempts, .. }
+            | TransactionError::AmbiguousCommit { attempts, .. } => Some(*attempts),
+            TransactionError::Connection(_) => None,
+        }
+    }
+}
+
+/// An error type a transaction's work may return: it can hold a database error, and it tells
+/// [`run_transaction`](crate::retry::run_transaction) which database error (if any) it holds, so
+/// that retryable ones are retried whatever the caller wrapped them in.
+pub trait DatabaseErrorSource: From<DieselError> {
+    /// The database error inside, if this error is one.
+    fn database_error(&self) -> Option<&DieselError>;
+}
+
+impl DatabaseErrorSource for DieselError {
+    fn database_error(&self) -> Option<&DieselError> {
+        Some(self)
+    }
+}
+
+/// What an error means for the transaction that met it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A conflict the database resolved by aborting us: 40001 (CockroachDB's "restart
+    /// transaction", PostgreSQL's serialization failure), 40P01 deadlock, SQLite busy/locked.
+    Retryable,
+    /// The connection is gone (closed, reset, backend terminated).
+    ConnectionLost,
+    /// 40003 "result is ambiguous": CockroachDB cannot tell whether the commit happened.
+    Ambiguous,
+    /// Anything else: the caller's bug, bad data, a constraint, …
+    Permanent,
+}
+
+/// Classifies a database error. Diesel gives 40001 and lost connections their own kinds; 40P01
+/// and 40003 (and SQLite's busy) arrive as `Unknown` and are recognised by their messages,
+/// which are stable across the server versions we target.
+pub fn classify(error: &DieselError) -> ErrorClass {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            ErrorClass::Retryable
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            ErrorClass::ConnectionLost
+        }
+        DieselError::DatabaseError(_, info) => classify_message(info.message()),
+        DieselError::BrokenTransactionManager => ErrorClass::ConnectionLost,
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => classify(commit_error),
+        _ => ErrorClass::Permanent,
+    }
+}
+
+fn classify_message(message: &str) -> ErrorClass {
+    let message = message.to_ascii_lowercase();
+    const RETRYABLE: &[&str] = &[
+        "restart transaction",          // CockroachDB 40001
+        "could not serialize access",   // PostgreSQL 40001
+        "deadlock detected",            // PostgreSQL 40P01
+        "database is locked",           // SQLITE_BUSY
+        "database table is locked",     // SQLITE_LOCKED
+        "database schema is locked",    // SQLITE_LOCKED_SHAREDCACHE
+    ];
+    const CONNECTION_LOST: &[&str] = &[
+        "terminating connection",             // 57P01 admin shutdown / pg_terminate_backend
+        "server closed the connection",       // libpq
+        "no connection to the server",        // libpq
+        "connection to server was lost",      // libpq
+        "could not receive data from server", // libpq
+        "could not send data to server",      // libpq
+        "connection reset",
+        "broken pipe",
+    ];
+    if message.contains("result is ambiguous") {
+        ErrorClass::Ambiguous
+    } else if RETRYABLE.iter().any(|needle| message.contains(needle)) {
+        ErrorClass::Retryable
+    } else if CONNECTION_LOST.iter().any(|needle| message.contains(needle)) {
+        ErrorClass::ConnectionLost
+    } else {
+        ErrorClass::Permanent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unknown(message: &str) -> DieselError {
+        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn messages_without_their_own_kind_are_recognised() {
+        assert_eq!(classify(&unknown("deadlock detected")), ErrorClass::Retryable);
+        assert_eq!(
+            classify(&unknown("result is ambiguous (error=rpc error)")),
+            ErrorClass::Ambiguous
+        );
+        assert_eq!(classify(&unknown("database is locked")), ErrorClass::Retryable);
+        assert_eq!(
+            classify(&unknown("terminating connection due to administrator command")),
+            ErrorClass::ConnectionLost
+        );
+        assert_eq!(
+            classify(&unknown("duplicate key value violates unique constraint")),
+            ErrorClass::Permanent
+        );
+        assert_eq!(classify(&DieselError::NotFound), ErrorClass::Permanent);
+    }
+}

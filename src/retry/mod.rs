@@ -1,0 +1,297 @@
+//! `run_transaction`: run a piece of work in a transaction, retrying it the way each engine
+//! needs, so that it commits exactly once or fails with a typed reason.
+//!
+//! The protocol, per [`Flavor`]:
+//!
+//! * **CockroachDB** — `BEGIN ISOLATION LEVEL SERIALIZABLE; SAVEPOINT cockroach_restart` (the
+//!   savepoint is the first statement). On a retryable error (40001) `ROLLBACK TO SAVEPOINT
+//!   cockroach_restart` and run the work again in the same transaction, which keeps its priority
+//!   and so makes progress under contention. On success `RELEASE SAVEPOINT cockroach_restart` —
+//!   the real commit — then `COMMIT`. RELEASE failing with 40001 is retried like any conflict;
+//!   failing any other way that leaves the outcome open (40003, lost connection) is an
+//!   [`TransactionError::AmbiguousCommit`].
+//! * **PostgreSQL** — `BEGIN ISOLATION LEVEL SERIALIZABLE` (the tutorial's read-then-write
+//!   transfer is only safe there). PostgreSQL keeps the snapshot across `ROLLBACK TO SAVEPOINT`,
+//!   so a conflict (40001, or deadlock 40P01) rolls the whole transaction back, waits, and
+//!   begins a new one.
+//! * **SQLite** — `BEGIN IMMEDIATE` takes the write lock up front; busy/locked rolls back,
+//!   waits and begins again.
+//!
+//! Everywhere: the number of attempts is bounded ([`RetryPolicy`]); waits use exponential
+//! backoff with full jitter and happen only when no transaction is open (after ROLLBACK, or on a
+//! lost connection), so a waiting client never holds locks; a connection lost before the commit
+//! was sent is replaced by a fresh pooled one and the work retried; an error that is not
+//! retryable is rolled back and returned unchanged after one attempt.
+//!
+//! The work is a closure that may run more than once and must not commit, roll back or open
+//! transactions itself: `run_transaction` owns the transaction.
+
+mod error;
+mod policy;
+
+pub use error::{classify, DatabaseErrorSource, ErrorClass, TransactionError};
+pub use policy::RetryPolicy;
+
+use crate::db::{Database, DbConnection, Flavor, PooledConnection};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::result::Error as DieselError;
+
+/// The name of CockroachDB's client-side retry savepoint.
+pub const RESTART_SAVEPOINT: &str = "cockroach_restart";
+
+/// A committed transaction's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<T> {
+    /// What the work returned on the attempt that committed.
+    pub value: T,
+    /// How many times the work ran (1 = no retry).
+    pub attempts: u32,
+}
+
+impl<T> Committed<T> {
+    /// Retries needed before the commit (`attempts - 1`).
+    pub fn retries(&self) -> u32 {
+        self.attempts - 1
+    }
+}
+
+/// Runs `work` in a transaction on a connection from `db`'s pool and commits it, retrying as
+/// the [module documentation](self) describes, at most `policy.max_retries` times.
+///
+/// Returns the work's value and the number of attempts, or a [`TransactionError`]:
+/// `Failed` (not retryable; rolled back; the error unchanged), `RetriesExhausted`,
+/// `AmbiguousCommit` (commit outcome unknown; never retried blindly) or `Connection`.
+pub fn run_transaction<T, E, F>(
+    db: &Database,
+    policy: &RetryPolicy,
+    mut work: F,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    let flavor = db.flavor();
+    let mut conn: PooledConnection = db.pool().get()?;
+    let mut open = false; // a CockroachDB transaction kept open across retries
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let outcome = if open {
+            run_and_commit(&mut conn, flavor, &mut work)
+        } else {
+            match begin(&mut conn, flavor) {
+                Ok(()) => run_and_commit(&mut conn, flavor, &mut work),
+                Err(error) => Attempt::before_commit(Some(classify(&error)), E::from(error)),
+            }
+        };
+        let (cause, next) = match outcome {
+            Attempt::Committed(value) => return Ok(Committed { value, attempts }),
+            Attempt::Ambiguous(cause) => {
+                return Err(TransactionError::AmbiguousCommit { attempts, cause })
+            }
+            Attempt::Failed(error) => {
+                abandon(&mut conn);
+                return Err(TransactionError::Failed(error));
+            }
+            Attempt::Retry { cause, next } => (cause, next),
+        };
+        if attempts > policy.max_retries {
+            abandon(&mut conn);
+            return Err(TransactionError::RetriesExhausted {
+                attempts,
+                last: cause,
+            });
+        }
+        open = match next {
+            Next::SameTransaction if rollback_to_restart_savepoint(&mut conn).is_ok() => true,
+            Next::SameTransaction | Next::NewTransaction => {
+                abandon(&mut conn);
+                std::thread::sleep(policy.backoff(attempts));
+                false
+            }
+            Next::NewConnection => {
+                // The old connection is broken; dropping it lets the pool discard it.
+                drop(conn);
+                std::thread::sleep(policy.backoff(attempts));
+                conn = db.pool().get()?;
+                false
+            }
+        };
+    }
+}
+
+/// How one attempt ended.
+enum Attempt<T, E> {
+    Committed(T),
+    Retry { cause: E, next: Next },
+    Ambiguous(DieselError),
+    Failed(E),
+}
+
+/// Where the next attempt runs.
+enum Next {
+    /// CockroachDB: roll back to `cockroach_restart` and go again at once.
+    SameTransaction,
+    /// Roll back, wait, begin again on this connection.
+    NewTransaction,
+    /// The connection is gone: wait, take a fresh one, begin again.
+    NewConnection,
+}
+
+impl<T, E> Attempt<T, E> {
+    /// The outcome of an error met before the commit was sent; `class` is that of the database
+    /// error inside `cause`, if it holds one.
+    fn before_commit(class: Option<ErrorClass>, cause: E) -> Self {
+        match class {
+            Some(ErrorClass::Retryable) => Attempt::Retry {
+                cause,
+                next: Next::NewTransaction,
+            },
+            Some(ErrorClass::ConnectionLost) => Attempt::Retry {
+                cause,
+                next: Next::NewConnection,
+            },
+            _ => Attempt::Failed(cause),
+        }
+    }
+}
+
+fn begin(conn: &mut DbConnection, flavor: Flavor) -> Result<(), DieselError> {
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            AnsiTransactionManager::begin_transaction_sql(
+                pg,
+                "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            )?;
+            if flavor == Flavor::CockroachDb {
+                if let Err(error) = pg.batch_execute("SAVEPOINT cockroach_restart") {
+                    let _ = AnsiTransactionManager::rollback_transaction(pg);
+                    return Err(error);
+                }
+            }
+            Ok(())
+        }
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")
+        }
+    }
+}
+
+fn run_and_commit<T, E, F>(conn: &mut DbConnection, flavor: Flavor, work: &mut F) -> Attempt<T, E>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    let value = match work(conn) {
+        Ok(value) => value,
+        Err(cause) => {
+            let class = cause.database_error().map(classify);
+            let outcome = Attempt::before_commit(class, cause);
+            return match (flavor, outcome) {
+                (
+                    Flavor::CockroachDb,
+                    Attempt::Retry {
+                        cause,
+                        next: Next::NewTransaction,
+                    },
+                ) => Attempt::Retry {
+                    cause,
+                    next: Next::SameTransaction,
+                },
+                (_, outcome) => outcome,
+            };
+        }
+    };
+    match commit(conn, flavor) {
+        Ok(()) => Attempt::Committed(value),
+        Err(CommitError::Conflict(error)) => Attempt::Retry {
+            cause: E::from(error),
+            next: if flavor == Flavor::CockroachDb && in_transaction(conn) {
+                Next::SameTransaction
+            } else {
+                Next::NewTransaction
+            },
+        },
+        Err(CommitError::Ambiguous(error)) => Attempt::Ambiguous(error),
+        Err(CommitError::Failed(error)) => Attempt::Failed(E::from(error)),
+    }
+}
+
+/// Why a commit did not go through.
+enum CommitError {
+    /// A conflict that rolled the transaction back (or, on CockroachDB, back to the savepoint).
+    Conflict(DieselError),
+    /// The outcome is unknown.
+    Ambiguous(DieselError),
+    /// Anything else; the transaction was not committed.
+    Failed(DieselError),
+}
+
+fn commit(conn: &mut DbConnection, flavor: Flavor) -> Result<(), CommitError> {
+    match conn {
+        DbConnection::Postgresql(pg) if flavor == Flavor::CockroachDb => {
+            if let Err(error) = pg.batch_execute("RELEASE SAVEPOINT cockroach_restart") {
+                return Err(match classify(&error) {
+                    ErrorClass::Retryable => CommitError::Conflict(error),
+                    ErrorClass::Ambiguous | ErrorClass::ConnectionLost => {
+                        CommitError::Ambiguous(error)
+                    }
+                    ErrorClass::Permanent => CommitError::Failed(error),
+                });
+            }
+            // RELEASE was the commit. COMMIT only closes the transaction; if it fails the data
+            // is committed all the same and diesel marks the connection for the pool to drop.
+            let _ = AnsiTransactionManager::commit_transaction(pg);
+            Ok(())
+        }
+        DbConnection::Postgresql(pg) => {
+            AnsiTransactionManager::commit_transaction(pg).map_err(classify_commit_error)
+        }
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::commit_transaction(sqlite).map_err(classify_commit_error)
+        }
+    }
+}
+
+/// A failed COMMIT: a conflict means the server rolled back (PostgreSQL ends the transaction on
+/// a failed COMMIT; diesel rolls SQLite back), a lost connection or 40003 leaves it unknown.
+fn classify_commit_error(error: DieselError) -> CommitError {
+    match classify(&error) {
+        ErrorClass::Retryable => CommitError::Conflict(error),
+        ErrorClass::Ambiguous | ErrorClass::ConnectionLost => CommitError::Ambiguous(error),
+        ErrorClass::Permanent => CommitError::Failed(error),
+    }
+}
+
+/// Whether diesel's transaction manager has a transaction open on `conn`.
+fn in_transaction(conn: &mut DbConnection) -> bool {
+    let depth = match conn {
+        DbConnection::Postgresql(pg) => {
+            AnsiTransactionManager::transaction_manager_status_mut(pg).transaction_depth()
+        }
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::transaction_manager_status_mut(sqlite).transaction_depth()
+        }
+    };
+    matches!(depth, Ok(Some(_)))
+}
+
+fn rollback_to_restart_savepoint(conn: &mut DbConnection) -> Result<(), DieselError> {
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            pg.batch_execute("ROLLBACK TO SAVEPOINT cockroach_restart")
+        }
+        DbConnection::Sqlite(_) => Err(DieselError::NotInTransaction),
+    }
+}
+
+/// Rolls back whatever transaction is open on `conn`. A connection whose rollback fails is left
+/// marked broken by diesel, so the pool discards it instead of handing out an open transaction.
+fn abandon(conn: &mut DbConnection) {
+    if in_transaction(conn) {
+        let _ = match conn {
+            DbConnection::Postgresql(pg) => AnsiTransactionManager::rollback_transaction(pg),
+            DbConnection::Sqlite(sqlite) => AnsiTransactionManager::rollback_transaction(sqlite),
+        };
+    }
+}

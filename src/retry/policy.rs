@@ -1,0 +1,81 @@
+//! How many times a transaction is retried, and how long to wait between tries.
+
+use rand::Rng;
+use std::time::Duration;
+
+/// Bounds and backoff for [`run_transaction`](crate::retry::run_transaction).
+///
+/// The defaults follow cockroach-go: at most 50 retries (51 attempts). Waits are exponential
+/// with full jitter: before retry `n` (1-based) the helper sleeps a uniformly random time in
+/// `[0, min(max_backoff, initial_backoff * 2^(n-1))]` — but only when it holds no locks: after a
+/// full ROLLBACK, or when the connection was lost. CockroachDB retries through
+/// `ROLLBACK TO SAVEPOINT cockroach_restart` keep the transaction (and its priority) open, so
+/// they go again at once without sleeping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; the work runs at most `max_retries + 1` times.
+    pub max_retries: u32,
+    /// Upper bound of the first wait.
+    pub initial_backoff: Duration,
+    /// Upper bound of any wait.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 50,
+            initial_backoff: Duration::from_millis(2),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1-based), drawn with full jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let ceiling = self.backoff_ceiling(retry);
+        if ceiling.is_zero() {
+            return ceiling;
+        }
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+    }
+
+    /// The upper bound of the wait before retry number `retry` (1-based).
+    pub fn backoff_ceiling(&self, retry: u32) -> Duration {
+        let doublings = retry.saturating_sub(1).min(30);
+        self.initial_backoff
+            .saturating_mul(1u32 << doublings)
+            .min(self.max_backoff)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_never_exceeds_it() {
+        let policy = RetryPolicy {
+            max_retries: 10,
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(10));
+        assert_eq!(policy.backoff_ceiling(2), Duration::from_millis(20));
+        assert_eq!(policy.backoff_ceiling(3), Duration::from_millis(40));
+        assert_eq!(policy.backoff_ceiling(4), Duration::from_millis(50));
+        assert_eq!(policy.backoff_ceiling(1000), Duration::from_millis(50));
+        for retry in 1..20 {
+            assert!(policy.backoff(retry) <= policy.backoff_ceiling(retry));
+        }
+    }
+
+    #[test]
+    fn jitter_spreads_waits() {
+        let policy = RetryPolicy::default();
+        let waits: std::collections::BTreeSet<_> = (0..50).map(|_| policy.backoff(8)).collect();
+        assert!(waits.len() > 10, "full jitter should vary the waits: {waits:?}");
+    }
+}

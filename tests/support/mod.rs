@@ -1,0 +1,49 @@
+//! Shared helpers for the integration tests (`mod support;` in each `tests/*.rs`).
+//!
+//! * [`server()`] gives the PostgreSQL server the tests talk to: `TEST_DATABASE_URL`
+//!   when set (an existing CockroachDB or PostgreSQL), otherwise a throwaway
+//!   PostgreSQL server started on first use, one per test binary.
+//! * [`TestDb`] is a fresh database on that server, dropped again when the value is.
+//! * [`TestSqlite`] is a fresh SQLite file in a temporary directory.
+
+// Not every test binary uses every helper.
+#![allow(dead_code)]
+
+mod pg_server;
+
+use std::path::PathBuf;
+
+// Re-exported for the tests; a test binary that uses none of them must still build cleanly.
+#[allow(unused_imports)]
+pub use pg_server::{server, TestDb, TestServer};
+
+/// A fresh SQLite database file in a temporary directory that lives as long as
+/// the value (the directory and the file are removed when it is dropped).
+pub struct TestSqlite {
+    /// The temporary directory holding the database file.
+    pub dir: tempfile::TempDir,
+    /// Path of the database file (not created yet; SQLite creates it on first connect).
+    pub path: PathBuf,
+    /// `sqlite://` followed by `path`.
+    pub url: String,
+}
+
+impl TestSqlite {
+    /// Creates a new temporary directory and picks a database file path inside it.
+    pub fn new() -> TestSqlite {
+        let dir = tempfile::Builder::new()
+            .prefix("roachbank-sqlite-")
+            .tempdir()
+            .expect("create a temporary directory for the SQLite test database");
+        let path = dir.path().join("test.db");
+        let url = format!("sqlite://{}", path.display());
+        TestSqlite { dir, path, url }
+    }
+}
+
+impl Default for TestSqlite {
+    /// Same as [`TestSqlite::new`].
+    fn default() -> Self {
+        TestSqlite::new()
+    }
+}

@@ -1,0 +1,563 @@
+//! A PostgreSQL server for the integration tests: either the one named by
+//! `TEST_DATABASE_URL`, or a throwaway server started by the test binary itself.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+
+/// Environment variable naming an existing server to use instead of a throwaway one.
+const ENV_URL: &str = "TEST_DATABASE_URL";
+
+/// Message for a machine without PostgreSQL server binaries and without `TEST_DATABASE_URL`.
+const NO_BINARIES: &str = "server tests need PostgreSQL server binaries (initdb, pg_ctl): \
+install them (Debian: apt-get install postgresql) or set TEST_DATABASE_URL to an existing \
+CockroachDB/PostgreSQL URL";
+
+/// The `psql` client used by [`TestServer::psql`].
+const PSQL: &str = "/usr/bin/psql";
+
+/// How many free ports to try before giving up on starting the throwaway server.
+const START_ATTEMPTS: usize = 3;
+
+/// Where server tests get their PostgreSQL: `TEST_DATABASE_URL` if set (an existing
+/// CockroachDB/PostgreSQL; admin rights to `CREATE DATABASE`), else one throwaway
+/// server per test binary started on first use (`std::sync::OnceLock`).
+///
+/// The throwaway server is stopped and its directory removed by a detached watchdog
+/// shell once the test process has exited (statics are never dropped).
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var(ENV_URL) {
+        Ok(url) if !url.trim().is_empty() => TestServer::external(url.trim().to_string()),
+        _ => TestServer::start_throwaway(),
+    })
+}
+
+/// The server the tests run against (see [`server()`]).
+pub struct TestServer {
+    /// URL of the administrative database (e.g. `postgresql://postgres@127.0.0.1:PORT/postgres`).
+    admin_url: String,
+    /// Host part of `admin_url`.
+    host: String,
+    /// Port part of `admin_url`.
+    port: u16,
+    /// The throwaway server's parts; `None` when `TEST_DATABASE_URL` is used.
+    own: Option<Throwaway>,
+    /// Whether `version()` says CockroachDB (asked once, on first need).
+    cockroach: OnceLock<bool>,
+}
+
+/// The pieces of a throwaway server started by this test binary.
+struct Throwaway {
+    /// Temporary directory holding `data/`, `server.log` and the Unix socket.
+    /// Kept for the life of the process; the watchdog removes it afterwards.
+    dir: PathBuf,
+    /// The data directory (`<dir>/data`).
+    data_dir: PathBuf,
+    /// The server log (`<dir>/server.log`).
+    log: PathBuf,
+    /// `pg_ctl` to use.
+    pg_ctl: PathBuf,
+    /// Whether initdb/pg_ctl are run as user `postgres` through `runuser` (we are root).
+    as_postgres: bool,
+    /// Serialises restarts.
+    control: Mutex<()>,
+}
+
+impl TestServer {
+    /// URL of the server's administrative database (`postgres` for the throwaway server,
+    /// whatever `TEST_DATABASE_URL` names otherwise).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// Host the server listens on (`127.0.0.1` for the throwaway server).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// TCP port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether this is our own throwaway server (so it may be restarted or killed);
+    /// `false` when `TEST_DATABASE_URL` is used.
+    pub fn is_throwaway(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// Data directory of the throwaway server; `None` when `TEST_DATABASE_URL` is used.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.own.as_ref().map(|own| own.data_dir.as_path())
+    }
+
+    /// Log file of the throwaway server; `None` when `TEST_DATABASE_URL` is used.
+    pub fn log_path(&self) -> Option<&Path> {
+        self.own.as_ref().map(|own| own.log.as_path())
+    }
+
+    /// Whether the server is CockroachDB (by `SELECT version()`; asked once).
+    pub fn is_cockroachdb(&self) -> bool {
+        *self.cockroach.get_or_init(|| {
+            self.own.is_none()
+                && self
+                    .psql(&db_name_of(&self.admin_url), "SELECT version()")
+                    .contains("CockroachDB")
+        })
+    }
+
+    /// URL of database `database` on the same server: `admin_url` with its path
+    /// replaced, user, host, port and query string kept.
+    pub fn url_for(&self, database: &str) -> String {
+        replace_url_path(&self.admin_url, database)
+    }
+
+    /// Runs `sql` in `database` through
+    /// `psql -X -q -A -t -v ON_ERROR_STOP=1 -d URL -c SQL` and returns its trimmed
+    /// standard output; panics with psql's standard error on failure.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        self.try_psql(database, sql).unwrap_or_else(|err| {
+            panic!("psql failed in database {database:?} running {sql:?}: {err}")
+        })
+    }
+
+    /// Like [`TestServer::psql`], but returns psql's failure (standard error and exit
+    /// status) instead of panicking.
+    pub fn try_psql(&self, database: &str, sql: &str) -> Result<String, String> {
+        let url = self.url_for(database);
+        let output = Command::new(PSQL)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(&url)
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("could not run {PSQL}: {err}"))?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+        } else {
+            Err(format!(
+                "{} (url {url}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ))
+        }
+    }
+
+    /// Restarts the throwaway server (`pg_ctl restart -m fast -w`), dropping every
+    /// connection. Panics when `TEST_DATABASE_URL` is used or the restart fails.
+    pub fn restart(&self) {
+        let own = self.own.as_ref().unwrap_or_else(|| {
+            panic!("restart() needs the throwaway server, but {ENV_URL} is set")
+        });
+        let _guard = own
+            .control
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // -l is required: without it the restarted server would write to (and hold
+        // open) our stdout pipe, so `output()` would never see end of file.
+        let output = own
+            .command(&own.pg_ctl)
+            .arg("-D")
+            .arg(&own.data_dir)
+            .arg("-l")
+            .arg(&own.log)
+            .args(["-w", "-t", "60", "-m", "fast", "restart"])
+            .output()
+            .expect("run pg_ctl restart");
+        if !output.status.success() {
+            panic!(
+                "pg_ctl restart failed: {}\n--- server.log (tail) ---\n{}",
+                describe(&output),
+                log_tail(&own.log)
+            );
+        }
+    }
+
+    /// The server named by `TEST_DATABASE_URL`.
+    fn external(url: String) -> TestServer {
+        assert!(
+            url.contains("://"),
+            "{ENV_URL} must be a URL like postgresql://root@127.0.0.1:26257/defaultdb?sslmode=disable, got {url:?}"
+        );
+        let (host, port) = host_and_port(&url);
+        TestServer {
+            admin_url: url,
+            host,
+            port,
+            own: None,
+            cockroach: OnceLock::new(),
+        }
+    }
+
+    /// Initialises and starts a throwaway server, and the watchdog that removes it.
+    fn start_throwaway() -> TestServer {
+        let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_BINARIES}"));
+        let as_postgres = running_as_root();
+        if as_postgres {
+            let known = Command::new("id").args(["-u", "postgres"]).output();
+            assert!(
+                matches!(known, Ok(ref out) if out.status.success()),
+                "running as root, so the throwaway PostgreSQL must run as user `postgres`, \
+                 but there is no such user; run the tests as an ordinary user or set {ENV_URL}"
+            );
+        }
+
+        // /tmp rather than $TMPDIR when root: user postgres must be able to reach it,
+        // and Unix socket paths must stay short.
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("roachbank-pg-");
+        let temp = if as_postgres {
+            builder.tempdir_in("/tmp")
+        } else {
+            builder.tempdir()
+        }
+        .expect("create a temporary directory for the throwaway PostgreSQL");
+        // The watchdog removes the directory once this process has gone.
+        let dir = temp.keep();
+        let data_dir = dir.join("data");
+        let log = dir.join("server.log");
+        if as_postgres {
+            run_checked(
+                Command::new("chown").arg("postgres:postgres").arg(&dir),
+                "chown the server directory",
+            );
+        }
+
+        let own = Throwaway {
+            dir: dir.clone(),
+            data_dir: data_dir.clone(),
+            log: log.clone(),
+            pg_ctl: bin.join("pg_ctl"),
+            as_postgres,
+            control: Mutex::new(()),
+        };
+
+        // Arrange teardown first, so even a failed start leaves nothing behind.
+        own.spawn_watchdog();
+
+        let output = own
+            .command(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data_dir)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .expect("run initdb");
+        if !output.status.success() {
+            panic!("initdb failed: {}", describe(&output));
+        }
+
+        fs::write(
+            data_dir.join("pg_hba.conf"),
+            "# written by tests/support/pg_server.rs\n\
+             local all all                trust\n\
+             host  all pwuser 127.0.0.1/32 scram-sha-256\n\
+             host  all all    127.0.0.1/32 trust\n\
+             host  all all    ::1/128      trust\n",
+        )
+        .expect("write pg_hba.conf");
+        let conf = data_dir.join("postgresql.conf");
+        let mut settings = fs::read_to_string(&conf).expect("read postgresql.conf");
+        settings.push_str("\n# tests/support/pg_server.rs\npassword_encryption = scram-sha-256\n");
+        fs::write(&conf, settings).expect("write postgresql.conf");
+
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            let options = format!(
+                "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
+                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                 -c max_connections=300 -c shared_buffers=128MB",
+                dir.display()
+            );
+            let output = own
+                .command(&own.pg_ctl)
+                .arg("-D")
+                .arg(&data_dir)
+                .arg("-l")
+                .arg(&log)
+                .args(["-w", "-t", "60", "-o"])
+                .arg(&options)
+                .arg("start")
+                .output()
+                .expect("run pg_ctl start");
+            if output.status.success() {
+                let host = "127.0.0.1".to_string();
+                return TestServer {
+                    admin_url: format!("postgresql://postgres@{host}:{port}/postgres"),
+                    host,
+                    port,
+                    own: Some(own),
+                    cockroach: OnceLock::new(),
+                };
+            }
+            failures.push(format!("port {port}: {}", describe(&output)));
+        }
+        panic!(
+            "could not start the throwaway PostgreSQL in {} after {START_ATTEMPTS} attempts:\n{}\n\
+             --- server.log (tail) ---\n{}",
+            dir.display(),
+            failures.join("\n"),
+            log_tail(&log)
+        );
+    }
+}
+
+impl Throwaway {
+    /// A command running `program` as the server's owner (via `runuser` when root),
+    /// in the server directory (user postgres may not be able to enter our cwd).
+    fn command(&self, program: &Path) -> Command {
+        let mut command = if self.as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        };
+        command.current_dir(&self.dir).stdin(Stdio::null());
+        command
+    }
+
+    /// Spawns a detached shell that waits for this process to exit (or become a
+    /// zombie), then stops the server (`-m immediate`) and removes its directory.
+    fn spawn_watchdog(&self) {
+        let pid = std::process::id();
+        let runuser = if self.as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do \
+               state=$(sed 's/.*) //' /proc/{pid}/stat 2>/dev/null | cut -c1); \
+               [ \"$state\" = Z ] && break; \
+               sleep 0.5; \
+             done; \
+             if [ -f {data}/postmaster.pid ]; then {runuser}{pg_ctl} -D {data} stop -m immediate; fi; \
+             rm -rf {dir}",
+            data = shell_quote(&self.data_dir),
+            pg_ctl = shell_quote(&self.pg_ctl),
+            dir = shell_quote(&self.dir),
+        );
+        // The outer shell starts the watchdog in the background and exits at once, so
+        // the watchdog is re-parented to init (fully detached) and there is nothing
+        // left for us to reap.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("( {script} ) </dev/null >/dev/null 2>&1 &"))
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Own process group: a Ctrl-C aimed at the test run does not kill the watchdog.
+            .process_group(0)
+            .status()
+            .expect("spawn the watchdog that stops the throwaway PostgreSQL");
+        assert!(
+            status.success(),
+            "spawning the watchdog shell failed: {status}"
+        );
+    }
+}
+
+/// A fresh database on [`server()`], named `rb_<test-name-sanitised>_<random hex>`,
+/// created by [`TestDb::new`] and dropped (`DROP DATABASE ... WITH (FORCE)` on
+/// PostgreSQL, `DROP DATABASE ... CASCADE` on CockroachDB) when the value is
+/// dropped, ignoring errors then.
+pub struct TestDb {
+    /// The database name.
+    pub name: String,
+    /// URL of the database on [`server()`].
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database for the test named `test_name` (any string; it is
+    /// lower-cased, non-alphanumerics become `_`, and it is shortened to fit).
+    pub fn new(test_name: &str) -> TestDb {
+        let server = server();
+        let mut stem: String = test_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        // rb_ + stem + _ + 12 hex digits must fit PostgreSQL's 63-byte identifiers.
+        stem.truncate(63 - 3 - 1 - 12);
+        let name = format!(
+            "rb_{stem}_{:012x}",
+            rand::random::<u64>() & 0xffff_ffff_ffff
+        );
+        server.psql(
+            &db_name_of(server.admin_url()),
+            &format!("CREATE DATABASE \"{name}\""),
+        );
+        let url = server.url_for(&name);
+        TestDb { name, url }
+    }
+
+    /// Runs `sql` in this database (see [`TestServer::psql`]); returns trimmed output.
+    pub fn psql(&self, sql: &str) -> String {
+        server().psql(&self.name, sql)
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops the database, ignoring any error.
+    fn drop(&mut self) {
+        let server = server();
+        let sql = if server.is_cockroachdb() {
+            format!("DROP DATABASE IF EXISTS \"{}\" CASCADE", self.name)
+        } else {
+            format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name)
+        };
+        let _ = server.try_psql(&db_name_of(server.admin_url()), &sql);
+    }
+}
+
+/// The directory holding both `initdb` and `pg_ctl`: from `PATH` (symlinks resolved),
+/// else the newest `/usr/lib/postgresql/*/bin`.
+fn find_server_binaries() -> Option<PathBuf> {
+    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if let Ok(initdb) = fs::canonicalize(dir.join("initdb")) {
+                if let Some(real_dir) = initdb.parent() {
+                    if has_both(real_dir) {
+                        return Some(real_dir.to_path_buf());
+                    }
+                }
+            }
+        }
+    }
+    let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse::<u32>().unwrap_or(0);
+            let bin = entry.path().join("bin");
+            has_both(&bin).then_some((version, bin))
+        })
+        .collect();
+    candidates.sort();
+    candidates.pop().map(|(_, bin)| bin)
+}
+
+/// Whether this process runs as root (`id -u` prints 0).
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A currently free loopback TCP port (bind port 0, read it, release it).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind 127.0.0.1:0 to find a free port")
+        .port()
+}
+
+/// Runs `command`, panicking with its output if it fails.
+fn run_checked(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("{what}: {err}"));
+    assert!(output.status.success(), "{what}: {}", describe(&output));
+}
+
+/// Exit status plus standard output and error of a finished command.
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout).trim(),
+        String::from_utf8_lossy(&output.stderr).trim()
+    )
+}
+
+/// The last 40 lines of the server log (or why it could not be read).
+fn log_tail(log: &Path) -> String {
+    match fs::read_to_string(log) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        }
+        Err(err) => format!("(could not read {}: {err})", log.display()),
+    }
+}
+
+/// `path` single-quoted for `sh`.
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+/// Byte range of the path in `url` (after the authority, before `?` or `#`).
+fn path_range(url: &str) -> (usize, usize) {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let path_start = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let tail = &url[path_start..];
+    let path_end = path_start + tail.find(['?', '#']).unwrap_or(tail.len());
+    (path_start, path_end)
+}
+
+/// `url` with its path replaced by `/database`.
+fn replace_url_path(url: &str, database: &str) -> String {
+    let (start, end) = path_range(url);
+    format!("{}/{}{}", &url[..start], database, &url[end..])
+}
+
+/// The database named in `url`'s path (`postgres` when it names none, as libpq would
+/// default to the user name, and both our server and PostgreSQL have `postgres`).
+fn db_name_of(url: &str) -> String {
+    let (start, end) = path_range(url);
+    let name = url[start..end].trim_start_matches('/');
+    if name.is_empty() {
+        "postgres".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
+/// Host and port from `url`'s authority (port 5432 when absent).
+fn host_and_port(url: &str) -> (String, u16) {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let (path_start, _) = path_range(url);
+    let authority = &url[authority_start..path_start];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    // Several hosts (h1:p1,h2:p2): take the first.
+    let host_port = host_port.split(',').next().unwrap_or("");
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        match bracketed.split_once(']') {
+            Some((host, rest)) => (host, rest.strip_prefix(':')),
+            None => (bracketed, None),
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    let port = port.and_then(|p| p.parse().ok()).unwrap_or(5432);
+    let host = if host.is_empty() { "localhost" } else { host };
+    (host.to_string(), port)
+}
