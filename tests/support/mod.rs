@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 mod pg_server;
+pub mod proxy;
 
 use std::path::PathBuf;
 

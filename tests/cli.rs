@@ -1,0 +1,870 @@
+mod support;
+
+// End-to-end tests of the `roachbank` binary: every test runs the real executable as a child
+// process, in a fresh temporary directory as its working directory and with `DATABASE_URL`
+// removed from its environment (unless the test is about exactly that), and checks what it
+// prints, its exit status and what it left in the database.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+use support::{TestDb, TestSqlite};
+
+/// Longest any single command may run before the test gives up on it (and kills it).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The announcement the binary makes when it falls back to the embedded SQLite file.
+const DEFAULT_ANNOUNCEMENT: &str = "using the embedded SQLite file bank.db";
+
+/// Password of the `pwuser` role (the only role the test server checks passwords for).
+const RIGHT_PASSWORD: &str = "right-pw-123";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A fresh, empty temporary directory to run the binary in.
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("roachbank-cli-")
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// Runs the binary with `args` in `dir`, with `envs` added to a cleaned environment; gives up
+/// (killing the child) after `deadline`. Returns the output and how long the child ran.
+fn run_timed(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    deadline: Duration,
+) -> (Output, Duration) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roachbank"));
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        // So a panic says "panicked" and mentions RUST_BACKTRACE, which the checks look for.
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        // libpq must not find a password or a timeout anywhere but in the URL.
+        .env_remove("PGPASSWORD")
+        .env_remove("PGPASSFILE")
+        .env_remove("PGCONNECT_TIMEOUT")
+        .env_remove("PGSERVICE")
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = command.spawn().expect("start the roachbank binary");
+    let mut stdout = child.stdout.take().expect("child stdout");
+    let mut stderr = child.stderr.take().expect("child stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let status: ExitStatus = loop {
+        if let Some(status) = child.try_wait().expect("wait for roachbank") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "roachbank {args:?} still running after {deadline:?}; killed it\nstderr so far: {}",
+                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let elapsed = started.elapsed();
+    let output = Output {
+        status,
+        stdout: out_reader.join().expect("read child stdout"),
+        stderr: err_reader.join().expect("read child stderr"),
+    };
+    (output, elapsed)
+}
+
+/// Runs the binary with `args` in `dir`, `DATABASE_URL` removed, `envs` added.
+fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
+    run_timed(dir, args, envs, DEFAULT_DEADLINE).0
+}
+
+fn stdout_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Everything the child said, for assertion messages.
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        stdout_of(output),
+        stderr_of(output)
+    )
+}
+
+/// Panics unless the command succeeded.
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "expected success: {}",
+        describe(output)
+    );
+    assert_no_panic(output);
+}
+
+/// Panics if the output shows a panic or a backtrace.
+fn assert_no_panic(output: &Output) {
+    let all = format!("{}{}", stdout_of(output), stderr_of(output));
+    for bad in ["panicked", "RUST_BACKTRACE"] {
+        assert!(
+            !all.contains(bad),
+            "output contains {bad:?}: {}",
+            describe(output)
+        );
+    }
+    assert!(
+        !all.to_ascii_lowercase().contains("backtrace"),
+        "output mentions a backtrace: {}",
+        describe(output)
+    );
+}
+
+/// Panics unless the command failed with exactly one non-empty line on stderr and no panic;
+/// returns that line.
+fn assert_one_line_error(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "expected failure: {}",
+        describe(output)
+    );
+    assert_no_panic(output);
+    let stderr = stderr_of(output);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr: {}",
+        describe(output)
+    );
+    assert!(
+        !lines[0].trim().is_empty(),
+        "the error line is empty: {}",
+        describe(output)
+    );
+    lines[0].to_string()
+}
+
+/// Panics unless neither stdout nor stderr contains `secret`.
+fn assert_not_leaked(output: &Output, secret: &str) {
+    assert!(
+        !stdout_of(output).contains(secret) && !stderr_of(output).contains(secret),
+        "output leaks {secret:?}: {}",
+        describe(output)
+    );
+}
+
+/// Names of the entries in `dir`, sorted.
+fn dir_entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("list the directory")
+        .map(|entry| {
+            entry
+                .expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The integer after `prefix` on the first stdout line starting with `prefix`.
+fn number_after(output: &Output, prefix: &str) -> i64 {
+    let stdout = stdout_of(output);
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}: {}", describe(output)));
+    let digits: String = line[prefix.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no integer after {prefix:?} in {line:?}"))
+}
+
+/// The money `seed` reports: M in "seeded N accounts holding M in total".
+fn seeded_money(output: &Output, accounts: u64) -> i64 {
+    let money = number_after(output, &format!("seeded {accounts} accounts holding "));
+    assert!(
+        stdout_of(output).contains(&format!("holding {money} in total")),
+        "seed summary malformed: {}",
+        describe(output)
+    );
+    money
+}
+
+/// (accounts, total balance) as printed by `balance`.
+fn balance_figures(output: &Output) -> (i64, i64) {
+    assert_success(output);
+    (
+        number_after(output, "accounts: "),
+        number_after(output, "total balance: "),
+    )
+}
+
+/// Checks the `transfer` summary line says `count` done and carries the figures it promises.
+fn assert_transfer_summary(output: &Output, count: u64) {
+    let stdout = stdout_of(output);
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("transfers: "))
+        .unwrap_or_else(|| panic!("no transfer summary: {}", describe(output)));
+    assert!(
+        summary.starts_with(&format!("transfers: {count} done, ")),
+        "summary does not say {count} done: {summary:?}"
+    );
+    for part in ["retries", "transfers/s", "p50", "p99"] {
+        assert!(
+            summary.contains(part),
+            "summary lacks {part:?}: {summary:?}"
+        );
+    }
+}
+
+/// Rows in `table` of the SQLite file at `path`, counted with diesel (not through the binary).
+fn sqlite_count(path: &Path, table: &str) -> i64 {
+    let mut conn = SqliteConnection::establish(path.to_str().expect("UTF-8 path"))
+        .expect("open the SQLite file");
+    diesel::dsl::sql::<BigInt>(&format!("SELECT COUNT(*) FROM {table}"))
+        .get_result(&mut conn)
+        .expect("count rows")
+}
+
+/// Versions in the SQLite file's `__diesel_schema_migrations`, sorted.
+fn sqlite_migration_versions(path: &Path) -> Vec<String> {
+    let mut conn = SqliteConnection::establish(path.to_str().expect("UTF-8 path"))
+        .expect("open the SQLite file");
+    diesel::dsl::sql::<Text>("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+        .load(&mut conn)
+        .expect("read the migration table")
+}
+
+/// `url` with its scheme (everything before `://`) replaced by `scheme`.
+fn with_scheme(url: &str, scheme: &str) -> String {
+    let (_, rest) = url.split_once("://").expect("a URL with a scheme");
+    format!("{scheme}://{rest}")
+}
+
+/// Creates the `pwuser` role (password [`RIGHT_PASSWORD`]) once per test binary.
+fn ensure_pwuser() {
+    static ROLE: Once = Once::new();
+    ROLE.call_once(|| {
+        support::server().psql(
+            "postgres",
+            &format!(
+                "DO $$ BEGIN \
+                   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pwuser') THEN \
+                     CREATE ROLE pwuser LOGIN PASSWORD '{RIGHT_PASSWORD}'; \
+                   END IF; \
+                 END $$"
+            ),
+        );
+    });
+}
+
+/// A fresh database owned by `pwuser`, and the URL to reach it as `pwuser` with `password`.
+fn pwuser_db(test_name: &str, password: &str) -> (TestDb, String) {
+    ensure_pwuser();
+    let db = TestDb::new(test_name);
+    support::server().psql(
+        "postgres",
+        &format!("ALTER DATABASE \"{}\" OWNER TO pwuser", db.name),
+    );
+    db.psql("ALTER SCHEMA public OWNER TO pwuser");
+    let server = support::server();
+    let url = format!(
+        "postgresql://pwuser:{password}@{}:{}/{}",
+        server.host(),
+        server.port(),
+        db.name
+    );
+    (db, url)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The embedded SQLite default
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn default_sqlite_seed_transfer_points_keep_totals_and_write_bank_db_in_cwd() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+
+    let seed = run(cwd, &["seed"], &[]);
+    assert_success(&seed);
+    assert!(
+        cwd.join("bank.db").is_file(),
+        "seed did not create bank.db in the cwd; entries: {:?}",
+        dir_entries(cwd)
+    );
+    let money = seeded_money(&seed, 100);
+    let announcements = stderr_of(&seed).matches(DEFAULT_ANNOUNCEMENT).count();
+    assert_eq!(
+        announcements,
+        1,
+        "the default must be announced exactly once: {}",
+        describe(&seed)
+    );
+
+    let balance = run(cwd, &["balance"], &[]);
+    assert_eq!(
+        balance_figures(&balance),
+        (100, money),
+        "{}",
+        describe(&balance)
+    );
+
+    let transfer = run(cwd, &["transfer", "--count", "3"], &[]);
+    assert_success(&transfer);
+    let transferred = stdout_of(&transfer)
+        .lines()
+        .filter(|line| line.starts_with("transferred "))
+        .count();
+    assert_eq!(transferred, 3, "{}", describe(&transfer));
+    assert_transfer_summary(&transfer, 3);
+
+    let balance = run(cwd, &["balance"], &[]);
+    assert_eq!(
+        balance_figures(&balance),
+        (100, money),
+        "transfers must move money, not create or destroy it: {}",
+        describe(&balance)
+    );
+
+    let points = run(cwd, &["points", "2500", "--chunk-size", "1000"], &[]);
+    assert_success(&points);
+    assert!(
+        stdout_of(&points).contains("points: 2500 rows in 3 chunks"),
+        "{}",
+        describe(&points)
+    );
+    assert_eq!(sqlite_count(&cwd.join("bank.db"), "points"), 2500);
+    assert_eq!(sqlite_count(&cwd.join("bank.db"), "accounts"), 100);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. .env, the environment and --database-url
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn dotenv_database_url_is_used_instead_of_bank_db_without_the_default_announcement() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    std::fs::write(cwd.join(".env"), "DATABASE_URL=sqlite://other.db\n").expect("write .env");
+
+    let seed = run(cwd, &["seed", "--accounts", "7"], &[]);
+    assert_success(&seed);
+    assert!(cwd.join("other.db").is_file(), "{:?}", dir_entries(cwd));
+    assert!(!cwd.join("bank.db").exists(), "{:?}", dir_entries(cwd));
+    assert!(
+        !stderr_of(&seed).contains("embedded SQLite"),
+        "a URL from .env must not be announced as the default: {}",
+        describe(&seed)
+    );
+    assert_eq!(sqlite_count(&cwd.join("other.db"), "accounts"), 7);
+}
+
+#[test]
+fn database_url_flag_beats_dotenv() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    std::fs::write(cwd.join(".env"), "DATABASE_URL=sqlite://other.db\n").expect("write .env");
+
+    let seed = run(
+        cwd,
+        &[
+            "--database-url",
+            "sqlite://flag.db",
+            "seed",
+            "--accounts",
+            "4",
+        ],
+        &[],
+    );
+    assert_success(&seed);
+    assert!(cwd.join("flag.db").is_file(), "{:?}", dir_entries(cwd));
+    assert!(!cwd.join("other.db").exists(), "{:?}", dir_entries(cwd));
+    assert!(!cwd.join("bank.db").exists(), "{:?}", dir_entries(cwd));
+    assert_eq!(sqlite_count(&cwd.join("flag.db"), "accounts"), 4);
+}
+
+#[test]
+fn database_url_environment_variable_beats_dotenv() {
+    let dir = temp_dir();
+    let cwd = dir.path();
+    std::fs::write(cwd.join(".env"), "DATABASE_URL=sqlite://other.db\n").expect("write .env");
+
+    let seed = run(
+        cwd,
+        &["seed", "--accounts", "2"],
+        &[("DATABASE_URL", "sqlite://env.db")],
+    );
+    assert_success(&seed);
+    assert!(cwd.join("env.db").is_file(), "{:?}", dir_entries(cwd));
+    assert!(!cwd.join("other.db").exists(), "{:?}", dir_entries(cwd));
+    assert!(!cwd.join("bank.db").exists(), "{:?}", dir_entries(cwd));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. PostgreSQL
+// ---------------------------------------------------------------------------------------------
+
+/// How a test hands the database URL to the binary.
+#[derive(Clone, Copy)]
+enum UrlVia {
+    Flag,
+    Environment,
+}
+
+/// Runs `args` against `url`, passed the way `via` says.
+fn run_against(dir: &Path, url: &str, via: UrlVia, args: &[&str]) -> Output {
+    match via {
+        UrlVia::Flag => {
+            let mut all = vec!["--database-url", url];
+            all.extend_from_slice(args);
+            run(dir, &all, &[])
+        }
+        UrlVia::Environment => run(dir, args, &[("DATABASE_URL", url)]),
+    }
+}
+
+/// seed 50, 20 transfers on 4 workers, balance, 3000 points, all on a fresh PostgreSQL database.
+fn postgres_flow(test_name: &str, via: UrlVia) {
+    let db = TestDb::new(test_name);
+    let dir = temp_dir();
+    let cwd = dir.path();
+
+    let seed = run_against(cwd, &db.url, via, &["seed", "--accounts", "50"]);
+    assert_success(&seed);
+    assert!(
+        !stderr_of(&seed).contains("embedded SQLite"),
+        "{}",
+        describe(&seed)
+    );
+    let money = seeded_money(&seed, 50);
+    assert_eq!(db.psql("SELECT count(*) FROM accounts"), "50");
+    assert_eq!(
+        db.psql("SELECT sum(balance) FROM accounts"),
+        money.to_string()
+    );
+
+    let transfer = run_against(
+        cwd,
+        &db.url,
+        via,
+        &["transfer", "--count", "20", "--workers", "4"],
+    );
+    assert_success(&transfer);
+    assert_transfer_summary(&transfer, 20);
+    assert!(
+        !stdout_of(&transfer)
+            .lines()
+            .any(|line| line.starts_with("transferred ")),
+        "more than 10 transfers must not print one line each: {}",
+        describe(&transfer)
+    );
+
+    let balance = run_against(cwd, &db.url, via, &["balance"]);
+    assert_eq!(
+        balance_figures(&balance),
+        (50, money),
+        "{}",
+        describe(&balance)
+    );
+
+    let points = run_against(
+        cwd,
+        &db.url,
+        via,
+        &["points", "3000", "--chunk-size", "1000"],
+    );
+    assert_success(&points);
+    assert!(
+        stdout_of(&points).contains("points: 3000 rows in 3 chunks"),
+        "{}",
+        describe(&points)
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM points"), "3000");
+    assert_eq!(
+        dir_entries(cwd),
+        Vec::<String>::new(),
+        "a server run must write nothing into the cwd"
+    );
+}
+
+#[test]
+fn postgres_via_flag_seed_transfer_balance_points_keep_totals() {
+    postgres_flow("cli_pg_flag", UrlVia::Flag);
+}
+
+#[test]
+fn postgres_via_env_var_seed_transfer_balance_points_keep_totals() {
+    postgres_flow("cli_pg_env", UrlVia::Environment);
+}
+
+#[test]
+fn cockroachdb_scheme_is_accepted_as_a_postgresql_synonym() {
+    let db = TestDb::new("cli_cockroach_scheme");
+    let dir = temp_dir();
+    let url = with_scheme(&db.url, "cockroachdb");
+
+    let seed = run(
+        dir.path(),
+        &["--database-url", &url, "seed", "--accounts", "5"],
+        &[],
+    );
+    assert_success(&seed);
+    let money = seeded_money(&seed, 5);
+    let balance = run(dir.path(), &["--database-url", &url, "balance"], &[]);
+    assert_eq!(
+        balance_figures(&balance),
+        (5, money),
+        "{}",
+        describe(&balance)
+    );
+    assert_eq!(db.psql("SELECT count(*) FROM accounts"), "5");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn bad_arguments_fail_with_one_line_and_write_nothing() {
+    let cases: &[&[&str]] = &[
+        &["points", "0"],
+        &["points", "-5"],
+        &["points", "abc"],
+        &["points", "10", "--chunk-size", "0"],
+        &["seed", "--accounts", "0"],
+        &["seed", "--accounts", "x"],
+        &["transfer", "--count", "0"],
+        &["--database-url", "mysql://u:pw@h/db", "balance"],
+    ];
+    for args in cases {
+        let dir = temp_dir();
+        let output = run(dir.path(), args, &[]);
+        let line = assert_one_line_error(&output);
+        assert!(
+            dir_entries(dir.path()).is_empty(),
+            "roachbank {args:?} wrote {:?} (error: {line})",
+            dir_entries(dir.path())
+        );
+    }
+}
+
+#[test]
+fn unknown_url_scheme_error_names_the_schemes_and_hides_the_password() {
+    let dir = temp_dir();
+    let output = run(
+        dir.path(),
+        &["--database-url", "mysql://u:hunter2pw@h/db", "balance"],
+        &[],
+    );
+    let line = assert_one_line_error(&output);
+    assert!(line.contains("postgresql://"), "{line}");
+    assert_not_leaked(&output, "hunter2pw");
+    assert!(dir_entries(dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Transfer without accounts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn transfer_with_one_account_fails_with_one_line_mentioning_seed() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let seed = run(
+        cwd,
+        &["--database-url", &sqlite.url, "seed", "--accounts", "1"],
+        &[],
+    );
+    assert_success(&seed);
+
+    let transfer = run(cwd, &["--database-url", &sqlite.url, "transfer"], &[]);
+    let line = assert_one_line_error(&transfer);
+    assert!(line.contains("seed"), "{}", describe(&transfer));
+}
+
+#[test]
+fn transfer_on_an_empty_database_fails_with_one_line_mentioning_seed() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let transfer = run(
+        cwd,
+        &["--database-url", &sqlite.url, "transfer", "--count", "2"],
+        &[],
+    );
+    let line = assert_one_line_error(&transfer);
+    assert!(line.contains("seed"), "{}", describe(&transfer));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Unreachable and unresponsive servers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn refused_connection_fails_fast_with_one_line_and_no_password() {
+    let dir = temp_dir();
+    let (output, elapsed) = run_timed(
+        dir.path(),
+        &[
+            "--database-url",
+            "postgresql://u:s3cretpw@127.0.0.1:1/bank",
+            "balance",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(elapsed < Duration::from_secs(10), "took {elapsed:?}");
+    assert_one_line_error(&output);
+    assert_not_leaked(&output, "s3cretpw");
+    assert!(dir_entries(dir.path()).is_empty());
+}
+
+/// Runs `balance` against a listener that accepts TCP connections and never answers.
+fn run_against_silent_server(query: &str) -> (Output, Duration) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener");
+    let port = listener.local_addr().expect("listener address").port();
+    let dir = temp_dir();
+    let url = format!("postgresql://u:s3cretpw@127.0.0.1:{port}/bank{query}");
+    let result = run_timed(
+        dir.path(),
+        &["--database-url", &url, "balance"],
+        &[],
+        Duration::from_secs(40),
+    );
+    drop(listener);
+    result
+}
+
+#[test]
+fn silent_server_with_connect_timeout_2_fails_within_8_seconds() {
+    let (output, elapsed) = run_against_silent_server("?connect_timeout=2");
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    assert_one_line_error(&output);
+    assert_not_leaked(&output, "s3cretpw");
+}
+
+#[test]
+fn silent_server_without_connect_timeout_fails_within_15_seconds_by_default() {
+    let (output, elapsed) = run_against_silent_server("");
+    assert!(elapsed < Duration::from_secs(15), "took {elapsed:?}");
+    assert_one_line_error(&output);
+    assert_not_leaked(&output, "s3cretpw");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Password authentication
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wrong_password_fails_with_one_line_saying_password_authentication_failed_without_secrets() {
+    let (db, _) = pwuser_db("cli_wrong_pw", RIGHT_PASSWORD);
+    let dir = temp_dir();
+    let wrong_url = format!(
+        "postgresql://pwuser:wrong-pw-456@{}:{}/{}",
+        support::server().host(),
+        support::server().port(),
+        db.name
+    );
+    let output = run(dir.path(), &["--database-url", &wrong_url, "balance"], &[]);
+    let line = assert_one_line_error(&output);
+    assert!(
+        line.contains("password authentication failed"),
+        "{}",
+        describe(&output)
+    );
+    assert_not_leaked(&output, "wrong-pw-456");
+    assert_not_leaked(&output, RIGHT_PASSWORD);
+    assert!(dir_entries(dir.path()).is_empty());
+}
+
+#[test]
+fn right_password_seeds_and_echo_shows_sql_but_never_the_password() {
+    let (db, url) = pwuser_db("cli_right_pw", RIGHT_PASSWORD);
+    let dir = temp_dir();
+
+    let seed = run(
+        dir.path(),
+        &["--database-url", &url, "seed", "--accounts", "5"],
+        &[],
+    );
+    assert_success(&seed);
+    seeded_money(&seed, 5);
+    assert_not_leaked(&seed, RIGHT_PASSWORD);
+
+    let echo = run(
+        dir.path(),
+        &["--database-url", &url, "--echo", "seed", "--accounts", "5"],
+        &[],
+    );
+    assert_success(&echo);
+    let stderr = stderr_of(&echo);
+    for expected in [
+        "INSERT INTO",
+        "BEGIN",
+        "connecting to postgresql://pwuser:***@",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "--echo output lacks {expected:?}: {}",
+            describe(&echo)
+        );
+    }
+    assert_not_leaked(&echo, RIGHT_PASSWORD);
+    assert_eq!(db.psql("SELECT count(*) FROM accounts"), "10");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. A schema newer than this build
+// ---------------------------------------------------------------------------------------------
+
+const FUTURE_VERSION: &str = "99991231235959";
+
+#[test]
+fn sqlite_schema_newer_than_build_fails_with_upgrade_hint_and_writes_nothing() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let seed = run(
+        cwd,
+        &["--database-url", &sqlite.url, "seed", "--accounts", "3"],
+        &[],
+    );
+    assert_success(&seed);
+    {
+        let mut conn = SqliteConnection::establish(sqlite.path.to_str().expect("UTF-8 path"))
+            .expect("open the SQLite file");
+        diesel::sql_query(format!(
+            "INSERT INTO __diesel_schema_migrations (version) VALUES ('{FUTURE_VERSION}')"
+        ))
+        .execute(&mut conn)
+        .expect("record a future migration");
+    }
+    let before = sqlite_migration_versions(&sqlite.path);
+    assert!(before.contains(&FUTURE_VERSION.to_string()));
+
+    let balance = run(cwd, &["--database-url", &sqlite.url, "balance"], &[]);
+    let line = assert_one_line_error(&balance);
+    assert!(
+        line.contains("newer") && line.contains("upgrade"),
+        "{}",
+        describe(&balance)
+    );
+    assert_eq!(sqlite_migration_versions(&sqlite.path), before);
+    assert_eq!(sqlite_count(&sqlite.path, "accounts"), 3);
+}
+
+#[test]
+fn postgres_schema_newer_than_build_fails_with_upgrade_hint_and_writes_nothing() {
+    let db = TestDb::new("cli_pg_newer_schema");
+    let dir = temp_dir();
+    let seed = run(
+        dir.path(),
+        &["--database-url", &db.url, "seed", "--accounts", "3"],
+        &[],
+    );
+    assert_success(&seed);
+    db.psql(&format!(
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('{FUTURE_VERSION}')"
+    ));
+    let versions =
+        "SELECT string_agg(version, ',' ORDER BY version) FROM __diesel_schema_migrations";
+    let before = db.psql(versions);
+    assert!(before.contains(FUTURE_VERSION), "{before}");
+
+    let balance = run(dir.path(), &["--database-url", &db.url, "balance"], &[]);
+    let line = assert_one_line_error(&balance);
+    assert!(
+        line.contains("newer") && line.contains("upgrade"),
+        "{}",
+        describe(&balance)
+    );
+    assert_eq!(db.psql(versions), before);
+    assert_eq!(db.psql("SELECT count(*) FROM accounts"), "3");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. --echo on SQLite
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sqlite_echo_shows_begin_immediate_insert_and_commit() {
+    let sqlite = TestSqlite::new();
+    let output = run(
+        sqlite.dir.path(),
+        &[
+            "--database-url",
+            &sqlite.url,
+            "--echo",
+            "seed",
+            "--accounts",
+            "3",
+        ],
+        &[],
+    );
+    assert_success(&output);
+    let stderr = stderr_of(&output);
+    for expected in ["BEGIN IMMEDIATE", "COMMIT", "INSERT INTO `accounts`"] {
+        assert!(
+            stderr.contains(expected),
+            "--echo output lacks {expected:?}: {}",
+            describe(&output)
+        );
+    }
+    assert_eq!(sqlite_count(&sqlite.path, "accounts"), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. --help
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn help_exits_zero_and_lists_every_command() {
+    let dir = temp_dir();
+    let output = run(dir.path(), &["--help"], &[]);
+    assert_success(&output);
+    let stdout = stdout_of(&output);
+    for command in ["seed", "transfer", "points", "balance"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|line| line.trim_start().split_whitespace().next() == Some(command)),
+            "--help does not list {command}: {}",
+            describe(&output)
+        );
+    }
+    assert!(dir_entries(dir.path()).is_empty());
+}

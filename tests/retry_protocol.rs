@@ -1,0 +1,532 @@
+//! `run_transaction` against real databases: the statements each protocol issues, what is
+//! retried and what is not, and that a retried transaction commits exactly once.
+//!
+//! CockroachDB's protocol is driven against the suite's PostgreSQL (which accepts the same
+//! `SAVEPOINT cockroach_restart` statements) by overriding the detected flavour; conflicts are
+//! injected with a test-only SQL function that raises 40001 for its first K calls.
+
+mod support;
+
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
+use roachbank::retry::{
+    run_transaction, DatabaseErrorSource, RetryPolicy, TransactionError,
+};
+use roachbank::schema::accounts;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
+use support::proxy::CuttingProxy;
+use support::{server, TestDb, TestSqlite};
+
+/// Every statement the pool's connections send, in order.
+#[derive(Clone, Default)]
+struct StatementLog(Arc<Mutex<Vec<String>>>);
+
+impl StatementLog {
+    fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
+    /// The transaction-control statements, in order.
+    fn transaction_control(&self) -> Vec<String> {
+        const CONTROL: &[&str] = &["BEGIN", "SAVEPOINT", "ROLLBACK", "RELEASE", "COMMIT"];
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|sql| CONTROL.iter().any(|word| sql.starts_with(word)))
+            .cloned()
+            .collect()
+    }
+}
+
+struct Recorder(StatementLog);
+
+impl Instrumentation for Recorder {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            let text = query.to_string();
+            let sql = text.split(" -- binds:").next().unwrap_or(&text).trim();
+            self.0 .0.lock().unwrap().push(sql.to_string());
+        }
+    }
+}
+
+/// Opens `url` with one pooled connection, recording statements; `flavor` overrides detection.
+fn open(url: &str, flavor: Option<Flavor>) -> (Database, StatementLog) {
+    let log = StatementLog::default();
+    let recorder_log = log.clone();
+    let options = ConnectOptions {
+        pool_size: 1,
+        flavor_override: flavor,
+        instrumentation: Some(Arc::new(move || {
+            Box::new(Recorder(recorder_log.clone())) as Box<dyn Instrumentation>
+        })),
+        ..ConnectOptions::default()
+    };
+    let config = DatabaseConfig::parse(url, UrlSource::Flag).unwrap();
+    let db = Database::open(config, &options).expect("open the test database");
+    log.clear();
+    (db, log)
+}
+
+/// A policy that retries at once (tests wait for nothing).
+fn quick_policy(max_retries: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_retries,
+        initial_backoff: Duration::from_micros(100),
+        max_backoff: Duration::from_millis(5),
+    }
+}
+
+/// Creates `fail_first(k)`: raises 40001 on its first `k` calls in this database, then
+/// returns. Its counter is a sequence, which rollbacks do not undo.
+fn install_conflict_injector(db: &TestDb) {
+    db.psql(
+        "CREATE SEQUENCE injected_conflicts;
+         CREATE FUNCTION fail_first(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+         DECLARE n BIGINT := nextval('injected_conflicts');
+         BEGIN
+           IF n <= k THEN
+             RAISE EXCEPTION 'restart transaction: injected conflict % of %', n, k
+               USING ERRCODE = '40001';
+           END IF;
+           RETURN n;
+         END $$;",
+    );
+}
+
+fn fail_first(conn: &mut DbConnection, k: u32) -> QueryResult<()> {
+    diesel::sql_query(format!("SELECT fail_first({k})"))
+        .execute(conn)
+        .map(|_| ())
+}
+
+fn insert_account(conn: &mut DbConnection, id: i64, balance: i64) -> QueryResult<()> {
+    diesel::insert_into(accounts::table)
+        .values((accounts::id.eq(id), accounts::balance.eq(balance)))
+        .execute(conn)
+        .map(|_| ())
+}
+
+fn account_count(db: &TestDb) -> i64 {
+    db.psql("SELECT count(*) FROM accounts").parse().unwrap()
+}
+
+fn strings(statements: &[&str]) -> Vec<String> {
+    statements.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_once() {
+    let db = TestDb::new("crdb_injected_40001");
+    install_conflict_injector(&db);
+    let (database, log) = open(&db.url, Some(Flavor::CockroachDb));
+    let mut runs = 0;
+    let committed = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        fail_first(conn, 2)?;
+        insert_account(conn, 1, 100)
+    })
+    .expect("commits after two retries");
+    assert_eq!(committed.attempts, 3);
+    assert_eq!(runs, 3);
+    assert_eq!(account_count(&db), 1, "exactly one committed effect");
+    assert_eq!(
+        log.transaction_control(),
+        strings(&[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SAVEPOINT cockroach_restart",
+            "ROLLBACK TO SAVEPOINT cockroach_restart",
+            "ROLLBACK TO SAVEPOINT cockroach_restart",
+            "RELEASE SAVEPOINT cockroach_restart",
+            "COMMIT",
+        ])
+    );
+}
+
+#[test]
+fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_and_commits_once()
+{
+    let db = TestDb::new("pg_injected_40001");
+    install_conflict_injector(&db);
+    let (database, log) = open(&db.url, Some(Flavor::PostgreSql));
+    let committed = run_transaction(&database, &quick_policy(10), |conn| {
+        fail_first(conn, 2)?;
+        insert_account(conn, 1, 100)
+    })
+    .expect("commits after two retries");
+    assert_eq!(committed.attempts, 3);
+    assert_eq!(account_count(&db), 1, "exactly one committed effect");
+    assert_eq!(
+        log.transaction_control(),
+        strings(&[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "ROLLBACK",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "ROLLBACK",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "COMMIT",
+        ])
+    );
+}
+
+#[test]
+fn write_skew_race_between_two_threads_ends_with_correct_balances_after_a_retry() {
+    let db = TestDb::new("write_skew");
+    let config = DatabaseConfig::parse(&db.url, UrlSource::Flag).unwrap();
+    let database = Database::open(
+        config,
+        &ConnectOptions {
+            pool_size: 2,
+            ..ConnectOptions::default()
+        },
+    )
+    .unwrap();
+    db.psql("INSERT INTO accounts (id, balance) VALUES (1, 100), (2, 0), (3, 0)");
+    let barrier = Barrier::new(2);
+    let policy = quick_policy(20);
+    // Both take money from account 1 based on the balance they read; the barrier makes both
+    // read before either writes, which loses an update unless the loser is retried.
+    let attempts: Vec<u32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = [(2, 30), (3, 50)]
+            .into_iter()
+            .map(|(sink, amount)| {
+                let (database, barrier, policy) = (&database, &barrier, &policy);
+                scope.spawn(move || {
+                    let mut first = true;
+                    run_transaction(database, policy, |conn| {
+                        let balance: i64 = accounts::table
+                            .find(1)
+                            .select(accounts::balance)
+                            .first(conn)?;
+                        if std::mem::take(&mut first) {
+                            barrier.wait();
+                        }
+                        diesel::update(accounts::table.find(1))
+                            .set(accounts::balance.eq(balance - amount))
+                            .execute(conn)?;
+                        diesel::update(accounts::table.find(sink))
+                            .set(accounts::balance.eq(accounts::balance + amount))
+                            .execute(conn)?;
+                        Ok::<_, DieselError>(())
+                    })
+                    .expect("both transfers commit")
+                    .attempts
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        db.psql("SELECT string_agg(balance::text, ',' ORDER BY id) FROM accounts"),
+        "20,30,50"
+    );
+    assert!(
+        attempts.iter().sum::<u32>() > 2,
+        "one of the two must have been retried: {attempts:?}"
+    );
+}
+
+#[test]
+fn exhausted_retries_return_the_typed_error_with_attempts_and_last_cause_and_commit_nothing() {
+    for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
+        let db = TestDb::new("exhausted");
+        install_conflict_injector(&db);
+        let (database, log) = open(&db.url, Some(flavor));
+        let mut runs = 0;
+        let result = run_transaction(&database, &quick_policy(2), |conn| {
+            runs += 1;
+            insert_account(conn, runs, 1)?;
+            fail_first(conn, 100)
+        });
+        match result {
+            Err(TransactionError::RetriesExhausted { attempts, last }) => {
+                assert_eq!(attempts, 3, "{flavor}");
+                assert!(
+                    matches!(
+                        last,
+                        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+                    ),
+                    "{flavor}: last cause {last:?}"
+                );
+            }
+            other => panic!("{flavor}: expected RetriesExhausted, got {other:?}"),
+        }
+        assert_eq!(runs, 3, "{flavor}");
+        assert_eq!(account_count(&db), 0, "{flavor}: nothing committed");
+        assert_eq!(
+            log.transaction_control().last().map(String::as_str),
+            Some("ROLLBACK"),
+            "{flavor}"
+        );
+    }
+}
+
+/// An application error type wrapping database errors, as callers write them.
+#[derive(Debug)]
+enum WorkError {
+    Database(DieselError),
+    Refused(&'static str),
+}
+
+impl From<DieselError> for WorkError {
+    fn from(error: DieselError) -> Self {
+        WorkError::Database(error)
+    }
+}
+
+impl DatabaseErrorSource for WorkError {
+    fn database_error(&self) -> Option<&DieselError> {
+        match self {
+            WorkError::Database(error) => Some(error),
+            WorkError::Refused(_) => None,
+        }
+    }
+}
+
+fn assert_non_retryable_errors_roll_back_after_one_attempt(url: &str, flavor: Option<Flavor>) {
+    let (database, _log) = open(url, flavor);
+    let label = format!("{flavor:?} {url}");
+    // A database error that retrying cannot fix: a duplicate key.
+    let mut runs = 0;
+    let result = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        insert_account(conn, 7, 1)?;
+        insert_account(conn, 7, 1)
+    });
+    assert!(
+        matches!(
+            result,
+            Err(TransactionError::Failed(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _
+            )))
+        ),
+        "{label}: {result:?}"
+    );
+    assert_eq!(runs, 1, "{label}");
+    // The application's own error comes back unchanged.
+    let mut runs = 0;
+    let result = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        insert_account(conn, 8, 1)?;
+        Err::<(), _>(WorkError::Refused("not today"))
+    });
+    assert!(
+        matches!(result, Err(TransactionError::Failed(WorkError::Refused("not today")))),
+        "{label}: {result:?}"
+    );
+    assert_eq!(runs, 1, "{label}");
+    // Neither insert survived, and the connection is usable for the next transaction.
+    let count = run_transaction(&database, &quick_policy(0), |conn| {
+        accounts::table.count().get_result::<i64>(conn)
+    })
+    .unwrap();
+    assert_eq!(count.value, 0, "{label}: both transactions rolled back");
+}
+
+#[test]
+fn non_retryable_error_is_rolled_back_and_returned_unchanged_after_one_attempt() {
+    for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
+        let db = TestDb::new("non_retryable");
+        assert_non_retryable_errors_roll_back_after_one_attempt(&db.url, Some(flavor));
+    }
+    let sqlite = TestSqlite::new();
+    assert_non_retryable_errors_roll_back_after_one_attempt(&sqlite.url, None);
+}
+
+/// Installs a deferred constraint trigger on a new table `probe` that runs `body` (PL/pgSQL)
+/// when the inserting transaction commits.
+fn install_commit_trigger(db: &TestDb, body: &str) {
+    db.psql(&format!(
+        "CREATE TABLE probe (id BIGINT PRIMARY KEY);
+         CREATE FUNCTION at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN {body} RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER at_commit AFTER INSERT ON probe
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION at_commit();"
+    ));
+}
+
+fn insert_probe(conn: &mut DbConnection) -> QueryResult<()> {
+    conn.batch_execute("INSERT INTO probe (id) VALUES (1)")
+}
+
+fn require_postgresql(what: &str) -> bool {
+    if server().is_cockroachdb() {
+        eprintln!("NOT RUN on CockroachDB ({what} needs PostgreSQL's deferred constraint triggers)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn ambiguous_40003_at_commit_is_reported_and_not_retried() {
+    if !require_postgresql("injecting 40003 at COMMIT") {
+        return;
+    }
+    let db = TestDb::new("ambiguous_40003");
+    install_commit_trigger(
+        &db,
+        "RAISE EXCEPTION 'result is ambiguous (injected at commit)' USING ERRCODE = '40003';",
+    );
+    let (database, log) = open(&db.url, Some(Flavor::PostgreSql));
+    let mut runs = 0;
+    let result = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        insert_probe(conn)
+    });
+    match result {
+        Err(TransactionError::AmbiguousCommit { attempts, cause }) => {
+            assert_eq!(attempts, 1);
+            assert!(cause.to_string().contains("result is ambiguous"), "{cause}");
+        }
+        other => panic!("expected AmbiguousCommit, got {other:?}"),
+    }
+    assert_eq!(runs, 1, "an ambiguous commit is never retried blindly");
+    assert_eq!(
+        log.transaction_control(),
+        strings(&["BEGIN ISOLATION LEVEL SERIALIZABLE", "COMMIT"])
+    );
+}
+
+#[test]
+fn connection_lost_during_commit_is_ambiguous_and_not_retried() {
+    if !require_postgresql("killing the backend during COMMIT") {
+        return;
+    }
+    let db = TestDb::new("lost_at_commit");
+    // The backend kills itself while COMMIT runs its deferred triggers.
+    install_commit_trigger(
+        &db,
+        "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);",
+    );
+    let (database, _log) = open(&db.url, Some(Flavor::PostgreSql));
+    let mut runs = 0;
+    let result = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        insert_probe(conn)
+    });
+    match result {
+        Err(TransactionError::AmbiguousCommit { attempts, .. }) => assert_eq!(attempts, 1),
+        other => panic!("expected AmbiguousCommit, got {other:?}"),
+    }
+    assert_eq!(runs, 1);
+    // The pool replaced the dead connection: the next transaction works.
+    let count = run_transaction(&database, &quick_policy(3), |conn| {
+        diesel::sql_query("SELECT 1").execute(conn)
+    });
+    assert!(count.is_ok(), "{count:?}");
+}
+
+/// The URL of `db` reached through `proxy`.
+fn via_proxy(db: &TestDb, proxy: &CuttingProxy) -> String {
+    let server = server();
+    db.url.replacen(
+        &format!("{}:{}", server.host(), server.port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    )
+}
+
+#[test]
+fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
+    for (flavor, statement) in [
+        (Flavor::PostgreSql, "COMMIT"),
+        (Flavor::CockroachDb, "RELEASE SAVEPOINT cockroach_restart"),
+    ] {
+        let db = TestDb::new("cut_at_commit");
+        let server = server();
+        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let (database, log) = open(&via_proxy(&db, &proxy), Some(flavor));
+        proxy.cut_after(statement);
+        let mut runs = 0;
+        let result = run_transaction(&database, &quick_policy(10), |conn| {
+            runs += 1;
+            insert_account(conn, 42, 1)
+        });
+        assert_eq!(proxy.cuts(), 1, "{flavor}: the proxy cut the link");
+        match result {
+            Err(TransactionError::AmbiguousCommit { attempts, .. }) => {
+                assert_eq!(attempts, 1, "{flavor}")
+            }
+            other => panic!("{flavor}: expected AmbiguousCommit, got {other:?}"),
+        }
+        assert_eq!(runs, 1, "{flavor}: never retried blindly");
+        assert_eq!(
+            log.transaction_control().last().map(String::as_str),
+            Some(statement),
+            "{flavor}: the commit statement was the last one sent"
+        );
+    }
+}
+
+#[test]
+fn connection_lost_before_commit_is_retried_on_a_fresh_connection() {
+    for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
+        let db = TestDb::new("lost_before_commit");
+        let (database, _log) = open(&db.url, Some(flavor));
+        let mut pids = Vec::new();
+        let committed = run_transaction(&database, &quick_policy(5), |conn| {
+            let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
+                "pg_backend_pid()",
+            ))
+            .get_result(conn)?;
+            pids.push(pid);
+            insert_account(conn, 5, 10)?;
+            if pids.len() == 1 {
+                // Our own backend is terminated mid-transaction, before the commit.
+                diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())")
+                    .execute(conn)?;
+            }
+            Ok::<_, DieselError>(())
+        })
+        .unwrap_or_else(|err| panic!("{flavor}: retried to success, got {err:?}"));
+        assert_eq!(committed.attempts, 2, "{flavor}");
+        assert_eq!(pids.len(), 2, "{flavor}");
+        assert_ne!(pids[0], pids[1], "{flavor}: the retry ran on a fresh connection");
+        assert_eq!(account_count(&db), 1, "{flavor}: exactly one committed effect");
+    }
+}
+
+#[test]
+fn sqlite_busy_is_retried_until_the_other_writer_lets_go() {
+    let sqlite = TestSqlite::new();
+    let config = DatabaseConfig::parse(&sqlite.url, UrlSource::Flag).unwrap();
+    let database = Database::open(
+        config,
+        &ConnectOptions {
+            pool_size: 1,
+            sqlite_busy_timeout: Duration::from_millis(1),
+            ..ConnectOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(database.flavor(), Flavor::Sqlite);
+    let mut other = SqliteConnection::establish(sqlite.path.to_str().unwrap()).unwrap();
+    other.batch_execute("BEGIN IMMEDIATE").unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        other.batch_execute("COMMIT").unwrap();
+    });
+    let policy = RetryPolicy {
+        max_retries: 50,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(50),
+    };
+    let committed = run_transaction(&database, &policy, |conn| insert_account(conn, 1, 1))
+        .expect("commits once the other writer is done");
+    holder.join().unwrap();
+    assert!(
+        committed.attempts > 1,
+        "the first attempt met the other writer's lock"
+    );
+    let count = run_transaction(&database, &policy, |conn| {
+        accounts::table.count().get_result::<i64>(conn)
+    })
+    .unwrap();
+    assert_eq!(count.value, 1);
+}

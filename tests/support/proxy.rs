@@ -1,0 +1,154 @@
+//! A loopback TCP proxy in front of the test server that can cut a connection at an exact
+//! point of the conversation: once the client has sent a message containing a chosen statement
+//! (say `COMMIT`), the proxy forwards it to the server and then drops both sides before the
+//! server's answer can reach the client. The client sees its connection lost with the statement
+//! in flight — the "commit outcome unknown" case no mock can produce honestly.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// A running proxy; it accepts connections until the value is dropped (and the process ends).
+pub struct CuttingProxy {
+    port: u16,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    /// The statement text that triggers a cut (`None`: forward everything).
+    cut_on: Mutex<Option<Vec<u8>>>,
+    /// How many connections were cut.
+    cuts: AtomicUsize,
+    closed: AtomicBool,
+}
+
+impl CuttingProxy {
+    /// Starts a proxy on a free loopback port forwarding to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy's port");
+        let port = listener.local_addr().expect("proxy address").port();
+        let state = Arc::new(ProxyState {
+            cut_on: Mutex::new(None),
+            cuts: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let upstream = upstream.to_string();
+        let accept_state = Arc::clone(&state);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_state.closed.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                spawn_pair(client, server, Arc::clone(&accept_state));
+            }
+        });
+        CuttingProxy { port, state }
+    }
+
+    /// The proxy's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// From now on, cut the next connection whose client sends `statement` (once: the trigger
+    /// is disarmed by the cut).
+    pub fn cut_after(&self, statement: &str) {
+        *self.state.cut_on.lock().unwrap() = Some(statement.as_bytes().to_vec());
+    }
+
+    /// How many connections the proxy has cut so far.
+    pub fn cuts(&self) -> usize {
+        self.state.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees `closed`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
+    let (Ok(client_reader), Ok(server_writer)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let (Ok(cut_client), Ok(cut_server)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    // Set before the triggering statement reaches the server, so that no answer read after it
+    // is ever passed on.
+    let cut = Arc::new(AtomicBool::new(false));
+    let cut_seen_by_reader = Arc::clone(&cut);
+    // client -> server, watching for the trigger
+    thread::spawn(move || {
+        let (mut from, mut to) = (client_reader, server_writer);
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buffer[..n];
+            let hit = {
+                let mut trigger = state.cut_on.lock().unwrap();
+                let hit = trigger
+                    .as_ref()
+                    .is_some_and(|needle| contains(chunk, needle));
+                if hit {
+                    *trigger = None;
+                }
+                hit
+            };
+            if hit {
+                cut.store(true, Ordering::SeqCst);
+            }
+            if to.write_all(chunk).is_err() {
+                break;
+            }
+            if hit {
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                // Let the statement reach the server before the link goes.
+                thread::sleep(std::time::Duration::from_millis(50));
+                let _ = cut_client.shutdown(Shutdown::Both);
+                let _ = cut_server.shutdown(Shutdown::Both);
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+    // server -> client, silenced once the cut is armed
+    thread::spawn(move || {
+        let (mut from, mut to) = (server, client);
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut_seen_by_reader.load(Ordering::SeqCst) {
+                break;
+            }
+            if to.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty()
+        && haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
