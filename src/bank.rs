@@ -4,7 +4,9 @@
 
 use crate::db::{Database, DbConnection};
 use crate::models::Account;
-use crate::retry::{run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError};
+use crate::retry::{
+    run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError,
+};
 use crate::schema::accounts;
 use diesel::dsl::{count_star, max, min, sql};
 use diesel::prelude::*;
@@ -31,7 +33,9 @@ pub enum BankError {
     #[error("{0}")]
     Database(#[from] diesel::result::Error),
     /// A transfer needs two distinct accounts.
-    #[error("the bank has fewer than two accounts to transfer between: run `roachbank seed` first")]
+    #[error(
+        "the bank has fewer than two accounts to transfer between: run `roachbank seed` first"
+    )]
     NotEnoughAccounts,
     /// The tutorial's balance check (cannot trigger for half a balance, kept for fidelity).
     #[error("insufficient funds in account {account}: balance {balance}, transfer {amount}")]
@@ -100,12 +104,15 @@ pub fn create_random_accounts(
                     .load::<i64>(conn)?,
             );
         }
-        new_accounts.extend(candidates.into_iter().filter(|id| !taken.contains(id)).map(
-            |id| Account {
-                id,
-                balance: rng.random_range(0..OPENING_BALANCE_SPACE),
-            },
-        ));
+        new_accounts.extend(
+            candidates
+                .into_iter()
+                .filter(|id| !taken.contains(id))
+                .map(|id| Account {
+                    id,
+                    balance: rng.random_range(0..OPENING_BALANCE_SPACE),
+                }),
+        );
     }
     for chunk in new_accounts.chunks(ROWS_PER_STATEMENT) {
         let insert = diesel::insert_into(accounts::table).values(chunk);
@@ -251,7 +258,9 @@ pub fn run_transfers(
                 scope.spawn(|| {
                     let mut retries = 0;
                     let mut latencies = Vec::new();
-                    while !stop.load(Ordering::Relaxed) && next.fetch_add(1, Ordering::Relaxed) < count {
+                    while !stop.load(Ordering::Relaxed)
+                        && next.fetch_add(1, Ordering::Relaxed) < count
+                    {
                         let begun = Instant::now();
                         match run_transaction(db, policy, transfer_funds_randomly) {
                             Ok(committed) => {

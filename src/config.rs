@@ -288,7 +288,10 @@ mod tests {
     fn explicit_connect_timeout_is_kept() {
         let config =
             DatabaseConfig::parse("postgres://h/db?connect_timeout=3", UrlSource::Flag).unwrap();
-        assert_eq!(config.connection_string(), "postgres://h/db?connect_timeout=3");
+        assert_eq!(
+            config.connection_string(),
+            "postgres://h/db?connect_timeout=3"
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
     };
     if let Err(err) = dotenvy::dotenv() {
         if !err.not_found() {
-            eprintln!("roachbank: error: cannot read .env: {}", one_line(&err.to_string()));
+            eprintln!(
+                "roachbank: error: cannot read .env: {}",
+                one_line(&err.to_string())
+            );
             return ExitCode::from(EXIT_USAGE);
         }
     }
@@ -47,7 +50,10 @@ fn main() -> ExitCode {
     match run(&cli, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("roachbank: error: {}", config.scrub(&one_line(&format!("{err:#}"))));
+            eprintln!(
+                "roachbank: error: {}",
+                config.scrub(&one_line(&format!("{err:#}")))
+            );
             ExitCode::from(EXIT_FAILURE)
         }
     }

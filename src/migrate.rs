@@ -56,7 +56,8 @@ pub fn run_embedded_migrations(
             let result = migrate_with_recheck(pg, &POSTGRES_MIGRATIONS);
             if lock {
                 // Closing the session would release it too; an error here changes nothing.
-                let _ = pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
+                let _ =
+                    pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
             }
             result
         }
@@ -87,7 +88,10 @@ where
             Err(err) => {
                 // Another process may have been migrating at the same moment.
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
-                if matches!(conn.has_pending_migration(EmbeddedMigrationsRef(migrations)), Ok(false)) {
+                if matches!(
+                    conn.has_pending_migration(EmbeddedMigrationsRef(migrations)),
+                    Ok(false)
+                ) {
                     return Ok(());
                 }
                 if attempt >= MIGRATION_ATTEMPTS {
@@ -136,7 +140,9 @@ impl<DB: Backend> MigrationSource<DB> for EmbeddedMigrationsRef
 where
     EmbeddedMigrations: MigrationSource<DB>,
 {
-    fn migrations(&self) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<DB>>>> {
+    fn migrations(
+        &self,
+    ) -> diesel::migration::Result<Vec<Box<dyn diesel::migration::Migration<DB>>>> {
         MigrationSource::<DB>::migrations(self.0)
     }
 }

@@ -12,9 +12,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use roachbank::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
-use roachbank::retry::{
-    run_transaction, DatabaseErrorSource, RetryPolicy, TransactionError,
-};
+use roachbank::retry::{run_transaction, DatabaseErrorSource, RetryPolicy, TransactionError};
 use roachbank::schema::accounts;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
@@ -149,8 +147,7 @@ fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_o
 }
 
 #[test]
-fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_and_commits_once()
-{
+fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_and_commits_once() {
     let db = TestDb::new("pg_injected_40001");
     install_conflict_injector(&db);
     let (database, log) = open(&db.url, Some(Flavor::PostgreSql));
@@ -317,7 +314,10 @@ fn assert_non_retryable_errors_roll_back_after_one_attempt(url: &str, flavor: Op
         Err::<(), _>(WorkError::Refused("not today"))
     });
     assert!(
-        matches!(result, Err(TransactionError::Failed(WorkError::Refused("not today")))),
+        matches!(
+            result,
+            Err(TransactionError::Failed(WorkError::Refused("not today")))
+        ),
         "{label}: {result:?}"
     );
     assert_eq!(runs, 1, "{label}");
@@ -357,7 +357,9 @@ fn insert_probe(conn: &mut DbConnection) -> QueryResult<()> {
 
 fn require_postgresql(what: &str) -> bool {
     if server().is_cockroachdb() {
-        eprintln!("NOT RUN on CockroachDB ({what} needs PostgreSQL's deferred constraint triggers)");
+        eprintln!(
+            "NOT RUN on CockroachDB ({what} needs PostgreSQL's deferred constraint triggers)"
+        );
         return false;
     }
     true
@@ -479,16 +481,22 @@ fn connection_lost_before_commit_is_retried_on_a_fresh_connection() {
             insert_account(conn, 5, 10)?;
             if pids.len() == 1 {
                 // Our own backend is terminated mid-transaction, before the commit.
-                diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())")
-                    .execute(conn)?;
+                diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())").execute(conn)?;
             }
             Ok::<_, DieselError>(())
         })
         .unwrap_or_else(|err| panic!("{flavor}: retried to success, got {err:?}"));
         assert_eq!(committed.attempts, 2, "{flavor}");
         assert_eq!(pids.len(), 2, "{flavor}");
-        assert_ne!(pids[0], pids[1], "{flavor}: the retry ran on a fresh connection");
-        assert_eq!(account_count(&db), 1, "{flavor}: exactly one committed effect");
+        assert_ne!(
+            pids[0], pids[1],
+            "{flavor}: the retry ran on a fresh connection"
+        );
+        assert_eq!(
+            account_count(&db),
+            1,
+            "{flavor}: exactly one committed effect"
+        );
     }
 }
 

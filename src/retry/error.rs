@@ -94,20 +94,20 @@ pub fn classify(error: &DieselError) -> ErrorClass {
 fn classify_message(message: &str) -> ErrorClass {
     let message = message.to_ascii_lowercase();
     const RETRYABLE: &[&str] = &[
-        "restart transaction",          // CockroachDB 40001
-        "could not serialize access",   // PostgreSQL 40001
-        "deadlock detected",            // PostgreSQL 40P01
-        "database is locked",           // SQLITE_BUSY
-        "database table is locked",     // SQLITE_LOCKED
-        "database schema is locked",    // SQLITE_LOCKED_SHAREDCACHE
+        "restart transaction",        // CockroachDB 40001
+        "could not serialize access", // PostgreSQL 40001
+        "deadlock detected",          // PostgreSQL 40P01
+        "database is locked",         // SQLITE_BUSY
+        "database table is locked",   // SQLITE_LOCKED
+        "database schema is locked",  // SQLITE_LOCKED_SHAREDCACHE
     ];
     const CONNECTION_LOST: &[&str] = &[
-        "terminating connection",             // 57P01 admin shutdown / pg_terminate_backend
-        "server closed the connection",       // libpq
-        "no connection to the server",        // libpq
-        "connection to server was lost",      // libpq
+        "terminating connection", // 57P01 admin shutdown / pg_terminate_backend
+        "server closed the connection", // libpq
+        "no connection to the server", // libpq
+        "connection to server was lost", // libpq
         "could not receive data from server", // libpq
-        "could not send data to server",      // libpq
+        "could not send data to server", // libpq
         "connection reset",
         "broken pipe",
     ];
@@ -115,7 +115,10 @@ fn classify_message(message: &str) -> ErrorClass {
         ErrorClass::Ambiguous
     } else if RETRYABLE.iter().any(|needle| message.contains(needle)) {
         ErrorClass::Retryable
-    } else if CONNECTION_LOST.iter().any(|needle| message.contains(needle)) {
+    } else if CONNECTION_LOST
+        .iter()
+        .any(|needle| message.contains(needle))
+    {
         ErrorClass::ConnectionLost
     } else {
         ErrorClass::Permanent
@@ -132,14 +135,22 @@ mod tests {
 
     #[test]
     fn messages_without_their_own_kind_are_recognised() {
-        assert_eq!(classify(&unknown("deadlock detected")), ErrorClass::Retryable);
+        assert_eq!(
+            classify(&unknown("deadlock detected")),
+            ErrorClass::Retryable
+        );
         assert_eq!(
             classify(&unknown("result is ambiguous (error=rpc error)")),
             ErrorClass::Ambiguous
         );
-        assert_eq!(classify(&unknown("database is locked")), ErrorClass::Retryable);
         assert_eq!(
-            classify(&unknown("terminating connection due to administrator command")),
+            classify(&unknown("database is locked")),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            classify(&unknown(
+                "terminating connection due to administrator command"
+            )),
             ErrorClass::ConnectionLost
         );
         assert_eq!(

@@ -278,9 +278,7 @@ fn in_transaction(conn: &mut DbConnection) -> bool {
 
 fn rollback_to_restart_savepoint(conn: &mut DbConnection) -> Result<(), DieselError> {
     match conn {
-        DbConnection::Postgresql(pg) => {
-            pg.batch_execute("ROLLBACK TO SAVEPOINT cockroach_restart")
-        }
+        DbConnection::Postgresql(pg) => pg.batch_execute("ROLLBACK TO SAVEPOINT cockroach_restart"),
         DbConnection::Sqlite(_) => Err(DieselError::NotInTransaction),
     }
 }

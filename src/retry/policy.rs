@@ -76,6 +76,9 @@ mod tests {
     fn jitter_spreads_waits() {
         let policy = RetryPolicy::default();
         let waits: std::collections::BTreeSet<_> = (0..50).map(|_| policy.backoff(8)).collect();
-        assert!(waits.len() > 10, "full jitter should vary the waits: {waits:?}");
+        assert!(
+            waits.len() > 10,
+            "full jitter should vary the waits: {waits:?}"
+        );
     }
 }
