@@ -166,11 +166,7 @@ impl DbConnectionManager {
             }
             Backend::Sqlite => {
                 let mut sqlite = SqliteConnection::establish(self.config.connection_string())?;
-                sqlite
-                    .batch_execute(&format!(
-                        "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;",
-                        self.sqlite_busy_timeout.as_millis()
-                    ))
+                self.set_up_sqlite(&mut sqlite)
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 DbConnection::Sqlite(sqlite)
             }
@@ -182,6 +178,30 @@ impl DbConnectionManager {
             });
         }
         Ok(conn)
+    }
+}
+
+impl DbConnectionManager {
+    /// Busy timeout, WAL journal (readers never block the writer) and foreign keys.
+    /// Switching a new file to WAL needs a moment's exclusive lock and answers "locked" at once
+    /// rather than waiting out the busy timeout, so it is tried again until the timeout is up.
+    fn set_up_sqlite(&self, sqlite: &mut SqliteConnection) -> QueryResult<()> {
+        sqlite.batch_execute(&format!(
+            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
+            self.sqlite_busy_timeout.as_millis()
+        ))?;
+        let deadline = std::time::Instant::now() + self.sqlite_busy_timeout;
+        loop {
+            match sqlite.batch_execute("PRAGMA journal_mode = WAL") {
+                Err(error)
+                    if crate::retry::classify(&error) == crate::retry::ErrorClass::Retryable
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                result => return result,
+            }
+        }
     }
 }
 

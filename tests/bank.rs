@@ -1,0 +1,602 @@
+//! The bank against real databases (a SQLite file and the harness's PostgreSQL): `seed`,
+//! `balance`, `run_transfers`, the migrations run by `Database::open`, and flavour detection.
+//!
+//! Most checks run on both backends through `on_sqlite_and_postgresql!`, which turns each
+//! `fn check(target: Target)` into `check::sqlite` and `check::postgresql` tests. Expected
+//! figures are computed by SQL outside the library: psql on PostgreSQL, a plain diesel
+//! `SqliteConnection` on SQLite.
+
+mod support;
+
+use diesel::migration::MigrationSource;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable};
+use roachbank::bank::{self, BankError, TransferOutcome, ID_SPACE, OPENING_BALANCE_SPACE};
+use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
+use roachbank::migrate::{MigrationError, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use roachbank::retry::{RetryPolicy, TransactionError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Barrier, Mutex};
+
+diesel::table! {
+    /// Diesel's bookkeeping table, read to check what the migrations recorded.
+    __diesel_schema_migrations (version) {
+        version -> Text,
+    }
+}
+
+/// A version far beyond any migration this build embeds.
+const FUTURE_VERSION: &str = "99991231235959";
+
+/// A fresh, empty database on one backend, with SQL access that bypasses the library.
+enum Target {
+    Postgresql(support::TestDb),
+    Sqlite(support::TestSqlite),
+}
+
+impl Target {
+    fn postgresql(test_name: &str) -> Target {
+        Target::Postgresql(support::TestDb::new(test_name))
+    }
+
+    fn sqlite() -> Target {
+        Target::Sqlite(support::TestSqlite::new())
+    }
+
+    fn url(&self) -> &str {
+        match self {
+            Target::Postgresql(db) => &db.url,
+            Target::Sqlite(file) => &file.url,
+        }
+    }
+
+    /// Opens the database through the library (which applies the migrations).
+    fn open(&self, pool_size: u32) -> Database {
+        match try_open(self.url(), pool_size) {
+            Ok(db) => db,
+            Err(err) => panic!("Database::open({}) failed: {err}", self.url()),
+        }
+    }
+
+    fn sqlite_connection(file: &support::TestSqlite) -> SqliteConnection {
+        let path = file.path.to_str().expect("UTF-8 temp path");
+        let mut conn = SqliteConnection::establish(path).expect("open the SQLite file directly");
+        diesel::sql_query("PRAGMA busy_timeout = 10000")
+            .execute(&mut conn)
+            .expect("set busy_timeout");
+        conn
+    }
+
+    /// Runs statements outside the library.
+    fn execute(&self, sql: &str) {
+        match self {
+            Target::Postgresql(db) => {
+                db.psql(sql);
+            }
+            Target::Sqlite(file) => {
+                use diesel::connection::SimpleConnection;
+                Self::sqlite_connection(file)
+                    .batch_execute(sql)
+                    .unwrap_or_else(|err| panic!("SQLite {sql:?}: {err}"));
+            }
+        }
+    }
+
+    /// The value of a query returning one integer (or NULL) row.
+    fn int(&self, query: &str) -> Option<i64> {
+        match self {
+            Target::Postgresql(db) => {
+                let out = db.psql(query);
+                (!out.is_empty()).then(|| {
+                    out.parse()
+                        .unwrap_or_else(|err| panic!("{query:?} gave {out:?}: {err}"))
+                })
+            }
+            Target::Sqlite(file) => {
+                diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!("({query})")))
+                    .get_result(&mut Self::sqlite_connection(file))
+                    .unwrap_or_else(|err| panic!("SQLite {query:?}: {err}"))
+            }
+        }
+    }
+
+    fn count(&self, query: &str) -> i64 {
+        self.int(query)
+            .unwrap_or_else(|| panic!("{query:?} returned NULL"))
+    }
+
+    /// Every account, id → balance.
+    fn accounts(&self) -> BTreeMap<i64, i64> {
+        match self {
+            Target::Postgresql(db) => db
+                .psql("SELECT id, balance FROM accounts")
+                .lines()
+                .map(|line| {
+                    let (id, balance) = line.split_once('|').expect("id|balance");
+                    (id.parse().unwrap(), balance.parse().unwrap())
+                })
+                .collect(),
+            Target::Sqlite(file) => roachbank::schema::accounts::table
+                .load::<(i64, i64)>(&mut Self::sqlite_connection(file))
+                .expect("load accounts")
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// The versions recorded in `__diesel_schema_migrations`, sorted.
+    fn applied_migrations(&self) -> Vec<String> {
+        match self {
+            Target::Postgresql(db) => db
+                .psql("SELECT version FROM __diesel_schema_migrations ORDER BY version")
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            Target::Sqlite(file) => __diesel_schema_migrations::table
+                .select(__diesel_schema_migrations::version)
+                .order(__diesel_schema_migrations::version)
+                .load(&mut Self::sqlite_connection(file))
+                .expect("read __diesel_schema_migrations"),
+        }
+    }
+
+    /// The versions of the migration set the library embeds for this backend, sorted.
+    fn embedded_migrations(&self) -> Vec<String> {
+        let versions: BTreeSet<String> = match self {
+            Target::Postgresql(_) => {
+                MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS)
+                    .expect("embedded PostgreSQL migrations")
+                    .iter()
+                    .map(|m| m.name().version().to_string())
+                    .collect()
+            }
+            Target::Sqlite(_) => {
+                MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
+                    .expect("embedded SQLite migrations")
+                    .iter()
+                    .map(|m| m.name().version().to_string())
+                    .collect()
+            }
+        };
+        assert!(!versions.is_empty(), "no embedded migrations");
+        versions.into_iter().collect()
+    }
+
+    /// The flavour `Database::open` must detect for this target.
+    fn expected_flavor(&self) -> Flavor {
+        match self {
+            Target::Postgresql(_) if support::server().is_cockroachdb() => Flavor::CockroachDb,
+            Target::Postgresql(_) => Flavor::PostgreSql,
+            Target::Sqlite(_) => Flavor::Sqlite,
+        }
+    }
+}
+
+/// Opens `url` the way the CLI does, with `pool_size` connections.
+fn try_open(url: &str, pool_size: u32) -> Result<Database, DbError> {
+    Database::open(
+        DatabaseConfig::parse(url, UrlSource::Flag).unwrap(),
+        &ConnectOptions {
+            pool_size,
+            ..Default::default()
+        },
+    )
+}
+
+/// Runs each listed `fn(Target)` once on a fresh SQLite file and once on a fresh PostgreSQL
+/// database, as the tests `<name>::sqlite` and `<name>::postgresql`.
+macro_rules! on_sqlite_and_postgresql {
+    ($($check:ident),* $(,)?) => {
+        $(
+            mod $check {
+                #[test]
+                fn sqlite() {
+                    super::$check(super::Target::sqlite());
+                }
+
+                #[test]
+                fn postgresql() {
+                    super::$check(super::Target::postgresql(stringify!($check)));
+                }
+            }
+        )*
+    };
+}
+
+on_sqlite_and_postgresql!(
+    seed_creates_exactly_n_accounts_in_range_and_reports_their_sum,
+    seeding_twice_adds_both_batches,
+    seed_draws_again_for_ids_already_taken,
+    balance_matches_count_sum_min_max_computed_by_sql,
+    balance_of_an_empty_bank_is_zero_with_no_min_or_max,
+    transfers_conserve_money_and_never_make_a_balance_negative,
+    one_transfer_moves_half_the_source_balance_rounded_down,
+    serial_transfers_replay_exactly_as_reported,
+    transfers_fail_with_not_enough_accounts_on_an_empty_bank,
+    transfers_fail_with_not_enough_accounts_with_one_account,
+    concurrent_opens_of_a_new_database_succeed_and_record_each_migration_once,
+    concurrent_processes_opening_a_new_database_succeed_and_record_each_migration_once,
+    open_refuses_a_schema_newer_than_this_build,
+    open_detects_the_flavor,
+);
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::default()
+}
+
+/// Seeds `n` accounts and returns the money the report says it created.
+fn seed(db: &Database, n: u64) -> i64 {
+    let committed = bank::seed(db, &policy(), n).expect("seed");
+    assert_eq!(committed.value.accounts, n, "seed report's account count");
+    committed.value.money
+}
+
+fn total(target: &Target) -> i64 {
+    target.int("SELECT SUM(balance) FROM accounts").unwrap_or(0)
+}
+
+fn seed_creates_exactly_n_accounts_in_range_and_reports_their_sum(target: Target) {
+    let db = target.open(2);
+    let money = seed(&db, 1000);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 1000);
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(*) FROM accounts WHERE id < 0 OR id >= {ID_SPACE} \
+             OR balance < 0 OR balance >= {OPENING_BALANCE_SPACE}"
+        )),
+        0,
+        "ids must lie in [0, {ID_SPACE}) and balances in [0, {OPENING_BALANCE_SPACE})"
+    );
+    assert_eq!(money, total(&target), "report.money vs SUM(balance)");
+}
+
+fn seeding_twice_adds_both_batches(target: Target) {
+    let db = target.open(2);
+    let first = seed(&db, 2000);
+    let second = seed(&db, 2000);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 4000);
+    assert_eq!(first + second, total(&target));
+}
+
+/// Every id that is a multiple of 1000 is taken beforehand (10^6 rows, balance 0), so each
+/// drawn id collides with probability 1/1000 and seeding 10,000 accounts meets about ten
+/// collisions: an implementation that does not draw again for taken ids fails (unique
+/// violation) or falls short, except with probability e^-10 ≈ 5·10^-5. A correct one always
+/// passes.
+fn seed_draws_again_for_ids_already_taken(target: Target) {
+    let db = target.open(2);
+    let taken = ID_SPACE / 1000;
+    match &target {
+        Target::Postgresql(_) => target.execute(&format!(
+            "INSERT INTO accounts (id, balance) SELECT g * 1000, 0 FROM generate_series(0, {}) g",
+            taken - 1
+        )),
+        Target::Sqlite(_) => target.execute(&format!(
+            "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < {}) \
+             INSERT INTO accounts (id, balance) SELECT n * 1000, 0 FROM k",
+            taken - 1
+        )),
+    }
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), taken);
+
+    let money = seed(&db, 10_000);
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM accounts WHERE id % 1000 <> 0"),
+        10_000,
+        "new accounts (every multiple of 1000 was taken)"
+    );
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM accounts WHERE id % 1000 = 0 AND balance = 0"),
+        taken,
+        "pre-existing accounts must be left alone"
+    );
+    assert_eq!(money, total(&target));
+}
+
+fn balance_matches_count_sum_min_max_computed_by_sql(target: Target) {
+    let db = target.open(2);
+    seed(&db, 500);
+    let summary = bank::balance(&db, &policy()).expect("balance").value;
+    assert_eq!(
+        summary.accounts,
+        target.count("SELECT COUNT(*) FROM accounts")
+    );
+    assert_eq!(summary.total, total(&target));
+    assert_eq!(summary.min, target.int("SELECT MIN(balance) FROM accounts"));
+    assert_eq!(summary.max, target.int("SELECT MAX(balance) FROM accounts"));
+    assert!(summary.min.is_some() && summary.max.is_some());
+}
+
+fn balance_of_an_empty_bank_is_zero_with_no_min_or_max(target: Target) {
+    let db = target.open(1);
+    let summary = bank::balance(&db, &policy()).expect("balance").value;
+    assert_eq!(
+        summary,
+        bank::BalanceSummary {
+            accounts: 0,
+            total: 0,
+            min: None,
+            max: None
+        }
+    );
+}
+
+/// Checks the invariants of a finished run of `count` transfers that should have succeeded.
+fn assert_transfers_ok(
+    target: &Target,
+    report: &bank::TransferReport,
+    count: u64,
+    money: i64,
+    accounts: usize,
+) {
+    if let Some(error) = &report.error {
+        panic!("transfer run failed: {error} ({error:?})");
+    }
+    assert_eq!(report.summary.done, count, "summary.done");
+    assert_eq!(report.summary.latencies.len() as u64, count);
+    assert_eq!(total(target), money, "the total balance must not change");
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM accounts WHERE balance < 0"),
+        0,
+        "no balance may go negative"
+    );
+    assert_eq!(
+        target.accounts().len(),
+        accounts,
+        "accounts must not vanish"
+    );
+}
+
+/// Runs `count` transfers on `workers` workers and returns the report and how often the
+/// callback ran.
+fn transfers(db: &Database, count: u64, workers: u32) -> (bank::TransferReport, u64) {
+    let calls = AtomicU64::new(0);
+    let report = bank::run_transfers(db, &policy(), count, workers, &|_| {
+        calls.fetch_add(1, Ordering::Relaxed);
+    });
+    (report, calls.into_inner())
+}
+
+fn transfers_conserve_money_and_never_make_a_balance_negative(target: Target) {
+    let db = target.open(4);
+    let money = seed(&db, 50);
+    let (report, calls) = transfers(&db, 200, 4);
+    assert_transfers_ok(&target, &report, 200, money, 50);
+    assert_eq!(calls, 200, "on_transfer runs once per committed transfer");
+}
+
+/// Makes every balance odd (and at least 1) so that "half, rounded down" is visible.
+fn make_balances_odd(target: &Target) {
+    target.execute("UPDATE accounts SET balance = 2 * balance + 1");
+}
+
+fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
+    let db = target.open(1);
+    seed(&db, 20);
+    make_balances_odd(&target);
+    let before = target.accounts();
+    let outcomes = Mutex::new(Vec::new());
+    let report = bank::run_transfers(&db, &policy(), 1, 1, &|outcome: &TransferOutcome| {
+        outcomes.lock().unwrap().push(outcome.clone())
+    });
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(report.summary.done, 1);
+    let outcomes = outcomes.into_inner().unwrap();
+    assert_eq!(outcomes.len(), 1);
+    let outcome = &outcomes[0];
+    let transfer = &outcome.transfer;
+    assert_eq!(
+        outcome.attempts, 1,
+        "one uncontended transfer needs no retry"
+    );
+    assert_ne!(transfer.source, transfer.sink);
+    let source_before = before[&transfer.source];
+    assert_eq!(transfer.amount, source_before / 2);
+    assert!(
+        transfer.amount * 2 < source_before,
+        "odd balance rounds down"
+    );
+
+    let mut expected = before.clone();
+    *expected.get_mut(&transfer.source).unwrap() -= transfer.amount;
+    *expected.get_mut(&transfer.sink).unwrap() += transfer.amount;
+    assert_eq!(target.accounts(), expected, "only source and sink change");
+}
+
+/// With one worker, the reported transfers are the committed ones in commit order: replaying
+/// them (each taking half of its source's balance at that point) must give the final table.
+fn serial_transfers_replay_exactly_as_reported(target: Target) {
+    let db = target.open(1);
+    seed(&db, 10);
+    make_balances_odd(&target);
+    let before = target.accounts();
+    let outcomes = Mutex::new(Vec::new());
+    let report = bank::run_transfers(&db, &policy(), 40, 1, &|outcome: &TransferOutcome| {
+        outcomes.lock().unwrap().push(outcome.transfer.clone())
+    });
+    assert!(report.error.is_none(), "{:?}", report.error);
+    assert_eq!(report.summary.done, 40);
+
+    let mut replayed = before.clone();
+    for transfer in outcomes.into_inner().unwrap() {
+        assert_ne!(transfer.source, transfer.sink);
+        let source = replayed[&transfer.source];
+        assert_eq!(
+            transfer.amount,
+            source / 2,
+            "{transfer:?} from balance {source}"
+        );
+        *replayed.get_mut(&transfer.source).unwrap() -= transfer.amount;
+        *replayed.get_mut(&transfer.sink).unwrap() += transfer.amount;
+    }
+    assert_eq!(target.accounts(), replayed);
+    assert_eq!(replayed.values().sum::<i64>(), before.values().sum::<i64>());
+}
+
+/// A run on a bank with too few accounts stops at once with `NotEnoughAccounts`, changing
+/// nothing.
+fn assert_not_enough_accounts(target: &Target, db: &Database) {
+    let before = target.accounts();
+    let (report, calls) = transfers(db, 3, 1);
+    match &report.error {
+        Some(error @ TransactionError::Failed(BankError::NotEnoughAccounts)) => {
+            assert_eq!(error.attempts(), Some(1));
+        }
+        other => panic!("expected Failed(NotEnoughAccounts), got {other:?}"),
+    }
+    assert_eq!(report.summary.done, 0);
+    assert_eq!(calls, 0);
+    assert_eq!(target.accounts(), before, "nothing may change");
+}
+
+fn transfers_fail_with_not_enough_accounts_on_an_empty_bank(target: Target) {
+    let db = target.open(1);
+    assert_not_enough_accounts(&target, &db);
+}
+
+fn transfers_fail_with_not_enough_accounts_with_one_account(target: Target) {
+    let db = target.open(1);
+    seed(&db, 1);
+    assert_not_enough_accounts(&target, &db);
+}
+
+/// Rounds of concurrent first opens, each on a brand-new database: a fresh SQLite file is
+/// cheap, so it gets more chances to show a race than a fresh PostgreSQL database.
+fn migration_rounds(target: &Target, postgresql: usize, sqlite: usize) -> usize {
+    match target {
+        Target::Postgresql(_) => postgresql,
+        Target::Sqlite(_) => sqlite,
+    }
+}
+
+/// A brand-new database of the same backend as `target`.
+fn fresh_like(target: &Target, name: &str) -> Target {
+    match target {
+        Target::Postgresql(_) => Target::postgresql(name),
+        Target::Sqlite(_) => Target::sqlite(),
+    }
+}
+
+fn concurrent_opens_of_a_new_database_succeed_and_record_each_migration_once(target: Target) {
+    for round in 0..migration_rounds(&target, 5, 20) {
+        let fresh = fresh_like(&target, "concurrent_opens");
+        let barrier = Barrier::new(2);
+        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        try_open(fresh.url(), 1)
+                            .map(|_| ())
+                            .map_err(|err| format!("{err} ({err:?})"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in results {
+            if let Err(err) = result {
+                panic!("round {round}: a concurrent Database::open failed: {err}");
+            }
+        }
+        assert_eq!(
+            fresh.applied_migrations(),
+            fresh.embedded_migrations(),
+            "round {round}: one row per migration"
+        );
+        // The schema is usable.
+        let db = fresh.open(1);
+        seed(&db, 3);
+        assert_eq!(fresh.count("SELECT COUNT(*) FROM accounts"), 3);
+    }
+}
+
+/// Like the threaded test, with two `roachbank balance` processes started together.
+fn concurrent_processes_opening_a_new_database_succeed_and_record_each_migration_once(
+    target: Target,
+) {
+    for round in 0..migration_rounds(&target, 3, 20) {
+        let fresh = fresh_like(&target, "concurrent_processes");
+        let children: Vec<_> = (0..2)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_roachbank"))
+                    .args(["balance", "--database-url", fresh.url()])
+                    .env_remove("DATABASE_URL")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn roachbank")
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().expect("wait for roachbank");
+            assert!(
+                output.status.success(),
+                "round {round}: roachbank balance failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        assert_eq!(
+            fresh.applied_migrations(),
+            fresh.embedded_migrations(),
+            "round {round}: one row per migration"
+        );
+    }
+}
+
+fn open_refuses_a_schema_newer_than_this_build(target: Target) {
+    drop(target.open(1));
+    target.execute(&format!(
+        "INSERT INTO __diesel_schema_migrations (version) VALUES ('{FUTURE_VERSION}')"
+    ));
+    let latest = target.embedded_migrations().pop().unwrap();
+    match try_open(target.url(), 1) {
+        Err(DbError::Migration(MigrationError::SchemaTooNew { applied, known })) => {
+            assert_eq!(applied, FUTURE_VERSION);
+            assert_eq!(known, latest);
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("Database::open accepted a schema newer than this build"),
+    }
+}
+
+fn open_detects_the_flavor(target: Target) {
+    let db = target.open(1);
+    assert_eq!(db.flavor(), target.expected_flavor());
+}
+
+/// `workers` workers make `count` transfers between 100 accounts; prints the figures.
+fn stress(target: Target, count: u64, workers: u32) {
+    let db = target.open(workers);
+    let money = seed(&db, 100);
+    let (report, calls) = transfers(&db, count, workers);
+    let summary = &report.summary;
+    eprintln!(
+        "stress on {}: {} transfers, {workers} workers: {} retries, {:.0} transfers/s, \
+         {:.2} s, p50 {:?}, p99 {:?}",
+        db.flavor(),
+        summary.done,
+        summary.retries,
+        summary.per_second(),
+        summary.elapsed.as_secs_f64(),
+        summary.latency_quantile(0.5),
+        summary.latency_quantile(0.99),
+    );
+    assert_transfers_ok(&target, &report, count, money, 100);
+    assert_eq!(calls, count);
+}
+
+#[test]
+fn eight_workers_make_4000_transfers_on_postgresql_conserving_money() {
+    stress(Target::postgresql("stress_8_workers"), 4000, 8);
+}
+
+#[test]
+fn four_workers_make_400_transfers_on_sqlite_conserving_money() {
+    stress(Target::sqlite(), 400, 4);
+}
