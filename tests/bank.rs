@@ -6,205 +6,20 @@
 //! figures are computed by SQL outside the library: psql on PostgreSQL, a plain diesel
 //! `SqliteConnection` on SQLite.
 
+#[macro_use]
 mod support;
 
-use diesel::migration::MigrationSource;
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable};
 use roachbank::bank::{self, BankError, TransferOutcome, ID_SPACE, OPENING_BALANCE_SPACE};
-use roachbank::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
-use roachbank::migrate::{MigrationError, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+use roachbank::db::{Database, DbError};
+use roachbank::migrate::MigrationError;
 use roachbank::retry::{RetryPolicy, TransactionError};
-use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
-
-diesel::table! {
-    /// Diesel's bookkeeping table, read to check what the migrations recorded.
-    __diesel_schema_migrations (version) {
-        version -> Text,
-    }
-}
+use support::target::{try_open, Target};
 
 /// A version far beyond any migration this build embeds.
 const FUTURE_VERSION: &str = "99991231235959";
-
-/// A fresh, empty database on one backend, with SQL access that bypasses the library.
-enum Target {
-    Postgresql(support::TestDb),
-    Sqlite(support::TestSqlite),
-}
-
-impl Target {
-    fn postgresql(test_name: &str) -> Target {
-        Target::Postgresql(support::TestDb::new(test_name))
-    }
-
-    fn sqlite() -> Target {
-        Target::Sqlite(support::TestSqlite::new())
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Target::Postgresql(db) => &db.url,
-            Target::Sqlite(file) => &file.url,
-        }
-    }
-
-    /// Opens the database through the library (which applies the migrations).
-    fn open(&self, pool_size: u32) -> Database {
-        match try_open(self.url(), pool_size) {
-            Ok(db) => db,
-            Err(err) => panic!("Database::open({}) failed: {err}", self.url()),
-        }
-    }
-
-    fn sqlite_connection(file: &support::TestSqlite) -> SqliteConnection {
-        let path = file.path.to_str().expect("UTF-8 temp path");
-        let mut conn = SqliteConnection::establish(path).expect("open the SQLite file directly");
-        diesel::sql_query("PRAGMA busy_timeout = 10000")
-            .execute(&mut conn)
-            .expect("set busy_timeout");
-        conn
-    }
-
-    /// Runs statements outside the library.
-    fn execute(&self, sql: &str) {
-        match self {
-            Target::Postgresql(db) => {
-                db.psql(sql);
-            }
-            Target::Sqlite(file) => {
-                use diesel::connection::SimpleConnection;
-                Self::sqlite_connection(file)
-                    .batch_execute(sql)
-                    .unwrap_or_else(|err| panic!("SQLite {sql:?}: {err}"));
-            }
-        }
-    }
-
-    /// The value of a query returning one integer (or NULL) row.
-    fn int(&self, query: &str) -> Option<i64> {
-        match self {
-            Target::Postgresql(db) => {
-                let out = db.psql(query);
-                (!out.is_empty()).then(|| {
-                    out.parse()
-                        .unwrap_or_else(|err| panic!("{query:?} gave {out:?}: {err}"))
-                })
-            }
-            Target::Sqlite(file) => {
-                diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!("({query})")))
-                    .get_result(&mut Self::sqlite_connection(file))
-                    .unwrap_or_else(|err| panic!("SQLite {query:?}: {err}"))
-            }
-        }
-    }
-
-    fn count(&self, query: &str) -> i64 {
-        self.int(query)
-            .unwrap_or_else(|| panic!("{query:?} returned NULL"))
-    }
-
-    /// Every account, id → balance.
-    fn accounts(&self) -> BTreeMap<i64, i64> {
-        match self {
-            Target::Postgresql(db) => db
-                .psql("SELECT id, balance FROM accounts")
-                .lines()
-                .map(|line| {
-                    let (id, balance) = line.split_once('|').expect("id|balance");
-                    (id.parse().unwrap(), balance.parse().unwrap())
-                })
-                .collect(),
-            Target::Sqlite(file) => roachbank::schema::accounts::table
-                .load::<(i64, i64)>(&mut Self::sqlite_connection(file))
-                .expect("load accounts")
-                .into_iter()
-                .collect(),
-        }
-    }
-
-    /// The versions recorded in `__diesel_schema_migrations`, sorted.
-    fn applied_migrations(&self) -> Vec<String> {
-        match self {
-            Target::Postgresql(db) => db
-                .psql("SELECT version FROM __diesel_schema_migrations ORDER BY version")
-                .lines()
-                .map(str::to_string)
-                .collect(),
-            Target::Sqlite(file) => __diesel_schema_migrations::table
-                .select(__diesel_schema_migrations::version)
-                .order(__diesel_schema_migrations::version)
-                .load(&mut Self::sqlite_connection(file))
-                .expect("read __diesel_schema_migrations"),
-        }
-    }
-
-    /// The versions of the migration set the library embeds for this backend, sorted.
-    fn embedded_migrations(&self) -> Vec<String> {
-        let versions: BTreeSet<String> = match self {
-            Target::Postgresql(_) => {
-                MigrationSource::<diesel::pg::Pg>::migrations(&POSTGRES_MIGRATIONS)
-                    .expect("embedded PostgreSQL migrations")
-                    .iter()
-                    .map(|m| m.name().version().to_string())
-                    .collect()
-            }
-            Target::Sqlite(_) => {
-                MigrationSource::<diesel::sqlite::Sqlite>::migrations(&SQLITE_MIGRATIONS)
-                    .expect("embedded SQLite migrations")
-                    .iter()
-                    .map(|m| m.name().version().to_string())
-                    .collect()
-            }
-        };
-        assert!(!versions.is_empty(), "no embedded migrations");
-        versions.into_iter().collect()
-    }
-
-    /// The flavour `Database::open` must detect for this target.
-    fn expected_flavor(&self) -> Flavor {
-        match self {
-            Target::Postgresql(_) if support::server().is_cockroachdb() => Flavor::CockroachDb,
-            Target::Postgresql(_) => Flavor::PostgreSql,
-            Target::Sqlite(_) => Flavor::Sqlite,
-        }
-    }
-}
-
-/// Opens `url` the way the CLI does, with `pool_size` connections.
-fn try_open(url: &str, pool_size: u32) -> Result<Database, DbError> {
-    Database::open(
-        DatabaseConfig::parse(url, UrlSource::Flag).unwrap(),
-        &ConnectOptions {
-            pool_size,
-            ..Default::default()
-        },
-    )
-}
-
-/// Runs each listed `fn(Target)` once on a fresh SQLite file and once on a fresh PostgreSQL
-/// database, as the tests `<name>::sqlite` and `<name>::postgresql`.
-macro_rules! on_sqlite_and_postgresql {
-    ($($check:ident),* $(,)?) => {
-        $(
-            mod $check {
-                #[test]
-                fn sqlite() {
-                    super::$check(super::Target::sqlite());
-                }
-
-                #[test]
-                fn postgresql() {
-                    super::$check(super::Target::postgresql(stringify!($check)));
-                }
-            }
-        )*
-    };
-}
 
 on_sqlite_and_postgresql!(
     seed_creates_exactly_n_accounts_in_range_and_reports_their_sum,

@@ -11,6 +11,8 @@
 
 mod pg_server;
 pub mod proxy;
+#[macro_use]
+pub mod target;
 
 use std::path::PathBuf;
 
