@@ -1,21 +1,19 @@
 //! The tutorial's bank: create accounts with random ids and balances, move half of one random
 //! account's money to another, and sum it all up. Every function runs through
-//! [`run_transaction`].
+//! [`run_transaction`]; money only moves together with its row in the `transfers` ledger.
 
 use crate::db::{Database, DbConnection};
-use crate::models::Account;
+use crate::models::{Account, LedgerEntry};
 use crate::retry::{
-    run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError,
+    run_transaction, run_transaction_exactly_once, Committed, DatabaseErrorSource, RetryPolicy,
+    TransactionError,
 };
-use crate::schema::accounts;
+use crate::schema::{accounts, transfers};
 use diesel::dsl::{count_star, max, min, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
 use rand::Rng;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// New account ids are drawn from `[0, ID_SPACE)`, as in the tutorial.
 pub const ID_SPACE: i64 = 1_000_000_000;
@@ -71,20 +69,30 @@ pub struct SeedReport {
 }
 
 /// Creates `count` accounts with random ids in `[0, 10^9)` and random balances in
-/// `[0, 10^6)`, in one transaction. Ids already taken (in the table or in this batch) are
-/// drawn again, so a collision never fails the command and never shrinks `count`.
+/// `[0, 10^6)`, each with its opening deposit in the ledger, in one transaction. Ids already
+/// taken (in the table or in this batch) are drawn again, so a collision never fails the
+/// command and never shrinks `count`. Exactly once: an unknown commit outcome is resolved by
+/// looking the deposits up under their client-chosen ids.
 pub fn seed(
     db: &Database,
     policy: &RetryPolicy,
     count: u64,
 ) -> Result<Committed<SeedReport>, TransactionError<BankError>> {
-    run_transaction(db, policy, |conn| create_random_accounts(conn, count))
+    let deposits = LedgerIds::for_deposits();
+    run_transaction_exactly_once(
+        db,
+        policy,
+        |conn| create_random_accounts(conn, count, deposits),
+        |conn| find_deposits(conn, deposits, count),
+    )
 }
 
-/// The body of [`seed`]: draws fresh ids until `count` unused ones are found, then inserts.
+/// The body of [`seed`]: draws fresh ids until `count` unused ones are found, then inserts the
+/// accounts and one deposit each, with ledger ids `deposits.first() + i`.
 pub fn create_random_accounts(
     conn: &mut DbConnection,
     count: u64,
+    deposits: LedgerIds,
 ) -> Result<SeedReport, BankError> {
     let mut rng = rand::rng();
     let wanted = usize::try_from(count).unwrap_or(usize::MAX);
@@ -118,10 +126,68 @@ pub fn create_random_accounts(
         let insert = diesel::insert_into(accounts::table).values(chunk);
         crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
     }
+    let ledger: Vec<LedgerEntry> = new_accounts
+        .iter()
+        .zip(deposits.first()..)
+        .map(|(account, id)| LedgerEntry {
+            id,
+            source_id: None,
+            sink_id: account.id,
+            amount: account.balance,
+        })
+        .collect();
+    for chunk in ledger.chunks(ROWS_PER_STATEMENT) {
+        let insert = diesel::insert_into(transfers::table).values(chunk);
+        crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
+    }
     Ok(SeedReport {
         accounts: count,
         money: new_accounts.iter().map(|account| account.balance).sum(),
     })
+}
+
+/// The seed probe: the deposits of a seed whose commit outcome was unknown, if they landed.
+fn find_deposits(
+    conn: &mut DbConnection,
+    deposits: LedgerIds,
+    count: u64,
+) -> Result<Option<SeedReport>, BankError> {
+    let last = deposits.first() + i64::try_from(count).unwrap_or(i64::MAX) - 1;
+    let (found, money) = transfers::table
+        .filter(transfers::id.between(deposits.first(), last))
+        .select((
+            count_star(),
+            sql::<Nullable<BigInt>>("CAST(SUM(amount) AS BIGINT)"),
+        ))
+        .first::<(i64, Option<i64>)>(conn)?;
+    Ok((found > 0).then(|| SeedReport {
+        accounts: found as u64,
+        money: money.unwrap_or(0),
+    }))
+}
+
+/// Client-chosen ledger ids. A seed's deposits take a block `[slot * 2^32, slot * 2^32 + N)`
+/// for a random slot in `[1, 2^30)`; a transfer takes one random id in `[2^62, 2^63)`, so the
+/// two kinds never meet. Negative ids are the opening deposits the ledger migration wrote for
+/// accounts that predate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerIds(i64);
+
+impl LedgerIds {
+    /// A fresh block for a seed's deposits.
+    pub fn for_deposits() -> Self {
+        LedgerIds(rand::rng().random_range(1..(1i64 << 30)) << 32)
+    }
+
+    /// A fresh id for one transfer.
+    pub fn for_transfer() -> Self {
+        LedgerIds(rand::rng().random_range((1i64 << 62)..i64::MAX))
+    }
+
+    /// The first (for a transfer, the only) id.
+    pub fn first(self) -> i64 {
+        self.0
+    }
 }
 
 /// One committed transfer.
@@ -161,9 +227,28 @@ pub fn pick_random_account(
         .optional()?)
 }
 
+/// Makes one random transfer, exactly once: its ledger id is chosen before the transaction,
+/// and a commit whose outcome is unknown is resolved by looking that id up.
+pub fn transfer(
+    db: &Database,
+    policy: &RetryPolicy,
+) -> Result<Committed<Transfer>, TransactionError<BankError>> {
+    let ledger_id = LedgerIds::for_transfer();
+    run_transaction_exactly_once(
+        db,
+        policy,
+        |conn| transfer_funds_randomly(conn, ledger_id),
+        |conn| find_transfer(conn, ledger_id),
+    )
+}
+
 /// The body of a transfer: picks two distinct accounts at random, takes half of the first
-/// one's balance and gives it to the second (the tutorial's `transfer_funds_randomly`).
-pub fn transfer_funds_randomly(conn: &mut DbConnection) -> Result<Transfer, BankError> {
+/// one's balance and gives it to the second (the tutorial's `transfer_funds_randomly`), and
+/// writes the movement to the ledger under `ledger_id`, all in the caller's transaction.
+pub fn transfer_funds_randomly(
+    conn: &mut DbConnection,
+    ledger_id: LedgerIds,
+) -> Result<Transfer, BankError> {
     let source = pick_random_account(conn, None)?.ok_or(BankError::NotEnoughAccounts)?;
     let sink = pick_random_account(conn, Some(source.id))?.ok_or(BankError::NotEnoughAccounts)?;
     let amount = source.balance / 2;
@@ -183,6 +268,14 @@ pub fn transfer_funds_randomly(conn: &mut DbConnection) -> Result<Transfer, Bank
     if credited != 1 {
         return Err(BankError::MissingAccount(sink.id));
     }
+    diesel::insert_into(transfers::table)
+        .values(LedgerEntry {
+            id: ledger_id.first(),
+            source_id: Some(source.id),
+            sink_id: sink.id,
+            amount,
+        })
+        .execute(conn)?;
     Ok(Transfer {
         source: source.id,
         sink: sink.id,
@@ -190,123 +283,21 @@ pub fn transfer_funds_randomly(conn: &mut DbConnection) -> Result<Transfer, Bank
     })
 }
 
-/// One transfer as the run saw it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferOutcome {
-    /// What moved.
-    pub transfer: Transfer,
-    /// Attempts it took.
-    pub attempts: u32,
-    /// Wall time from first attempt to commit.
-    pub latency: Duration,
-}
-
-/// Figures of a transfer run.
-#[derive(Debug, Clone, Default)]
-pub struct TransferSummary {
-    /// Transfers committed.
-    pub done: u64,
-    /// Retries over all committed transfers.
-    pub retries: u64,
-    /// Wall time of the whole run.
-    pub elapsed: Duration,
-    /// Latency of every committed transfer, sorted.
-    pub latencies: Vec<Duration>,
-}
-
-impl TransferSummary {
-    /// Committed transfers per second of wall time.
-    pub fn per_second(&self) -> f64 {
-        self.done as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
-    }
-
-    /// The latency below which `quantile` (0..=1) of the transfers fall.
-    pub fn latency_quantile(&self, quantile: f64) -> Option<Duration> {
-        if self.latencies.is_empty() {
-            return None;
-        }
-        let rank = (quantile * self.latencies.len() as f64).ceil() as usize;
-        Some(self.latencies[rank.clamp(1, self.latencies.len()) - 1])
-    }
-}
-
-/// How a transfer run ended: its figures, and the error that stopped it early, if any.
-#[derive(Debug)]
-pub struct TransferReport {
-    /// What was done.
-    pub summary: TransferSummary,
-    /// The first failure; the run stops at it.
-    pub error: Option<TransactionError<BankError>>,
-}
-
-/// Runs `count` random transfers on `workers` threads sharing `db`'s pool, calling
-/// `on_transfer` after each commit. Stops at the first failure.
-pub fn run_transfers(
-    db: &Database,
-    policy: &RetryPolicy,
-    count: u64,
-    workers: u32,
-    on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
-) -> TransferReport {
-    let next = AtomicU64::new(0);
-    let stop = AtomicBool::new(false);
-    let first_error = Mutex::new(None);
-    let started = Instant::now();
-    let per_worker: Vec<(u64, Vec<Duration>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut retries = 0;
-                    let mut latencies = Vec::new();
-                    while !stop.load(Ordering::Relaxed)
-                        && next.fetch_add(1, Ordering::Relaxed) < count
-                    {
-                        let begun = Instant::now();
-                        match run_transaction(db, policy, transfer_funds_randomly) {
-                            Ok(committed) => {
-                                let outcome = TransferOutcome {
-                                    transfer: committed.value,
-                                    attempts: committed.attempts,
-                                    latency: begun.elapsed(),
-                                };
-                                retries += u64::from(outcome.attempts - 1);
-                                latencies.push(outcome.latency);
-                                on_transfer(&outcome);
-                            }
-                            Err(error) => {
-                                stop.store(true, Ordering::Relaxed);
-                                first_error
-                                    .lock()
-                                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                                    .get_or_insert(error);
-                            }
-                        }
-                    }
-                    (retries, latencies)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|handle| handle.join().unwrap_or_default())
-            .collect()
-    });
-    let mut summary = TransferSummary {
-        elapsed: started.elapsed(),
-        ..TransferSummary::default()
-    };
-    for (retries, latencies) in per_worker {
-        summary.retries += retries;
-        summary.latencies.extend(latencies);
-    }
-    summary.done = summary.latencies.len() as u64;
-    summary.latencies.sort_unstable();
-    TransferReport {
-        summary,
-        error: first_error
-            .into_inner()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()),
-    }
+/// The transfer probe: the ledger row of a transfer whose commit outcome was unknown.
+fn find_transfer(
+    conn: &mut DbConnection,
+    ledger_id: LedgerIds,
+) -> Result<Option<Transfer>, BankError> {
+    let row = transfers::table
+        .find(ledger_id.first())
+        .select(LedgerEntry::as_select())
+        .first(conn)
+        .optional()?;
+    Ok(row.map(|entry| Transfer {
+        source: entry.source_id.unwrap_or_default(),
+        sink: entry.sink_id,
+        amount: entry.amount,
+    }))
 }
 
 /// The tutorial's verification step: how many accounts, how much money, smallest and largest.

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use roachbank::bank::MAX_SEED_ACCOUNTS;
 use roachbank::points::{DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
+use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
 /// points, and check the totals — on CockroachDB, PostgreSQL or an embedded SQLite file.
@@ -37,16 +38,23 @@ pub enum Command {
               value_parser = clap::value_parser!(u64).range(1..=MAX_SEED_ACCOUNTS))]
         accounts: u64,
     },
-    /// Move half of a random account's balance to another random account, K times.
+    /// Move half of a random account's balance to another random account, K times (or for a
+    /// while), each transfer recorded in the ledger exactly once.
     Transfer {
         /// How many transfers to make.
-        #[arg(long, value_name = "K", default_value_t = 1,
+        #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "duration",
               value_parser = clap::value_parser!(u64).range(1..))]
         count: u64,
+        /// Keep transferring for this long instead (e.g. 30s, 5m, 1h).
+        #[arg(long, value_name = "D", value_parser = parse_duration)]
+        duration: Option<Duration>,
         /// Concurrent workers sharing one connection pool.
         #[arg(long, value_name = "W", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..=256))]
         workers: u32,
+        /// Run the ledger audit (`check`) when the transfers are done.
+        #[arg(long)]
+        check: bool,
     },
     /// Insert N random points (x, y, z in [0, 1024)) in chunks, one transaction per chunk.
     #[command(allow_negative_numbers = true)]
@@ -62,4 +70,15 @@ pub enum Command {
     },
     /// Show the number of accounts, the total balance, and the smallest and largest balance.
     Balance,
+    /// Audit the bank against its ledger; exit 1 on any inconsistency.
+    Check,
+}
+
+/// A positive duration such as `30s`, `5m`, `1h30m` or `250ms`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if !duration.is_zero() => Ok(duration),
+        Ok(_) => Err("the duration must be positive".to_string()),
+        Err(err) => Err(format!("{err} (write e.g. 30s, 5m or 1h)")),
+    }
 }

@@ -3,23 +3,41 @@
 use crate::cli::Command;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use roachbank::bank::{self, TransferOutcome};
+use roachbank::audit::{self, AuditReport};
+use roachbank::bank;
 use roachbank::db::Database;
 use roachbank::points;
 use roachbank::retry::RetryPolicy;
+use roachbank::transfer_run::{self, RunLength, TransferOutcome};
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Transfers up to this count print one line each.
 const TRANSFER_LINES_UP_TO: u64 = 10;
+/// Long transfer runs print a progress line this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs `command` against `db`.
 pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()> {
     match *command {
         Command::Seed { accounts } => seed(db, policy, accounts),
-        Command::Transfer { count, workers } => transfer(db, policy, count, workers),
+        Command::Transfer {
+            count,
+            duration,
+            workers,
+            check: audit_after,
+        } => {
+            let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
+            transfer(db, policy, length, workers)?;
+            if audit_after {
+                check(db, policy)?;
+            }
+            Ok(())
+        }
         Command::Points { count, chunk_size } => add_points(db, policy, count, chunk_size),
         Command::Balance => balance(db, policy),
+        Command::Check => check(db, policy),
     }
 }
 
@@ -43,8 +61,10 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     Ok(())
 }
 
-fn transfer(db: &Database, policy: &RetryPolicy, count: u64, workers: u32) -> Result<()> {
-    let print_each = count <= TRANSFER_LINES_UP_TO;
+fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32) -> Result<()> {
+    let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
+    let started = Instant::now();
+    let progress = Mutex::new((started, 0u64));
     let on_transfer = |outcome: &TransferOutcome| {
         if print_each {
             println!(
@@ -55,13 +75,26 @@ fn transfer(db: &Database, policy: &RetryPolicy, count: u64, workers: u32) -> Re
                 outcome.attempts,
                 plural(u64::from(outcome.attempts)),
             );
+            return;
+        }
+        let mut progress = progress.lock().unwrap_or_else(|p| p.into_inner());
+        progress.1 += 1;
+        if progress.0.elapsed() >= PROGRESS_EVERY {
+            progress.0 = Instant::now();
+            let elapsed = started.elapsed().as_secs_f64();
+            eprintln!(
+                "roachbank: {} transfers done in {elapsed:.0} s ({:.1} transfers/s)",
+                progress.1,
+                progress.1 as f64 / elapsed,
+            );
         }
     };
-    let report = bank::run_transfers(db, policy, count, workers, &on_transfer);
+    let report = transfer_run::run_transfers(db, policy, length, workers, &on_transfer);
     let summary = &report.summary;
     println!(
-        "transfers: {} done, {} retries, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
+        "transfers: {} done, {} failed, {} retries, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
         summary.done,
+        summary.failed,
         summary.retries,
         summary.per_second(),
         format_latency(summary.latency_quantile(0.50)),
@@ -72,9 +105,54 @@ fn transfer(db: &Database, policy: &RetryPolicy, count: u64, workers: u32) -> Re
     match report.error {
         None => Ok(()),
         Some(error) => Err(anyhow::Error::new(error).context(format!(
-            "transfer stopped after {} of {count} transfers",
-            summary.done
+            "{} transfer{} failed (none of them applied); the first failure",
+            summary.failed,
+            plural(summary.failed)
         ))),
+    }
+}
+
+fn check(db: &Database, policy: &RetryPolicy) -> Result<()> {
+    let started = Instant::now();
+    let report = audit::audit(db, policy).context("check failed")?.value;
+    print_audit(&report, started.elapsed());
+    if report.is_consistent() {
+        Ok(())
+    } else {
+        anyhow::bail!("the audit found inconsistencies (see above)")
+    }
+}
+
+fn print_audit(report: &AuditReport, elapsed: Duration) {
+    let totals = &report.totals;
+    println!(
+        "check: {} — {} accounts, {} ledger rows, total balance {} vs deposits {}, \
+         {} account{} off the ledger, {} negative balance{}, {} orphan ledger row{} ({:.2} s)",
+        if report.is_consistent() {
+            "OK"
+        } else {
+            "FAILED"
+        },
+        totals.accounts,
+        totals.ledger_rows,
+        totals.total_balance,
+        totals.total_deposits,
+        report.mismatched_accounts,
+        plural(report.mismatched_accounts as u64),
+        totals.negative_balances,
+        plural(totals.negative_balances as u64),
+        totals.orphan_rows,
+        plural(totals.orphan_rows as u64),
+        elapsed.as_secs_f64(),
+    );
+    for row in &report.listed {
+        println!(
+            "  account {}: balance {}, ledger says {} (off by {})",
+            row.account_id,
+            row.balance,
+            row.expected,
+            row.balance - row.expected
+        );
     }
 }
 

@@ -13,12 +13,13 @@
 //! let config = DatabaseConfig::resolve(None)?;
 //! let db = Database::open(config, &ConnectOptions::default())?;
 //! let committed = run_transaction(&db, &RetryPolicy::default(), |conn| {
-//!     roachbank::bank::create_random_accounts(conn, 100)
+//!     roachbank::bank::pick_random_account(conn, None)
 //! })?;
-//! println!("{} accounts after {} attempt(s)", committed.value.accounts, committed.attempts);
+//! println!("picked {:?} after {} attempt(s)", committed.value, committed.attempts);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod audit;
 pub mod bank;
 pub mod config;
 pub mod db;
@@ -27,3 +28,4 @@ pub mod models;
 pub mod points;
 pub mod retry;
 pub mod schema;
+pub mod transfer_run;

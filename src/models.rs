@@ -1,6 +1,6 @@
 //! Rows of the bank's tables as Rust values.
 
-use crate::schema::{accounts, points};
+use crate::schema::{accounts, points, transfers};
 use diesel::prelude::*;
 
 /// One row of `accounts`.
@@ -25,4 +25,18 @@ pub struct Point {
     pub y: f64,
     /// Z coordinate.
     pub z: f64,
+}
+
+/// One row of the `transfers` ledger (its `created_at` is set by the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = transfers)]
+pub struct LedgerEntry {
+    /// Client-chosen id.
+    pub id: i64,
+    /// The paying account; `None` for a deposit.
+    pub source_id: Option<i64>,
+    /// The paid account.
+    pub sink_id: i64,
+    /// Amount moved.
+    pub amount: i64,
 }

@@ -3,7 +3,7 @@
 
 use crate::db::{Database, DbConnection};
 use crate::models::Point;
-use crate::retry::{run_transaction, RetryPolicy, TransactionError};
+use crate::retry::{run_transaction_exactly_once, RetryPolicy, TransactionError};
 use crate::schema::points;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -46,11 +46,13 @@ impl PointsReport {
 }
 
 /// Adds `count` random points in chunks of `chunk_size` rows, each chunk in its own
-/// [`run_transaction`]; `on_chunk` is told the rows done so far after every commit.
+/// transaction; `on_chunk` is told the rows done so far after every commit.
 ///
 /// Ids are chosen by the client: a random 30-bit slot per run in the high bits, the row's index
-/// in the low 32. If another run holds the same slot (a unique violation), a new slot is drawn
-/// and the chunk runs again, so a collision never fails the command.
+/// in the low 32. That makes every chunk idempotent: a chunk whose commit outcome is unknown is
+/// looked up by its ids and retried only if it is absent, so exactly `count` rows land even
+/// when connections die mid-chunk. If another run holds the same slot (a unique violation), a
+/// new slot is drawn and the chunk runs again, so a collision never fails the command.
 pub fn add_points(
     db: &Database,
     policy: &RetryPolicy,
@@ -73,7 +75,13 @@ pub fn add_points(
         let mut redraws = 0;
         let committed = loop {
             let chunk = random_points(slot, first, rows);
-            match run_transaction(db, policy, |conn| insert_points(conn, &chunk)) {
+            let inserted = run_transaction_exactly_once(
+                db,
+                policy,
+                |conn| insert_points(conn, &chunk),
+                |conn| find_chunk(conn, &chunk),
+            );
+            match inserted {
                 Err(TransactionError::Failed(DieselError::DatabaseError(
                     DatabaseErrorKind::UniqueViolation,
                     _,
@@ -107,6 +115,18 @@ pub fn insert_points(conn: &mut DbConnection, chunk: &[Point]) -> Result<usize, 
         inserted += crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
     }
     Ok(inserted)
+}
+
+/// The chunk probe: the number of rows of `chunk` that are in the table, if all of them are.
+fn find_chunk(conn: &mut DbConnection, chunk: &[Point]) -> Result<Option<usize>, DieselError> {
+    let (Some(first), Some(last)) = (chunk.first(), chunk.last()) else {
+        return Ok(Some(0));
+    };
+    let found: i64 = points::table
+        .filter(points::id.between(first.id, last.id))
+        .count()
+        .get_result(conn)?;
+    Ok((found == chunk.len() as i64).then_some(chunk.len()))
 }
 
 fn draw_slot() -> i64 {

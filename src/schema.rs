@@ -25,4 +25,20 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(accounts, points);
+diesel::table! {
+    /// The ledger: every movement of money, under a client-chosen id.
+    transfers (id) {
+        /// Client-chosen id; a transfer whose commit outcome was unknown is looked up by it.
+        id -> BigInt,
+        /// The paying account; NULL for a deposit (an opening balance).
+        source_id -> Nullable<BigInt>,
+        /// The paid account.
+        sink_id -> BigInt,
+        /// Amount moved (never negative).
+        amount -> BigInt,
+        /// When the row was written (the server's clock).
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(accounts, points, transfers);

@@ -9,10 +9,11 @@
 #[macro_use]
 mod support;
 
-use roachbank::bank::{self, BankError, TransferOutcome, ID_SPACE, OPENING_BALANCE_SPACE};
+use roachbank::bank::{self, BankError, ID_SPACE, OPENING_BALANCE_SPACE};
 use roachbank::db::{Database, DbError};
 use roachbank::migrate::MigrationError;
 use roachbank::retry::{RetryPolicy, TransactionError};
+use roachbank::transfer_run::{self, TransferOutcome, TransferReport};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -142,7 +143,7 @@ fn balance_of_an_empty_bank_is_zero_with_no_min_or_max(target: Target) {
 /// Checks the invariants of a finished run of `count` transfers that should have succeeded.
 fn assert_transfers_ok(
     target: &Target,
-    report: &bank::TransferReport,
+    report: &TransferReport,
     count: u64,
     money: i64,
     accounts: usize,
@@ -167,9 +168,9 @@ fn assert_transfers_ok(
 
 /// Runs `count` transfers on `workers` workers and returns the report and how often the
 /// callback ran.
-fn transfers(db: &Database, count: u64, workers: u32) -> (bank::TransferReport, u64) {
+fn transfers(db: &Database, count: u64, workers: u32) -> (TransferReport, u64) {
     let calls = AtomicU64::new(0);
-    let report = bank::run_transfers(db, &policy(), count, workers, &|_| {
+    let report = transfer_run::run_transfers(db, &policy(), count, workers, &|_| {
         calls.fetch_add(1, Ordering::Relaxed);
     });
     (report, calls.into_inner())
@@ -194,7 +195,7 @@ fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
     make_balances_odd(&target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report = bank::run_transfers(&db, &policy(), 1, 1, &|outcome: &TransferOutcome| {
+    let report = transfer_run::run_transfers(&db, &policy(), 1, 1, &|outcome: &TransferOutcome| {
         outcomes.lock().unwrap().push(outcome.clone())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
@@ -229,9 +230,10 @@ fn serial_transfers_replay_exactly_as_reported(target: Target) {
     make_balances_odd(&target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report = bank::run_transfers(&db, &policy(), 40, 1, &|outcome: &TransferOutcome| {
-        outcomes.lock().unwrap().push(outcome.transfer.clone())
-    });
+    let report =
+        transfer_run::run_transfers(&db, &policy(), 40, 1, &|outcome: &TransferOutcome| {
+            outcomes.lock().unwrap().push(outcome.transfer.clone())
+        });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(report.summary.done, 40);
 

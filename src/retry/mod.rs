@@ -64,7 +64,53 @@ impl<T> Committed<T> {
 pub fn run_transaction<T, E, F>(
     db: &Database,
     policy: &RetryPolicy,
+    work: F,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    run(db, policy, work, None)
+}
+
+/// A "did it commit?" check for [`run_transaction_exactly_once`]: looks, on a fresh connection
+/// and outside any transaction the helper opened, for the effect of the work — usually a row
+/// under an id the caller chose before the transaction — and returns the committed value if it
+/// is there, `None` if it is not.
+pub type CommitProbe<'p, T, E> = &'p mut dyn FnMut(&mut DbConnection) -> Result<Option<T>, E>;
+
+/// [`run_transaction`] that resolves an unknown commit outcome instead of reporting it.
+///
+/// When the commit's outcome is unknown (connection lost during `RELEASE`/`COMMIT`, or 40003),
+/// `probe` runs on a fresh connection: if it finds the work's effect, the transaction committed
+/// and its value is returned; if not, the work is retried as a new attempt. The work must write
+/// something `probe` can find under a key chosen *before* the transaction (a client-chosen id),
+/// so that a retry racing a late commit of the lost attempt fails on that key instead of
+/// applying the work twice; any failure after an unknown outcome is checked with `probe` again
+/// before it is returned. Only if the probe itself cannot get an answer is the result
+/// [`TransactionError::AmbiguousCommit`].
+pub fn run_transaction_exactly_once<T, E, F, P>(
+    db: &Database,
+    policy: &RetryPolicy,
+    work: F,
+    mut probe: P,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    P: FnMut(&mut DbConnection) -> Result<Option<T>, E>,
+    E: DatabaseErrorSource,
+{
+    run(db, policy, work, Some(&mut probe))
+}
+
+/// How often a commit probe is tried (on lost connections or conflicts) before giving up.
+const PROBE_TRIES: u32 = 10;
+
+fn run<T, E, F>(
+    db: &Database,
+    policy: &RetryPolicy,
     mut work: F,
+    mut probe: Option<CommitProbe<'_, T, E>>,
 ) -> Result<Committed<T>, TransactionError<E>>
 where
     F: FnMut(&mut DbConnection) -> Result<T, E>,
@@ -73,6 +119,7 @@ where
     let flavor = db.flavor();
     let mut conn: PooledConnection = db.pool().get()?;
     let mut open = false; // a CockroachDB transaction kept open across retries
+    let mut unknown_outcome: Option<DieselError> = None; // an earlier commit that may have landed
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -87,20 +134,41 @@ where
         let (cause, next) = match outcome {
             Attempt::Committed(value) => return Ok(Committed { value, attempts }),
             Attempt::Ambiguous(cause) => {
-                return Err(TransactionError::AmbiguousCommit { attempts, cause })
+                abandon(&mut conn);
+                // Give the connection back before probing: the probe needs one from the pool.
+                drop(conn);
+                let Some(probe) = probe.as_deref_mut() else {
+                    return Err(TransactionError::AmbiguousCommit { attempts, cause });
+                };
+                match resolve(db, policy, probe) {
+                    Some(Some(value)) => return Ok(Committed { value, attempts }),
+                    None => return Err(TransactionError::AmbiguousCommit { attempts, cause }),
+                    Some(None) => {
+                        // Not committed: go again, on a fresh connection.
+                        unknown_outcome = Some(cause);
+                        conn = db.pool().get()?;
+                        open = false;
+                        continue;
+                    }
+                }
             }
             Attempt::Failed(error) => {
                 abandon(&mut conn);
-                return Err(TransactionError::Failed(error));
+                drop(conn);
+                return settle(db, policy, &mut probe, unknown_outcome, attempts)
+                    .unwrap_or(Err(TransactionError::Failed(error)));
             }
             Attempt::Retry { cause, next } => (cause, next),
         };
         if attempts > policy.max_retries {
             abandon(&mut conn);
-            return Err(TransactionError::RetriesExhausted {
-                attempts,
-                last: cause,
-            });
+            drop(conn);
+            return settle(db, policy, &mut probe, unknown_outcome, attempts).unwrap_or(Err(
+                TransactionError::RetriesExhausted {
+                    attempts,
+                    last: cause,
+                },
+            ));
         }
         open = match next {
             Next::SameTransaction if rollback_to_restart_savepoint(&mut conn).is_ok() => true,
@@ -118,6 +186,52 @@ where
             }
         };
     }
+}
+
+/// Before giving up after an earlier commit's outcome was unknown: that commit may have landed
+/// late (and made this attempt fail on its key). `Some` is the final answer if it is known.
+fn settle<T, E>(
+    db: &Database,
+    policy: &RetryPolicy,
+    probe: &mut Option<CommitProbe<'_, T, E>>,
+    unknown_outcome: Option<DieselError>,
+    attempts: u32,
+) -> Option<Result<Committed<T>, TransactionError<E>>>
+where
+    E: DatabaseErrorSource,
+{
+    let cause = unknown_outcome?;
+    let probe = probe.as_deref_mut()?;
+    Some(match resolve(db, policy, probe) {
+        Some(Some(value)) => Ok(Committed { value, attempts }),
+        Some(None) => return None,
+        None => Err(TransactionError::AmbiguousCommit { attempts, cause }),
+    })
+}
+
+/// Runs `probe` on a fresh connection until it answers: `Some(answer)`, or `None` if it could
+/// not find out (the server stayed away, or the probe failed for good).
+fn resolve<T, E>(
+    db: &Database,
+    policy: &RetryPolicy,
+    probe: &mut dyn FnMut(&mut DbConnection) -> Result<Option<T>, E>,
+) -> Option<Option<T>>
+where
+    E: DatabaseErrorSource,
+{
+    for round in 1..=PROBE_TRIES {
+        if let Ok(mut conn) = db.pool().get() {
+            match probe(&mut conn) {
+                Ok(answer) => return Some(answer),
+                Err(error) => match error.database_error().map(classify) {
+                    Some(ErrorClass::Retryable | ErrorClass::ConnectionLost) => {}
+                    _ => return None,
+                },
+            }
+        }
+        std::thread::sleep(policy.backoff(round));
+    }
+    None
 }
 
 /// How one attempt ended.
