@@ -92,9 +92,14 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
     let report = transfer_run::run_transfers(db, policy, length, workers, &on_transfer);
     let summary = &report.summary;
     println!(
-        "transfers: {} done, {} failed, {} retries, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
+        "transfers: {} done, {} failed, {}{} retries, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
         summary.done,
         summary.failed,
+        if summary.unknown > 0 {
+            format!("{} with unknown outcome, ", summary.unknown)
+        } else {
+            String::new()
+        },
         summary.retries,
         summary.per_second(),
         format_latency(summary.latency_quantile(0.50)),
@@ -105,9 +110,10 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
     match report.error {
         None => Ok(()),
         Some(error) => Err(anyhow::Error::new(error).context(format!(
-            "{} transfer{} failed (none of them applied); the first failure",
+            "{} transfer{} failed (none of them applied), {} with unknown outcome; the first",
             summary.failed,
-            plural(summary.failed)
+            plural(summary.failed),
+            summary.unknown,
         ))),
     }
 }

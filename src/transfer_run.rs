@@ -41,6 +41,9 @@ pub struct TransferSummary {
     pub done: u64,
     /// Transfers that did not commit (none of their effect was applied).
     pub failed: u64,
+    /// Transfers whose commit outcome stayed unknown because the server could not be asked
+    /// (see `TransactionError::AmbiguousCommit`); `check` tells whether the books balance.
+    pub unknown: u64,
     /// Retries over all committed transfers.
     pub retries: u64,
     /// Wall time of the whole run.
@@ -88,6 +91,7 @@ pub fn run_transfers(
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
+    let unknown = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let first_error = Mutex::new(None);
     let another = || {
@@ -117,7 +121,11 @@ pub fn run_transfers(
                                 on_transfer(&outcome);
                             }
                             Err(error) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
+                                let tally = match error {
+                                    TransactionError::AmbiguousCommit { .. } => &unknown,
+                                    _ => &failed,
+                                };
+                                tally.fetch_add(1, Ordering::Relaxed);
                                 if matches!(error, TransactionError::Failed(_)) {
                                     stop.store(true, Ordering::Relaxed);
                                 }
@@ -140,6 +148,7 @@ pub fn run_transfers(
     let mut summary = TransferSummary {
         elapsed: started.elapsed(),
         failed: failed.into_inner(),
+        unknown: unknown.into_inner(),
         ..TransferSummary::default()
     };
     for (retries, latencies) in per_worker {
