@@ -29,11 +29,14 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
             check: audit_after,
         } => {
             let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            transfer(db, policy, length, workers)?;
-            if audit_after {
-                check(db, policy)?;
-            }
-            Ok(())
+            let transferred = transfer(db, policy, length, workers);
+            // The audit runs whatever happened to the transfers: that is when it matters most.
+            let audited = if audit_after {
+                check(db, policy)
+            } else {
+                Ok(())
+            };
+            transferred.and(audited)
         }
         Command::Points { count, chunk_size } => add_points(db, policy, count, chunk_size),
         Command::Balance => balance(db, policy),

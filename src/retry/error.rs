@@ -19,14 +19,15 @@ pub enum TransactionError<E> {
         last: E,
     },
     /// The commit was sent but its outcome is unknown: the connection was lost during
-    /// `RELEASE SAVEPOINT`/`COMMIT`, or CockroachDB answered 40003 "result is ambiguous". The
-    /// work may or may not have been applied; it is never retried blindly.
+    /// `RELEASE SAVEPOINT`/`COMMIT`, or CockroachDB answered 40003 "result is ambiguous" (and,
+    /// with a commit probe, the probe could not settle it). The work may or may not have been
+    /// applied — once at most; it is never retried blindly.
     #[error("commit outcome unknown after {attempts} attempts (the transaction may or may not have been applied): {cause}")]
     AmbiguousCommit {
         /// Attempts made, the ambiguous one included.
         attempts: u32,
         /// What the commit failed with.
-        cause: DieselError,
+        cause: E,
     },
     /// No connection could be had from the pool.
     #[error("no database connection: {0}")]

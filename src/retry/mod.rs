@@ -117,96 +117,118 @@ where
     E: DatabaseErrorSource,
 {
     let flavor = db.flavor();
-    let mut conn: PooledConnection = db.pool().get()?;
+    let mut conn: Option<PooledConnection> = None;
     let mut open = false; // a CockroachDB transaction kept open across retries
-    let mut unknown_outcome: Option<DieselError> = None; // an earlier commit that may have landed
+                          // Set once a commit's outcome was unknown and the probe did not find it: that commit may
+                          // still land late, so from then on giving up means "unknown", never "failed".
+    let mut unknown_outcome: Option<E> = None;
     let mut attempts = 0;
     loop {
+        let mut current = match conn.take() {
+            Some(current) => current,
+            None => match db.pool().get() {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    return match unknown_outcome {
+                        Some(cause) => settle(db, policy, &mut probe, cause, attempts),
+                        None => Err(TransactionError::Connection(error)),
+                    }
+                }
+            },
+        };
         attempts += 1;
         let outcome = if open {
-            run_and_commit(&mut conn, flavor, &mut work)
+            run_and_commit(&mut current, flavor, &mut work)
         } else {
-            match begin(&mut conn, flavor) {
-                Ok(()) => run_and_commit(&mut conn, flavor, &mut work),
+            match begin(&mut current, flavor) {
+                Ok(()) => run_and_commit(&mut current, flavor, &mut work),
                 Err(error) => Attempt::before_commit(Some(classify(&error)), E::from(error)),
             }
         };
         let (cause, next) = match outcome {
             Attempt::Committed(value) => return Ok(Committed { value, attempts }),
-            Attempt::Ambiguous(cause) => {
-                abandon(&mut conn);
+            Attempt::Ambiguous(error) => {
+                abandon(&mut current);
                 // Give the connection back before probing: the probe needs one from the pool.
-                drop(conn);
+                drop(current);
+                let cause = E::from(error);
                 let Some(probe) = probe.as_deref_mut() else {
                     return Err(TransactionError::AmbiguousCommit { attempts, cause });
                 };
                 match resolve(db, policy, probe) {
                     Some(Some(value)) => return Ok(Committed { value, attempts }),
-                    None => return Err(TransactionError::AmbiguousCommit { attempts, cause }),
-                    Some(None) => {
-                        // Not committed: go again, on a fresh connection.
+                    Some(None) if attempts <= policy.max_retries => {
+                        // Not committed (yet): go again, on a fresh connection, after a wait.
                         unknown_outcome = Some(cause);
-                        conn = db.pool().get()?;
                         open = false;
+                        std::thread::sleep(policy.backoff(attempts));
                         continue;
                     }
+                    _ => return Err(TransactionError::AmbiguousCommit { attempts, cause }),
                 }
             }
             Attempt::Failed(error) => {
-                abandon(&mut conn);
-                drop(conn);
-                return settle(db, policy, &mut probe, unknown_outcome, attempts)
-                    .unwrap_or(Err(TransactionError::Failed(error)));
+                abandon(&mut current);
+                drop(current);
+                return match unknown_outcome {
+                    Some(cause) => settle(db, policy, &mut probe, cause, attempts),
+                    None => Err(TransactionError::Failed(error)),
+                };
             }
             Attempt::Retry { cause, next } => (cause, next),
         };
         if attempts > policy.max_retries {
-            abandon(&mut conn);
-            drop(conn);
-            return settle(db, policy, &mut probe, unknown_outcome, attempts).unwrap_or(Err(
-                TransactionError::RetriesExhausted {
+            abandon(&mut current);
+            drop(current);
+            return match unknown_outcome {
+                Some(cause) => settle(db, policy, &mut probe, cause, attempts),
+                None => Err(TransactionError::RetriesExhausted {
                     attempts,
                     last: cause,
-                },
-            ));
+                }),
+            };
         }
         open = match next {
-            Next::SameTransaction if rollback_to_restart_savepoint(&mut conn).is_ok() => true,
+            Next::SameTransaction if rollback_to_restart_savepoint(&mut current).is_ok() => {
+                conn = Some(current);
+                true
+            }
             Next::SameTransaction | Next::NewTransaction => {
-                abandon(&mut conn);
+                abandon(&mut current);
+                conn = Some(current);
                 std::thread::sleep(policy.backoff(attempts));
                 false
             }
             Next::NewConnection => {
                 // The old connection is broken; dropping it lets the pool discard it.
-                drop(conn);
+                drop(current);
                 std::thread::sleep(policy.backoff(attempts));
-                conn = db.pool().get()?;
                 false
             }
         };
     }
 }
 
-/// Before giving up after an earlier commit's outcome was unknown: that commit may have landed
-/// late (and made this attempt fail on its key). `Some` is the final answer if it is known.
+/// The answer when giving up after an earlier commit's outcome was unknown: that commit may
+/// have landed late (and made this attempt fail on its key), so the probe is asked once more.
+/// Found: it committed. Otherwise the outcome is reported unknown, never as a failure.
 fn settle<T, E>(
     db: &Database,
     policy: &RetryPolicy,
     probe: &mut Option<CommitProbe<'_, T, E>>,
-    unknown_outcome: Option<DieselError>,
+    cause: E,
     attempts: u32,
-) -> Option<Result<Committed<T>, TransactionError<E>>>
+) -> Result<Committed<T>, TransactionError<E>>
 where
     E: DatabaseErrorSource,
 {
-    let cause = unknown_outcome?;
-    let probe = probe.as_deref_mut()?;
-    Some(match resolve(db, policy, probe) {
+    match probe
+        .as_deref_mut()
+        .and_then(|probe| resolve(db, policy, probe))
+    {
         Some(Some(value)) => Ok(Committed { value, attempts }),
-        Some(None) => return None,
-        None => Err(TransactionError::AmbiguousCommit { attempts, cause }),
-    })
+        _ => Err(TransactionError::AmbiguousCommit { attempts, cause }),
+    }
 }
 
 /// Runs `probe` on a fresh connection until it answers: `Some(answer)`, or `None` if it could

@@ -3,6 +3,11 @@
 //! (say `COMMIT`), the proxy forwards it to the server and then drops both sides before the
 //! server's answer can reach the client. The client sees its connection lost with the statement
 //! in flight — the "commit outcome unknown" case no mock can produce honestly.
+//!
+//! [`CuttingProxy::cut_after`] forwards the triggering statement before cutting (the server
+//! runs it: "the commit landed, its answer was lost"); [`CuttingProxy::cut_instead_of`] drops it
+//! and cuts (the server never sees it: "the commit never reached the server"). The client sees
+//! the same lost connection either way.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,11 +22,19 @@ pub struct CuttingProxy {
 }
 
 struct ProxyState {
-    /// The statement text that triggers a cut (`None`: forward everything).
-    cut_on: Mutex<Option<Vec<u8>>>,
+    /// What triggers a cut (`None`: forward everything).
+    cut_on: Mutex<Option<Trigger>>,
     /// How many connections were cut.
     cuts: AtomicUsize,
     closed: AtomicBool,
+}
+
+/// An armed cut: the statement text to watch for, and whether it reaches the server.
+struct Trigger {
+    needle: Vec<u8>,
+    /// Forward the read holding the statement before cutting (`cut_after`), or drop it
+    /// (`cut_instead_of`).
+    forward: bool,
 }
 
 impl CuttingProxy {
@@ -61,7 +74,23 @@ impl CuttingProxy {
     /// From now on, cut the next connection whose client sends `statement` (once: the trigger
     /// is disarmed by the cut).
     pub fn cut_after(&self, statement: &str) {
-        *self.state.cut_on.lock().unwrap() = Some(statement.as_bytes().to_vec());
+        self.arm(statement, true);
+    }
+
+    /// From now on, cut the next connection whose client sends `statement` *without*
+    /// forwarding it: the server never receives it and, for a `COMMIT`, rolls the open
+    /// transaction back when the link goes (once: the trigger is disarmed by the cut). The
+    /// whole read holding the statement is dropped; libpq sends a simple-protocol statement in
+    /// one write and waits for its answer, so that read is the statement alone.
+    pub fn cut_instead_of(&self, statement: &str) {
+        self.arm(statement, false);
+    }
+
+    fn arm(&self, statement: &str, forward: bool) {
+        *self.state.cut_on.lock().unwrap() = Some(Trigger {
+            needle: statement.as_bytes().to_vec(),
+            forward,
+        });
     }
 
     /// How many connections the proxy has cut so far.
@@ -99,23 +128,32 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 Ok(n) => n,
             };
             let chunk = &buffer[..n];
+            // `Some(forward)` when this read triggers the cut.
             let hit = {
                 let mut trigger = state.cut_on.lock().unwrap();
                 let hit = trigger
                     .as_ref()
-                    .is_some_and(|needle| contains(chunk, needle));
-                if hit {
+                    .filter(|armed| contains(chunk, &armed.needle))
+                    .map(|armed| armed.forward);
+                if hit.is_some() {
                     *trigger = None;
                 }
                 hit
             };
-            if hit {
+            if hit.is_some() {
                 cut.store(true, Ordering::SeqCst);
+            }
+            if hit == Some(false) {
+                // The statement is dropped: cut at once, the server never sees it.
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = cut_client.shutdown(Shutdown::Both);
+                let _ = cut_server.shutdown(Shutdown::Both);
+                break;
             }
             if to.write_all(chunk).is_err() {
                 break;
             }
-            if hit {
+            if hit.is_some() {
                 state.cuts.fetch_add(1, Ordering::SeqCst);
                 // Let the statement reach the server before the link goes.
                 thread::sleep(std::time::Duration::from_millis(50));

@@ -1,0 +1,939 @@
+//! Faults injected while the bank works: backends terminated every few milliseconds, the
+//! server restarted mid-run, a connection cut with the commit in flight (landed, never sent,
+//! landing late), a backend dying at every commit, a late-landing commit during an outage.
+//!
+//! The claim under test, after every scenario: no money is created or lost, every transfer the
+//! app reports as done is applied exactly once, none it reports as failed is applied, and the
+//! audit proves it. So each scenario ends with the same checks, made outside the library where
+//! they can be: `audit` is consistent; the transfers reported done are exactly the ledger's
+//! transfer rows (same number, same (source, sink, amount) multiset); done + failed is what was
+//! asked for.
+//!
+//! The scenarios run one at a time (a restart would break the exact counts of the others) and
+//! each is bounded in time: the backend killer stops when its run ends, or after
+//! [`KILLER_LIMIT`] whatever happens.
+
+mod support;
+
+use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel::prelude::*;
+use diesel::sql_types::Bool;
+use rand::Rng;
+use roachbank::audit;
+use roachbank::bank::{self, Transfer};
+use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, Flavor};
+use roachbank::points;
+use roachbank::retry::{classify, ErrorClass, RetryPolicy, TransactionError};
+use roachbank::transfer_run::{self, RunLength, TransferOutcome, TransferReport};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+use support::proxy::CuttingProxy;
+use support::{server, TestDb};
+
+/// The killer gives up after this long even if nobody tells it to stop.
+const KILLER_LIMIT: Duration = Duration::from_secs(25);
+
+/// Generous enough to ride out a server restart (about a second here).
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 50,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_secs(1),
+    }
+}
+
+/// The scenarios run one at a time: a restart drops every connection on the server, and CPU
+/// shared between two fault storms would blur both.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a pool's connections sent, counted by instrumentation: `INSERT INTO "transfers"`
+/// statements (how many times a transfer's or a seed's work ran far enough to write its ledger
+/// row), and commits (`COMMIT` or `RELEASE SAVEPOINT`) whose connection was lost with them in
+/// flight (outcome unknown: the probe had to decide).
+#[derive(Clone, Default)]
+struct Tally {
+    ledger_inserts: Arc<AtomicU64>,
+    lost_commits: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn ledger_inserts(&self) -> u64 {
+        self.ledger_inserts.load(Ordering::SeqCst)
+    }
+
+    fn lost_commits(&self) -> u64 {
+        self.lost_commits.load(Ordering::SeqCst)
+    }
+
+    fn reset(&self) {
+        self.ledger_inserts.store(0, Ordering::SeqCst);
+        self.lost_commits.store(0, Ordering::SeqCst);
+    }
+}
+
+impl Instrumentation for Tally {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { query, .. }
+                if query.to_string().starts_with("INSERT INTO \"transfers\"") =>
+            {
+                self.ledger_inserts.fetch_add(1, Ordering::SeqCst);
+            }
+            InstrumentationEvent::FinishQuery {
+                query,
+                error: Some(error),
+                ..
+            } => {
+                let sql = query.to_string();
+                let commit = sql.starts_with("COMMIT") || sql.starts_with("RELEASE SAVEPOINT");
+                let lost = matches!(
+                    classify(error),
+                    ErrorClass::ConnectionLost | ErrorClass::Ambiguous
+                );
+                if commit && lost {
+                    self.lost_commits.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Opens `url` through the library with `pool_size` connections, keeping a [`Tally`].
+fn open(url: &str, pool_size: u32, flavor: Option<Flavor>) -> (Database, Tally) {
+    let tally = Tally::default();
+    let counter = tally.clone();
+    let options = ConnectOptions {
+        pool_size,
+        flavor_override: flavor,
+        instrumentation: Some(Arc::new(move || {
+            Box::new(counter.clone()) as Box<dyn Instrumentation>
+        })),
+        ..ConnectOptions::default()
+    };
+    let config = DatabaseConfig::parse(url, UrlSource::Flag).unwrap();
+    let database = Database::open(config, &options)
+        .unwrap_or_else(|err| panic!("Database::open({url}) failed: {err}"));
+    tally.reset();
+    (database, tally)
+}
+
+/// Seeds `accounts` accounts through the library.
+fn seed(database: &Database, accounts: u64) {
+    let committed = bank::seed(database, &policy(), accounts).expect("seed");
+    assert_eq!(committed.value.accounts, accounts);
+}
+
+fn count(db: &TestDb, sql: &str) -> i64 {
+    let out = db.psql(sql);
+    out.parse()
+        .unwrap_or_else(|err| panic!("{sql:?} gave {out:?}: {err}"))
+}
+
+/// The ledger's transfer rows (deposits left out) as sorted (source, sink, amount), read by psql.
+fn ledger_transfers(db: &TestDb) -> Vec<(i64, i64, i64)> {
+    let mut rows: Vec<(i64, i64, i64)> = db
+        .psql("SELECT source_id, sink_id, amount FROM transfers WHERE source_id IS NOT NULL")
+        .lines()
+        .map(|line| {
+            let fields: Vec<i64> = line
+                .split('|')
+                .map(|field| field.parse().expect("an integer column"))
+                .collect();
+            (fields[0], fields[1], fields[2])
+        })
+        .collect();
+    rows.sort_unstable();
+    rows
+}
+
+/// Every account, id → balance, read by psql.
+fn balances(db: &TestDb) -> BTreeMap<i64, i64> {
+    db.psql("SELECT id, balance FROM accounts")
+        .lines()
+        .map(|line| {
+            let (id, balance) = line.split_once('|').expect("id|balance");
+            (id.parse().unwrap(), balance.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The library's audit holds: every balance is its deposits + incoming − outgoing, none is
+/// negative, total balance = total deposits, no ledger row names a missing account.
+fn assert_audit_consistent(database: &Database, label: &str) {
+    let report = audit::audit(database, &policy())
+        .unwrap_or_else(|err| panic!("{label}: audit failed: {err}"))
+        .value;
+    assert!(
+        report.is_consistent(),
+        "{label}: the audit found the books out of balance: {report:#?}"
+    );
+}
+
+/// The checks every scenario ends with. `reported` holds the transfers the app reported done.
+fn assert_books_balance(db: &TestDb, database: &Database, reported: &[Transfer], label: &str) {
+    assert_audit_consistent(database, label);
+    let ledger = ledger_transfers(db);
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL"
+        ),
+        reported.len() as i64,
+        "{label}: transfers reported done vs ledger rows with a source"
+    );
+    let mut reported: Vec<(i64, i64, i64)> = reported
+        .iter()
+        .map(|t| (t.source, t.sink, t.amount))
+        .collect();
+    reported.sort_unstable();
+    assert!(
+        reported == ledger,
+        "{label}: the transfers reported done are not exactly the ledger's transfer rows \
+         ({} reported, {} in the ledger)",
+        reported.len(),
+        ledger.len()
+    );
+}
+
+/// What the backend killer did.
+#[derive(Debug, Default)]
+struct Kills {
+    /// Backends terminated (`pg_terminate_backend` said true).
+    killed: u64,
+    /// Rounds that found no backend of the app to kill.
+    idle_rounds: u64,
+    /// Times the killer's own connection had to be made again.
+    reconnects: u64,
+}
+
+#[derive(QueryableByName)]
+struct Terminated {
+    #[diesel(sql_type = Bool)]
+    terminated: bool,
+}
+
+/// Every `pause` (a random time in the range), terminates one random client backend connected
+/// to `database`, through its own connection to the administrative database, until `stop` is
+/// set or [`KILLER_LIMIT`] has passed.
+fn kill_backends(database: &str, pause: std::ops::Range<Duration>, stop: &AtomicBool) -> Kills {
+    let started = Instant::now();
+    let sql = format!(
+        "SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity \
+         WHERE datname = '{database}' AND pid <> pg_backend_pid() \
+         AND backend_type = 'client backend' ORDER BY random() LIMIT 1"
+    );
+    let mut kills = Kills::default();
+    let mut conn: Option<PgConnection> = None;
+    let mut rng = rand::rng();
+    while !stop.load(Ordering::SeqCst) && started.elapsed() < KILLER_LIMIT {
+        thread::sleep(rng.random_range(pause.clone()));
+        if conn.is_none() {
+            kills.reconnects += 1;
+            conn = PgConnection::establish(server().admin_url()).ok();
+        }
+        let Some(killer) = conn.as_mut() else {
+            continue;
+        };
+        match diesel::sql_query(&sql).load::<Terminated>(killer) {
+            Ok(rows) if rows.iter().any(|row| row.terminated) => kills.killed += 1,
+            Ok(_) => kills.idle_rounds += 1,
+            Err(_) => conn = None,
+        }
+    }
+    // The first connection is not a reconnection.
+    kills.reconnects = kills.reconnects.saturating_sub(1);
+    kills
+}
+
+/// Sets the flag when dropped, so the killer stops even if the run panics.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `pg_terminate_backend`, `pg_stat_activity.backend_type`, deferred constraint triggers and
+/// `ALLOW_CONNECTIONS` are PostgreSQL's.
+fn require_postgresql(what: &str) -> bool {
+    if server().is_cockroachdb() {
+        eprintln!("NOT RUN on CockroachDB ({what} needs PostgreSQL)");
+        return false;
+    }
+    true
+}
+
+/// Runs transfers, recording every one reported done.
+fn run_transfers(
+    database: &Database,
+    length: RunLength,
+    workers: u32,
+) -> (TransferReport, Vec<Transfer>) {
+    let reported = Mutex::new(Vec::new());
+    let report = transfer_run::run_transfers(
+        database,
+        &policy(),
+        length,
+        workers,
+        &|outcome: &TransferOutcome| reported.lock().unwrap().push(outcome.transfer.clone()),
+    );
+    (report, reported.into_inner().unwrap())
+}
+
+#[test]
+fn transfers_under_a_backend_killer_are_each_applied_once_and_the_books_balance() {
+    const ACCOUNTS: u64 = 100;
+    const COUNT: u64 = 2000;
+    const WORKERS: u32 = 8;
+    if !require_postgresql("killing backends") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let db = TestDb::new("faults_killed_transfers");
+    let (database, tally) = open(&db.url, WORKERS, None);
+    seed(&database, ACCOUNTS);
+    tally.reset();
+    let stop = AtomicBool::new(false);
+    let ((report, reported), kills) = thread::scope(|scope| {
+        let killer = scope.spawn(|| {
+            kill_backends(
+                &db.name,
+                Duration::from_millis(5)..Duration::from_millis(20),
+                &stop,
+            )
+        });
+        let run = {
+            let _stop = StopOnDrop(&stop);
+            run_transfers(&database, RunLength::Count(COUNT), WORKERS)
+        };
+        (run, killer.join().expect("the killer thread"))
+    });
+    let summary = &report.summary;
+    eprintln!(
+        "backend killer: {} backends killed ({} rounds found none, {} killer reconnects); \
+         {COUNT} transfers on {WORKERS} workers: done {}, failed {}, unknown {}, retries {}, \
+         commits lost in flight {}, {:.2} s ({:.0}/s)",
+        kills.killed,
+        kills.idle_rounds,
+        kills.reconnects,
+        summary.done,
+        summary.failed,
+        summary.unknown,
+        summary.retries,
+        tally.lost_commits(),
+        summary.elapsed.as_secs_f64(),
+        summary.per_second(),
+    );
+    assert!(kills.killed > 0, "the killer never killed a backend");
+    assert!(
+        summary.retries > 0,
+        "backends were killed, yet no transfer was retried"
+    );
+    assert_eq!(
+        summary.unknown, 0,
+        "the server stayed reachable, so every unknown commit outcome must have been resolved"
+    );
+    assert_books_balance(&db, &database, &reported, "killed backends");
+    assert_eq!(summary.done, reported.len() as u64);
+    assert_eq!(
+        summary.done + summary.failed,
+        COUNT,
+        "done + failed vs transfers asked for"
+    );
+    // 51 attempts with backoff up to 1 s outlast any backend's ~100 ms life expectancy here:
+    // nothing may fail.
+    assert!(
+        report.error.is_none(),
+        "a transfer failed: {:?}",
+        report.error
+    );
+    assert_eq!((summary.done, summary.failed), (COUNT, 0));
+}
+
+#[test]
+fn transfers_ride_out_a_server_restart_and_the_books_balance() {
+    const WORKERS: u32 = 4;
+    let server = server();
+    if !server.is_throwaway() {
+        eprintln!("NOT RUN: restarting the server needs the throwaway PostgreSQL (TEST_DATABASE_URL is set)");
+        return;
+    }
+    let _serial = one_at_a_time();
+    let db = TestDb::new("faults_restart");
+    let (database, tally) = open(&db.url, WORKERS, None);
+    seed(&database, 100);
+    tally.reset();
+    let started_before = db.psql("SELECT pg_postmaster_start_time()");
+    let ((report, reported), before_restart, restarted_at, restart_took) = thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            run_transfers(
+                &database,
+                RunLength::Duration(Duration::from_secs(6)),
+                WORKERS,
+            )
+        });
+        thread::sleep(Duration::from_secs(2));
+        let before_restart = count(&db, "SELECT count(*) FROM transfers");
+        let clock = Instant::now();
+        server.restart();
+        let restart_took = clock.elapsed();
+        // The app's sessions write created_at in UTC (diesel sets the session's zone).
+        let restarted_at = db.psql("SELECT (now() AT TIME ZONE 'UTC')::text");
+        let run = run.join().expect("the transfer run");
+        (run, before_restart, restarted_at, restart_took)
+    });
+    let summary = &report.summary;
+    let after_run = count(&db, "SELECT count(*) FROM transfers");
+    let committed_after_restart = count(
+        &db,
+        &format!(
+            "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL \
+             AND created_at > '{restarted_at}'::timestamp"
+        ),
+    );
+    eprintln!(
+        "server restart took {:.2} s; run of {:.2} s on {WORKERS} workers: done {}, failed {}, \
+         unknown {}, retries {}, commits lost in flight {}; ledger rows {before_restart} before \
+         the restart, {after_run} after the run, {committed_after_restart} transfers begun after \
+         the restart",
+        restart_took.as_secs_f64(),
+        summary.elapsed.as_secs_f64(),
+        summary.done,
+        summary.failed,
+        summary.unknown,
+        summary.retries,
+        tally.lost_commits(),
+    );
+    assert_ne!(
+        db.psql("SELECT pg_postmaster_start_time()"),
+        started_before,
+        "the server was restarted"
+    );
+    assert_eq!(
+        summary.unknown, 0,
+        "the server came back, so every unknown commit outcome must have been resolved"
+    );
+    assert_books_balance(&db, &database, &reported, "server restart");
+    assert_eq!(summary.done, reported.len() as u64);
+    assert!(summary.done > 0, "no transfer was done");
+    assert!(
+        after_run > before_restart && committed_after_restart > 0,
+        "no transfer was committed after the restart"
+    );
+    assert!(
+        report.error.is_none(),
+        "a transfer failed: {:?}",
+        report.error
+    );
+    assert_eq!(summary.failed, 0);
+}
+
+/// Where a connection is cut with the commit in flight.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// The commit statement reaches the server, which commits; the answer is lost.
+    Landed,
+    /// The commit statement is dropped; the server rolls back when the link goes.
+    NeverArrived,
+}
+
+/// A fresh database with `accounts` accounts seeded directly, and a [`CuttingProxy`] in front
+/// of the server.
+fn bank_behind_proxy(name: &str, accounts: u64) -> (TestDb, CuttingProxy, String) {
+    let db = TestDb::new(name);
+    if accounts > 0 {
+        let (direct, _) = open(&db.url, 1, None);
+        seed(&direct, accounts);
+    }
+    let server = server();
+    let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+    let url = db.url.replacen(
+        &format!("{}:{}", server.host(), server.port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    );
+    (db, proxy, url)
+}
+
+/// One `bank::transfer` through a proxy that cuts the connection on `statement` (`cut`),
+/// with the `flavor` protocol; checks that it was resolved and applied exactly once.
+fn transfer_with_commit_cut(flavor: Flavor, statement: &str, cut: Cut) {
+    let label = format!("{flavor}, cut on {statement:?}, {cut:?}");
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_cut_transfer", 10);
+    let (database, tally) = open(&url, 2, Some(flavor));
+    let before = balances(&db);
+    match cut {
+        Cut::Landed => proxy.cut_after(statement),
+        Cut::NeverArrived => proxy.cut_instead_of(statement),
+    }
+    let result = bank::transfer(&database, &policy());
+    assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
+    assert_eq!(
+        tally.lost_commits(),
+        1,
+        "{label}: the client lost its connection with the commit in flight"
+    );
+    let committed = match result {
+        Ok(committed) => committed,
+        Err(TransactionError::AmbiguousCommit { attempts, cause }) => panic!(
+            "{label}: the probe should have resolved the outcome, got AmbiguousCommit after \
+             {attempts} attempts: {cause}"
+        ),
+        Err(other) => panic!("{label}: expected Ok, got {other:?}"),
+    };
+    let transfer = &committed.value;
+    eprintln!(
+        "{label}: {} → {} amount {}, attempts {}, ledger inserts sent {}",
+        transfer.source,
+        transfer.sink,
+        transfer.amount,
+        committed.attempts,
+        tally.ledger_inserts()
+    );
+    assert_books_balance(&db, &database, std::slice::from_ref(transfer), &label);
+    assert_ne!(transfer.source, transfer.sink, "{label}");
+    let mut expected = before;
+    *expected
+        .get_mut(&transfer.source)
+        .expect("the source exists") -= transfer.amount;
+    *expected.get_mut(&transfer.sink).expect("the sink exists") += transfer.amount;
+    assert_eq!(
+        balances(&db),
+        expected,
+        "{label}: exactly the reported amount moved from source to sink, once"
+    );
+    match cut {
+        Cut::Landed => {
+            assert_eq!(committed.attempts, 1, "{label}: resolved by the probe");
+            assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+        }
+        Cut::NeverArrived => {
+            assert!(committed.attempts >= 2, "{label}: it was retried");
+            assert_eq!(
+                tally.ledger_inserts(),
+                u64::from(committed.attempts),
+                "{label}: every attempt ran the work once"
+            );
+        }
+    }
+}
+
+#[test]
+fn transfer_whose_commit_landed_but_whose_answer_was_lost_is_found_by_the_probe() {
+    transfer_with_commit_cut(Flavor::PostgreSql, "COMMIT", Cut::Landed);
+}
+
+#[test]
+fn transfer_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
+    transfer_with_commit_cut(Flavor::PostgreSql, "COMMIT", Cut::NeverArrived);
+}
+
+#[test]
+fn cockroach_protocol_transfer_whose_release_never_reached_the_server_is_applied_once() {
+    transfer_with_commit_cut(
+        Flavor::CockroachDb,
+        "RELEASE SAVEPOINT cockroach_restart",
+        Cut::NeverArrived,
+    );
+}
+
+/// PostgreSQL's deferred constraint triggers run at `COMMIT`: installs one on `transfers`
+/// that runs `body` (PL/pgSQL) for every transfer row (deposits are left alone).
+fn at_commit_of_each_transfer(db: &TestDb, name: &str, body: &str) {
+    db.psql(&format!(
+        "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.source_id IS NOT NULL THEN {body} END IF; RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER {name} AFTER INSERT ON transfers
+           DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {name}();"
+    ));
+}
+
+#[test]
+fn transfer_whose_commit_lands_after_the_probe_looked_is_applied_once() {
+    if !require_postgresql("a slow COMMIT (deferred constraint trigger)") {
+        return;
+    }
+    let label = "commit landing 1 s after the link was cut";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_late_commit", 10);
+    // The COMMIT takes a second on the server; the proxy cuts the link 50 ms after passing it
+    // on, so the probe looks while the commit is still under way, finds nothing, and the retry
+    // races the commit landing late: it must meet the lost attempt's ledger id, not apply the
+    // transfer a second time.
+    at_commit_of_each_transfer(&db, "slow_commit", "PERFORM pg_sleep(1);");
+    let (database, tally) = open(&url, 2, Some(Flavor::PostgreSql));
+    let before = balances(&db);
+    proxy.cut_after("COMMIT");
+    let result = bank::transfer(&database, &policy());
+    assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
+    assert_eq!(
+        tally.lost_commits(),
+        1,
+        "{label}: one commit lost in flight"
+    );
+    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    let transfer = &committed.value;
+    eprintln!(
+        "{label}: {} → {} amount {}, attempts {}, ledger inserts sent {}",
+        transfer.source,
+        transfer.sink,
+        transfer.amount,
+        committed.attempts,
+        tally.ledger_inserts()
+    );
+    assert!(
+        committed.attempts >= 2,
+        "{label}: the probe looked before the commit landed, so the work was retried"
+    );
+    assert_books_balance(&db, &database, std::slice::from_ref(transfer), label);
+    let mut expected = before;
+    *expected
+        .get_mut(&transfer.source)
+        .expect("the source exists") -= transfer.amount;
+    *expected.get_mut(&transfer.sink).expect("the sink exists") += transfer.amount;
+    assert_eq!(balances(&db), expected, "{label}: moved once");
+}
+
+#[test]
+fn a_commit_lost_every_time_is_retried_a_bounded_number_of_times_reported_unknown_and_nothing_is_applied(
+) {
+    const MAX_RETRIES: u32 = 3;
+    // A correct helper gives up after 4 attempts and < 1 s of backoff.
+    const DEADLINE: Duration = Duration::from_secs(5);
+    if !require_postgresql("a backend dying at COMMIT (deferred constraint trigger)") {
+        return;
+    }
+    let label = "every COMMIT kills its backend";
+    let _serial = one_at_a_time();
+    let db = TestDb::new("faults_every_commit_lost");
+    let (database, tally) = open(&db.url, 2, None);
+    seed(&database, 10);
+    let before = balances(&db);
+    // Every transfer's backend terminates itself while COMMIT runs: the client loses the
+    // connection with the commit in flight, the probe finds nothing (it rolled back), and the
+    // next attempt meets the same fate.
+    at_commit_of_each_transfer(
+        &db,
+        "die_at_commit",
+        "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);",
+    );
+    tally.reset();
+    let small = RetryPolicy {
+        max_retries: MAX_RETRIES,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(100),
+    };
+    let clock = Instant::now();
+    let (in_time, result) = thread::scope(|scope| {
+        let call = scope.spawn(|| bank::transfer(&database, &small));
+        while !call.is_finished() && clock.elapsed() < DEADLINE {
+            thread::sleep(Duration::from_millis(20));
+        }
+        let in_time = call.is_finished();
+        if !in_time {
+            // Let a looping helper's next attempt commit, so that it returns.
+            db.psql("DROP TRIGGER die_at_commit ON transfers");
+        }
+        (in_time, call.join().expect("the transfer thread"))
+    });
+    let lost = tally.lost_commits();
+    eprintln!(
+        "{label}: returned after {:.2} s ({}): {result:?}; commits lost in flight {lost}, \
+         ledger inserts sent {}",
+        clock.elapsed().as_secs_f64(),
+        if in_time {
+            "by itself"
+        } else {
+            "only once the trigger was dropped"
+        },
+        tally.ledger_inserts()
+    );
+    // Whatever happened, the books balance and match what was reported.
+    let reported: Vec<Transfer> = result.iter().map(|c| c.value.clone()).collect();
+    assert_books_balance(&db, &database, &reported, label);
+    assert!(
+        in_time,
+        "{label}: with max_retries {MAX_RETRIES} the transfer did not give up within \
+         {DEADLINE:?}: {lost} commits were lost and retried (run_transaction_exactly_once \
+         retries an unknown outcome the probe resolved as \"not committed\" without counting it \
+         against max_retries and without backoff)"
+    );
+    // Giving up after commits whose outcome was unknown is reported as unknown, not as a
+    // failure: the library cannot rule out that the last lost commit lands late.
+    match result {
+        Err(TransactionError::AmbiguousCommit { attempts, .. }) => assert!(
+            attempts <= MAX_RETRIES + 1,
+            "{label}: {attempts} attempts with max_retries {MAX_RETRIES}"
+        ),
+        other => panic!("{label}: expected AmbiguousCommit after the retries, got {other:?}"),
+    }
+    assert!(
+        lost <= u64::from(MAX_RETRIES) + 1,
+        "{label}: {lost} commits"
+    );
+    assert_eq!(balances(&db), before, "{label}: nothing was applied");
+}
+
+/// The administrative database named by the server's admin URL (where psql can still go while
+/// a test database refuses connections).
+fn admin_database() -> String {
+    let url = server().admin_url();
+    let path = url.split('?').next().unwrap_or(url);
+    match path.rsplit_once('/') {
+        Some((authority, name)) if !name.is_empty() && !authority.ends_with('/') => {
+            name.to_string()
+        }
+        _ => "postgres".to_string(),
+    }
+}
+
+/// Makes a database refuse every new connection (superusers included) until dropped.
+struct RefuseConnections<'a>(&'a TestDb);
+
+impl<'a> RefuseConnections<'a> {
+    fn start(db: &'a TestDb) -> Self {
+        server().psql(
+            &admin_database(),
+            &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false", db.name),
+        );
+        RefuseConnections(db)
+    }
+}
+
+impl Drop for RefuseConnections<'_> {
+    fn drop(&mut self) {
+        let _ = server().try_psql(
+            &admin_database(),
+            &format!("ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true", self.0.name),
+        );
+    }
+}
+
+#[test]
+fn a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed() {
+    // The slow COMMIT lands this long after it was sent.
+    const COMMIT_TAKES: Duration = Duration::from_secs(2);
+    if !require_postgresql("a slow COMMIT and a database refusing connections") {
+        return;
+    }
+    let label = "lost commit landing late while the database refuses connections";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_late_commit_outage", 10);
+    at_commit_of_each_transfer(
+        &db,
+        "slow_commit",
+        &format!("PERFORM pg_sleep({});", COMMIT_TAKES.as_secs()),
+    );
+    let config = DatabaseConfig::parse(&url, UrlSource::Flag).unwrap();
+    let options = ConnectOptions {
+        pool_size: 2,
+        // Shorter than the outage below; the default (30 s) only moves the threshold.
+        pool_timeout: Duration::from_secs(1),
+        flavor_override: Some(Flavor::PostgreSql),
+        ..ConnectOptions::default()
+    };
+    let database = Database::open(config, &options).expect("open through the proxy");
+    let admin = admin_database();
+    let lock_waiters = format!(
+        "FROM pg_stat_activity WHERE datname = '{}' AND wait_event_type = 'Lock'",
+        db.name
+    );
+    // 1. The COMMIT reaches the server, which takes 2 s over it; the link is cut after 50 ms.
+    // 2. The probe finds nothing yet, so the retry begins and blocks behind the lost attempt
+    //    (same ledger id).
+    // 3. The database now refuses connections and the retry's backend is terminated: the
+    //    helper cannot get a connection within the pool's timeout.
+    // 4. The lost commit lands. The transfer is applied, so the helper must not call it failed:
+    //    Ok (if it asks again once the server lets it) or, at worst, AmbiguousCommit.
+    proxy.cut_after("COMMIT");
+    let clock = Instant::now();
+    let result = thread::scope(|scope| {
+        let call = scope.spawn(|| bank::transfer(&database, &policy()));
+        while server().psql(&admin, &format!("SELECT count(*) {lock_waiters}")) == "0" {
+            assert!(
+                clock.elapsed() < COMMIT_TAKES / 2 && !call.is_finished(),
+                "{label}: the retry never blocked behind the lost attempt (scenario not set up)"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        let refusing = RefuseConnections::start(&db);
+        server().psql(
+            &admin,
+            &format!("SELECT pg_terminate_backend(pid) {lock_waiters}"),
+        );
+        thread::sleep((COMMIT_TAKES + Duration::from_millis(500)).saturating_sub(clock.elapsed()));
+        drop(refusing);
+        let deadline = clock.elapsed() + Duration::from_secs(20);
+        while !call.is_finished() && clock.elapsed() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        call.join().expect("the transfer thread")
+    });
+    let in_ledger = count(
+        &db,
+        "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL",
+    );
+    eprintln!(
+        "{label}: returned after {:.2} s: {result:?}; transfers in the ledger: {in_ledger}",
+        clock.elapsed().as_secs_f64()
+    );
+    assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
+    assert_eq!(
+        in_ledger, 1,
+        "{label}: the lost commit landed (scenario set up)"
+    );
+    assert_audit_consistent(&database, label);
+    match result {
+        Ok(committed) => {
+            assert_books_balance(&db, &database, &[committed.value], label);
+        }
+        Err(TransactionError::AmbiguousCommit { .. }) => {}
+        Err(other) => panic!(
+            "{label}: the transfer is in the ledger, yet bank::transfer reported it failed \
+             (run_transfers counts this as `failed`, \"none of their effect was applied\"): \
+             {other}"
+        ),
+    }
+}
+
+/// One `bank::seed` of `ACCOUNTS` through a proxy that cuts the connection on `COMMIT`.
+fn seed_with_commit_cut(cut: Cut) {
+    const ACCOUNTS: u64 = 50;
+    let label = format!("seed, cut on COMMIT, {cut:?}");
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_cut_seed", 0);
+    let (database, tally) = open(&url, 2, Some(Flavor::PostgreSql));
+    match cut {
+        Cut::Landed => proxy.cut_after("COMMIT"),
+        Cut::NeverArrived => proxy.cut_instead_of("COMMIT"),
+    }
+    let result = bank::seed(&database, &policy(), ACCOUNTS);
+    assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
+    assert_eq!(
+        tally.lost_commits(),
+        1,
+        "{label}: the client lost its connection with the commit in flight"
+    );
+    let committed = match result {
+        Ok(committed) => committed,
+        Err(other) => panic!("{label}: expected Ok, got {other:?}"),
+    };
+    eprintln!(
+        "{label}: {} accounts, money {}, attempts {}",
+        committed.value.accounts, committed.value.money, committed.attempts
+    );
+    assert_audit_consistent(&database, &label);
+    assert_eq!(committed.value.accounts, ACCOUNTS, "{label}");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM accounts"),
+        ACCOUNTS as i64,
+        "{label}"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM transfers WHERE source_id IS NULL"
+        ),
+        ACCOUNTS as i64,
+        "{label}: one deposit per account"
+    );
+    assert_eq!(
+        count(&db, "SELECT COALESCE(SUM(balance), 0) FROM accounts"),
+        committed.value.money,
+        "{label}: the reported money is what the accounts hold"
+    );
+    match cut {
+        Cut::Landed => {
+            assert_eq!(committed.attempts, 1, "{label}: resolved by the probe");
+            // One INSERT per chunk of deposits; 50 fit in one.
+            assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+        }
+        Cut::NeverArrived => {
+            assert!(committed.attempts >= 2, "{label}: it was retried");
+            assert_eq!(
+                tally.ledger_inserts(),
+                u64::from(committed.attempts),
+                "{label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn seed_whose_commit_landed_but_whose_answer_was_lost_is_found_by_the_deposits_probe() {
+    seed_with_commit_cut(Cut::Landed);
+}
+
+#[test]
+fn seed_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
+    seed_with_commit_cut(Cut::NeverArrived);
+}
+
+#[test]
+fn points_load_exactly_n_rows_under_a_backend_killer() {
+    const N: u64 = 20_000;
+    const CHUNK: u64 = 500;
+    if !require_postgresql("killing backends") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let db = TestDb::new("faults_killed_points");
+    let (database, _) = open(&db.url, 2, None);
+    let stop = AtomicBool::new(false);
+    let (loaded, kills) = thread::scope(|scope| {
+        // Gentler than the transfer run's 5–20 ms: here one connection does all the work and
+        // a chunk takes ~15 ms, so a kill every 5–20 ms starves it (measured: 19–26 s instead of
+        // ~1 s, the retry backoff and r2d2's reconnect delay growing with every kill).
+        let killer = scope.spawn(|| {
+            kill_backends(
+                &db.name,
+                Duration::from_millis(20)..Duration::from_millis(60),
+                &stop,
+            )
+        });
+        let loaded = {
+            let _stop = StopOnDrop(&stop);
+            points::add_points(&database, &policy(), N, CHUNK, &mut |_| {})
+        };
+        (loaded, killer.join().expect("the killer thread"))
+    });
+    let report = loaded.unwrap_or_else(|err| panic!("add_points failed: {err}"));
+    eprintln!(
+        "backend killer: {} backends killed ({} rounds found none); points: {} rows in {} \
+         chunks, {} retries, {:.2} s",
+        kills.killed,
+        kills.idle_rounds,
+        report.rows,
+        report.chunks,
+        report.retries,
+        report.elapsed.as_secs_f64()
+    );
+    assert!(kills.killed > 0, "the killer never killed a backend");
+    assert_eq!(report.rows, N);
+    assert_eq!(report.chunks, N.div_ceil(CHUNK));
+    assert_eq!(count(&db, "SELECT count(*) FROM points"), N as i64);
+    assert_eq!(
+        count(&db, "SELECT count(DISTINCT id) FROM points"),
+        N as i64
+    );
+    // Each row index (the id's low 32 bits) landed exactly once, whatever slot it got.
+    assert_eq!(
+        db.psql(
+            "SELECT count(DISTINCT id & 4294967295) || ',' || min(id & 4294967295) || ',' \
+             || max(id & 4294967295) FROM points"
+        ),
+        format!("{N},0,{}", N - 1)
+    );
+}
