@@ -1,7 +1,7 @@
 //! The tutorial's "break up large transactions" example: N random points loaded in chunks, each
 //! chunk its own retried transaction, memory bounded by one chunk whatever N is.
 
-use crate::db::{Database, DbConnection};
+use crate::db::{Database, DbConnection, Flavor};
 use crate::models::Point;
 use crate::retry::{run_transaction_exactly_once, RetryPolicy, TransactionError};
 use crate::schema::points;
@@ -24,6 +24,41 @@ const SQLITE_MAX_BIND_PARAMS: usize = 32_766;
 const COLUMNS_PER_POINT: usize = 4;
 /// A run whose id slot collides with another run's draws a new slot at most this often.
 const SLOT_REDRAWS: u32 = 8;
+/// Largest chunk sent to CockroachDB: about 100 bytes of write intents per point keeps a chunk
+/// under 256 KiB, the `kv.transaction.max_intents_bytes` of the tutorial's advice to break up
+/// large transactions.
+pub const COCKROACH_MAX_CHUNK_ROWS: u64 = 2_500;
+
+/// How a chunk is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMethod {
+    /// Binary `COPY points FROM STDIN` (PostgreSQL/CockroachDB).
+    Copy,
+    /// Multi-row INSERTs sized to the bind-parameter limit (one prepared INSERT per row on
+    /// SQLite, where diesel cannot batch).
+    Insert,
+}
+
+impl LoadMethod {
+    /// The fastest method that keeps chunks exactly-once on `flavor`: COPY on PostgreSQL;
+    /// INSERT on SQLite (no COPY) and on CockroachDB (whose binary COPY support varies by
+    /// version).
+    pub fn fastest_for(flavor: Flavor) -> LoadMethod {
+        match flavor {
+            Flavor::PostgreSql => LoadMethod::Copy,
+            Flavor::CockroachDb | Flavor::Sqlite => LoadMethod::Insert,
+        }
+    }
+}
+
+/// The chunk size actually used for `requested` on `flavor` (see
+/// [`COCKROACH_MAX_CHUNK_ROWS`]).
+pub fn effective_chunk_size(flavor: Flavor, requested: u64) -> u64 {
+    match flavor {
+        Flavor::CockroachDb => requested.clamp(1, COCKROACH_MAX_CHUNK_ROWS),
+        Flavor::PostgreSql | Flavor::Sqlite => requested.max(1),
+    }
+}
 
 /// What a `points` run did.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,19 +80,33 @@ impl PointsReport {
     }
 }
 
-/// Adds `count` random points in chunks of `chunk_size` rows, each chunk in its own
-/// transaction; `on_chunk` is told the rows done so far after every commit.
+/// [`add_points_with`] the fastest method for the database's flavour.
+pub fn add_points(
+    db: &Database,
+    policy: &RetryPolicy,
+    count: u64,
+    chunk_size: u64,
+    on_chunk: &mut dyn FnMut(u64),
+) -> Result<PointsReport, TransactionError<DieselError>> {
+    let method = LoadMethod::fastest_for(db.flavor());
+    add_points_with(db, policy, count, chunk_size, method, on_chunk)
+}
+
+/// Adds `count` random points in chunks of `chunk_size` rows (capped on CockroachDB, see
+/// [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
+/// `on_chunk` is told the rows done so far after every commit.
 ///
 /// Ids are chosen by the client: a random 30-bit slot per run in the high bits, the row's index
 /// in the low 32. That makes every chunk idempotent: a chunk whose commit outcome is unknown is
 /// looked up by its ids and retried only if it is absent, so exactly `count` rows land even
 /// when connections die mid-chunk. If another run holds the same slot (a unique violation), a
 /// new slot is drawn and the chunk runs again, so a collision never fails the command.
-pub fn add_points(
+pub fn add_points_with(
     db: &Database,
     policy: &RetryPolicy,
     count: u64,
     chunk_size: u64,
+    method: LoadMethod,
     on_chunk: &mut dyn FnMut(u64),
 ) -> Result<PointsReport, TransactionError<DieselError>> {
     let started = Instant::now();
@@ -68,7 +117,7 @@ pub fn add_points(
         retries: 0,
         elapsed: Duration::ZERO,
     };
-    let chunk_size = chunk_size.max(1);
+    let chunk_size = effective_chunk_size(db.flavor(), chunk_size);
     let mut first = 0;
     while first < count {
         let rows = chunk_size.min(count - first);
@@ -78,7 +127,7 @@ pub fn add_points(
             let inserted = run_transaction_exactly_once(
                 db,
                 policy,
-                |conn| insert_points(conn, &chunk),
+                |conn| write_points(conn, &chunk, method),
                 |conn| find_chunk(conn, &chunk),
             );
             match inserted {
@@ -100,6 +149,23 @@ pub fn add_points(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Writes `chunk` by `method` in the caller's transaction; returns the rows written.
+pub fn write_points(
+    conn: &mut DbConnection,
+    chunk: &[Point],
+    method: LoadMethod,
+) -> Result<usize, DieselError> {
+    match (method, &mut *conn) {
+        (LoadMethod::Copy, DbConnection::Postgresql(pg)) => diesel::copy_from(points::table)
+            .from_insertable(chunk)
+            .execute(pg),
+        (LoadMethod::Copy, DbConnection::Sqlite(_)) => Err(DieselError::QueryBuilderError(
+            "COPY needs PostgreSQL or CockroachDB; use the INSERT method on SQLite".into(),
+        )),
+        (LoadMethod::Insert, _) => insert_points(conn, chunk),
+    }
 }
 
 /// Inserts `chunk` with as few statements as the backend's bind-parameter limit allows: a chunk
