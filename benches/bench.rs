@@ -26,6 +26,8 @@ use support::TestServer;
 const ACCOUNTS: u64 = 100;
 /// Chunk sizes the points workload is measured at.
 const CHUNK_SIZES: [u64; 3] = [100, 1_000, 10_000];
+/// Runs per points figure; the best is kept (the machine is shared, noise only slows).
+const RUNS: usize = 3;
 /// Worker counts the transfer workload is measured at.
 const WORKERS: [u32; 3] = [1, 4, 8];
 
@@ -84,26 +86,30 @@ fn points_table(server: &TestServer, rows: u64) {
     // The server's own limit: psql \copy of the same kind of rows, one transaction.
     let file = std::env::temp_dir().join("roachbank-bench-points.txt");
     write_points_file(&file, rows);
-    truncate();
-    let started = Instant::now();
-    server.psql(
-        &name,
-        &format!("\\copy points (id, x, y, z) FROM '{}'", file.display()),
-    );
-    let psql_rate = rows as f64 / started.elapsed().as_secs_f64();
+    let psql_rate = best_of(|| {
+        truncate();
+        let started = Instant::now();
+        server.psql(
+            &name,
+            &format!("\\copy points (id, x, y, z) FROM '{}'", file.display()),
+        );
+        rows as f64 / started.elapsed().as_secs_f64()
+    });
     let _ = std::fs::remove_file(&file);
 
-    println!("## points ({rows} rows per run)");
+    println!("## points ({rows} rows per run, best of {RUNS})");
     println!();
     println!("| method | chunk size | rows/s | × psql \\copy |");
     println!("|---|---:|---:|---:|");
     println!("| psql `\\copy` (one transaction) | {rows} | {psql_rate:.0} | 1.00 |");
     for method in [LoadMethod::Copy, LoadMethod::Insert] {
         for chunk in CHUNK_SIZES {
-            truncate();
-            let report = points::add_points_with(&db, &policy, rows, chunk, method, &mut |_| {})
-                .expect("points run");
-            let rate = report.rows_per_second();
+            let rate = best_of(|| {
+                truncate();
+                points::add_points_with(&db, &policy, rows, chunk, method, &mut |_| {})
+                    .expect("points run")
+                    .rows_per_second()
+            });
             println!(
                 "| roachbank {} | {chunk} | {rate:.0} | {:.2} |",
                 match method {
@@ -264,6 +270,11 @@ fn pgbench(
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
     (tps, retried)
+}
+
+/// The highest of [`RUNS`] measurements.
+fn best_of(mut measure: impl FnMut() -> f64) -> f64 {
+    (0..RUNS).map(|_| measure()).fold(0.0, f64::max)
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

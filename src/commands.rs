@@ -68,6 +68,7 @@ pub fn check_backend_support(command: &Command, config: &DatabaseConfig) -> Resu
 pub fn pool_size(command: &Command) -> u32 {
     match *command {
         Command::Transfer { workers, .. } => workers,
+        Command::Points { .. } => points::SERVER_LOADERS,
         _ => 1,
     }
 }

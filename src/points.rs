@@ -3,11 +3,13 @@
 
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::Point;
-use crate::retry::{run_transaction_exactly_once, RetryPolicy, TransactionError};
+use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
 use crate::schema::points;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use rand::Rng;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The tutorial's chunk size.
@@ -86,7 +88,7 @@ pub fn add_points(
     policy: &RetryPolicy,
     count: u64,
     chunk_size: u64,
-    on_chunk: &mut dyn FnMut(u64),
+    on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<PointsReport, TransactionError<DieselError>> {
     let method = LoadMethod::fastest_for(db.flavor());
     add_points_with(db, policy, count, chunk_size, method, on_chunk)
@@ -95,6 +97,10 @@ pub fn add_points(
 /// Adds `count` random points in chunks of `chunk_size` rows (capped on CockroachDB, see
 /// [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
 /// `on_chunk` is told the rows done so far after every commit.
+///
+/// On a server, with a pool of two or more connections, two chunks are in flight at once (see
+/// [`SERVER_LOADERS`]), so chunks may commit out of order; the totals `on_chunk` sees still
+/// only grow. Memory holds at most one chunk per loader, whatever `count` is.
 ///
 /// Ids are chosen by the client: a random 30-bit slot per run in the high bits, the row's index
 /// in the low 32. That makes every chunk idempotent: a chunk whose commit outcome is unknown is
@@ -107,48 +113,110 @@ pub fn add_points_with(
     count: u64,
     chunk_size: u64,
     method: LoadMethod,
-    on_chunk: &mut dyn FnMut(u64),
+    on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<PointsReport, TransactionError<DieselError>> {
     let started = Instant::now();
-    let mut slot = draw_slot();
-    let mut report = PointsReport {
-        rows: 0,
-        chunks: 0,
-        retries: 0,
-        elapsed: Duration::ZERO,
-    };
     let chunk_size = effective_chunk_size(db.flavor(), chunk_size);
-    let mut first = 0;
-    while first < count {
-        let rows = chunk_size.min(count - first);
-        let mut redraws = 0;
-        let committed = loop {
-            let chunk = random_points(slot, first, rows);
-            let inserted = run_transaction_exactly_once(
-                db,
-                policy,
-                |conn| write_points(conn, &chunk, method),
-                |conn| find_chunk(conn, &chunk),
-            );
-            match inserted {
-                Err(TransactionError::Failed(DieselError::DatabaseError(
-                    DatabaseErrorKind::UniqueViolation,
-                    _,
-                ))) if redraws < SLOT_REDRAWS => {
-                    redraws += 1;
-                    slot = draw_slot();
+    let loaders = match db.flavor() {
+        Flavor::Sqlite => 1, // one writer at a time anyway
+        Flavor::PostgreSql | Flavor::CockroachDb => SERVER_LOADERS.min(db.pool().max_size()),
+    };
+    let slot = AtomicI64::new(draw_slot());
+    let next_chunk = AtomicU64::new(0);
+    let progress = Mutex::new(Progress {
+        report: PointsReport {
+            rows: 0,
+            chunks: 0,
+            retries: 0,
+            elapsed: Duration::ZERO,
+        },
+        on_chunk,
+        error: None,
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..loaders {
+            scope.spawn(|| loop {
+                let first = next_chunk
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_mul(chunk_size);
+                if first >= count || lock(&progress).error.is_some() {
+                    break;
                 }
-                other => break other?,
-            }
-        };
-        report.retries += u64::from(committed.retries());
-        report.chunks += 1;
-        report.rows += committed.value as u64;
-        first += rows;
-        on_chunk(report.rows);
+                let rows = chunk_size.min(count - first);
+                let loaded = load_chunk(db, policy, method, &slot, first, rows);
+                let mut progress = lock(&progress);
+                match loaded {
+                    Ok(committed) => {
+                        let progress = &mut *progress;
+                        progress.report.retries += u64::from(committed.retries());
+                        progress.report.chunks += 1;
+                        progress.report.rows += committed.value as u64;
+                        (progress.on_chunk)(progress.report.rows);
+                    }
+                    Err(error) => {
+                        progress.error.get_or_insert(error);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(error) = progress.error {
+        return Err(error);
     }
+    let mut report = progress.report;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the next one
+/// is already streaming.
+pub const SERVER_LOADERS: u32 = 2;
+
+/// What the loaders share.
+struct Progress<'a> {
+    report: PointsReport,
+    on_chunk: &'a mut (dyn FnMut(u64) + Send),
+    error: Option<TransactionError<DieselError>>,
+}
+
+fn lock<'m, T>(mutex: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Loads rows `first..first + rows` exactly once, drawing a new id slot if another run holds
+/// the current one.
+fn load_chunk(
+    db: &Database,
+    policy: &RetryPolicy,
+    method: LoadMethod,
+    slot: &AtomicI64,
+    first: u64,
+    rows: u64,
+) -> Result<Committed<usize>, TransactionError<DieselError>> {
+    let mut redraws = 0;
+    loop {
+        let chunk = random_points(slot.load(Ordering::Relaxed), first, rows);
+        let inserted = run_transaction_exactly_once(
+            db,
+            policy,
+            |conn| write_points(conn, &chunk, method),
+            |conn| find_chunk(conn, &chunk),
+        );
+        match inserted {
+            Err(TransactionError::Failed(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) if redraws < SLOT_REDRAWS => {
+                redraws += 1;
+                slot.store(draw_slot(), Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Writes `chunk` by `method` in the caller's transaction; returns the rows written.
