@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use roachbank::bank::MAX_SEED_ACCOUNTS;
-use roachbank::points::{DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
+use roachbank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
 use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
@@ -63,15 +63,37 @@ pub enum Command {
         #[arg(value_name = "N",
               value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
         count: u64,
-        /// Rows per chunk (per transaction).
+        /// Rows per chunk (per transaction; at most 2,500 on CockroachDB).
         #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
               value_parser = clap::value_parser!(u64).range(1..))]
         chunk_size: u64,
+        /// How chunks are written. Default: copy on PostgreSQL, insert on CockroachDB and
+        /// SQLite.
+        #[arg(long, value_enum, value_name = "METHOD")]
+        method: Option<PointsMethod>,
     },
     /// Show the number of accounts, the total balance, and the smallest and largest balance.
     Balance,
     /// Audit the bank against its ledger; exit 1 on any inconsistency.
     Check,
+}
+
+/// `points --method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PointsMethod {
+    /// Binary COPY FROM STDIN (PostgreSQL, CockroachDB).
+    Copy,
+    /// Multi-row INSERT statements.
+    Insert,
+}
+
+impl From<PointsMethod> for LoadMethod {
+    fn from(method: PointsMethod) -> Self {
+        match method {
+            PointsMethod::Copy => LoadMethod::Copy,
+            PointsMethod::Insert => LoadMethod::Insert,
+        }
+    }
 }
 
 /// A positive duration such as `30s`, `5m`, `1h30m` or `250ms`.

@@ -1,12 +1,14 @@
 //! One function per command: call the library, print what it did.
 
-use crate::cli::Command;
+use crate::cli::{Command, PointsMethod};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::audit::{self, AuditReport};
 use roachbank::bank;
+use roachbank::config::{Backend, DatabaseConfig};
 use roachbank::db::Database;
 use roachbank::points;
+use roachbank::points::LoadMethod;
 use roachbank::retry::RetryPolicy;
 use roachbank::transfer_run::{self, RunLength, TransferOutcome};
 use std::io::IsTerminal;
@@ -38,16 +40,38 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
             };
             transferred.and(audited)
         }
-        Command::Points { count, chunk_size } => add_points(db, policy, count, chunk_size),
+        Command::Points {
+            count,
+            chunk_size,
+            method,
+        } => {
+            let method = method.map_or_else(|| LoadMethod::fastest_for(db.flavor()), Into::into);
+            add_points(db, policy, count, chunk_size, method)
+        }
         Command::Balance => balance(db, policy),
         Command::Check => check(db, policy),
     }
+}
+
+/// Refuses, before anything is opened or written, what `config`'s backend cannot do.
+pub fn check_backend_support(command: &Command, config: &DatabaseConfig) -> Result<()> {
+    if let Command::Points {
+        method: Some(PointsMethod::Copy),
+        ..
+    } = command
+    {
+        if config.backend() == Backend::Sqlite {
+            anyhow::bail!("points --method copy needs PostgreSQL or CockroachDB; SQLite has no COPY (use --method insert)");
+        }
+    }
+    Ok(())
 }
 
 /// The pool size a command wants.
 pub fn pool_size(command: &Command) -> u32 {
     match *command {
         Command::Transfer { workers, .. } => workers,
+        Command::Points { .. } => points::SERVER_LOADERS,
         _ => 1,
     }
 }
@@ -165,7 +189,20 @@ fn print_audit(report: &AuditReport, elapsed: Duration) {
     }
 }
 
-fn add_points(db: &Database, policy: &RetryPolicy, count: u64, chunk_size: u64) -> Result<()> {
+fn add_points(
+    db: &Database,
+    policy: &RetryPolicy,
+    count: u64,
+    chunk_size: u64,
+    method: LoadMethod,
+) -> Result<()> {
+    let effective = points::effective_chunk_size(db.flavor(), chunk_size);
+    if effective != chunk_size {
+        eprintln!(
+            "roachbank: chunks of {effective} rows instead of {chunk_size}: {} advises keeping transactions small",
+            db.flavor()
+        );
+    }
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(count);
         bar.set_style(
@@ -178,7 +215,7 @@ fn add_points(db: &Database, policy: &RetryPolicy, count: u64, chunk_size: u64) 
     } else {
         ProgressBar::hidden()
     };
-    let result = points::add_points(db, policy, count, chunk_size, &mut |done| {
+    let result = points::add_points_with(db, policy, count, chunk_size, method, &mut |done| {
         progress.set_position(done)
     });
     progress.finish_and_clear();

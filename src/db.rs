@@ -251,6 +251,9 @@ impl Database {
             .max_size(options.pool_size.max(1))
             .min_idle(Some(0))
             .connection_timeout(options.pool_timeout)
+            // No `SELECT 1` before every checkout: run_transaction already retries work whose
+            // connection turns out dead before COMMIT, on a fresh one.
+            .test_on_check_out(false)
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(manager);
         Ok(Database {

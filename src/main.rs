@@ -47,6 +47,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Err(err) = commands::check_backend_support(&cli.command, &config) {
+        eprintln!("roachbank: error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     match run(&cli, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -13,9 +13,10 @@ pub struct Account {
     pub balance: i64,
 }
 
-/// One row of `points`.
+/// One row of `points`. Every column is always given (no DEFAULTs), which lets diesel send a
+/// slice of points as binary COPY.
 #[derive(Debug, Clone, Copy, PartialEq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = points)]
+#[diesel(table_name = points, treat_none_as_default_value = false)]
 pub struct Point {
     /// Client-chosen id.
     pub id: i64,

@@ -1,13 +1,15 @@
 //! The tutorial's "break up large transactions" example: N random points loaded in chunks, each
 //! chunk its own retried transaction, memory bounded by one chunk whatever N is.
 
-use crate::db::{Database, DbConnection};
+use crate::db::{Database, DbConnection, Flavor};
 use crate::models::Point;
-use crate::retry::{run_transaction_exactly_once, RetryPolicy, TransactionError};
+use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
 use crate::schema::points;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use rand::Rng;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The tutorial's chunk size.
@@ -24,6 +26,41 @@ const SQLITE_MAX_BIND_PARAMS: usize = 32_766;
 const COLUMNS_PER_POINT: usize = 4;
 /// A run whose id slot collides with another run's draws a new slot at most this often.
 const SLOT_REDRAWS: u32 = 8;
+/// Largest chunk sent to CockroachDB: about 100 bytes of write intents per point keeps a chunk
+/// under 256 KiB, the `kv.transaction.max_intents_bytes` of the tutorial's advice to break up
+/// large transactions.
+pub const COCKROACH_MAX_CHUNK_ROWS: u64 = 2_500;
+
+/// How a chunk is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMethod {
+    /// Binary `COPY points FROM STDIN` (PostgreSQL/CockroachDB).
+    Copy,
+    /// Multi-row INSERTs sized to the bind-parameter limit (one prepared INSERT per row on
+    /// SQLite, where diesel cannot batch).
+    Insert,
+}
+
+impl LoadMethod {
+    /// The fastest method that keeps chunks exactly-once on `flavor`: COPY on PostgreSQL;
+    /// INSERT on SQLite (no COPY) and on CockroachDB (whose binary COPY support varies by
+    /// version).
+    pub fn fastest_for(flavor: Flavor) -> LoadMethod {
+        match flavor {
+            Flavor::PostgreSql => LoadMethod::Copy,
+            Flavor::CockroachDb | Flavor::Sqlite => LoadMethod::Insert,
+        }
+    }
+}
+
+/// The chunk size actually used for `requested` on `flavor` (see
+/// [`COCKROACH_MAX_CHUNK_ROWS`]).
+pub fn effective_chunk_size(flavor: Flavor, requested: u64) -> u64 {
+    match flavor {
+        Flavor::CockroachDb => requested.clamp(1, COCKROACH_MAX_CHUNK_ROWS),
+        Flavor::PostgreSql | Flavor::Sqlite => requested.max(1),
+    }
+}
 
 /// What a `points` run did.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,61 +82,158 @@ impl PointsReport {
     }
 }
 
-/// Adds `count` random points in chunks of `chunk_size` rows, each chunk in its own
-/// transaction; `on_chunk` is told the rows done so far after every commit.
+/// [`add_points_with`] the fastest method for the database's flavour.
+pub fn add_points(
+    db: &Database,
+    policy: &RetryPolicy,
+    count: u64,
+    chunk_size: u64,
+    on_chunk: &mut (dyn FnMut(u64) + Send),
+) -> Result<PointsReport, TransactionError<DieselError>> {
+    let method = LoadMethod::fastest_for(db.flavor());
+    add_points_with(db, policy, count, chunk_size, method, on_chunk)
+}
+
+/// Adds `count` random points in chunks of `chunk_size` rows (capped on CockroachDB, see
+/// [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
+/// `on_chunk` is told the rows done so far after every commit.
+///
+/// On a server, with a pool of two or more connections, two chunks are in flight at once (see
+/// [`SERVER_LOADERS`]), so chunks may commit out of order; the totals `on_chunk` sees still
+/// only grow. Memory holds at most one chunk per loader, whatever `count` is.
 ///
 /// Ids are chosen by the client: a random 30-bit slot per run in the high bits, the row's index
 /// in the low 32. That makes every chunk idempotent: a chunk whose commit outcome is unknown is
 /// looked up by its ids and retried only if it is absent, so exactly `count` rows land even
 /// when connections die mid-chunk. If another run holds the same slot (a unique violation), a
 /// new slot is drawn and the chunk runs again, so a collision never fails the command.
-pub fn add_points(
+pub fn add_points_with(
     db: &Database,
     policy: &RetryPolicy,
     count: u64,
     chunk_size: u64,
-    on_chunk: &mut dyn FnMut(u64),
+    method: LoadMethod,
+    on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<PointsReport, TransactionError<DieselError>> {
     let started = Instant::now();
-    let mut slot = draw_slot();
-    let mut report = PointsReport {
-        rows: 0,
-        chunks: 0,
-        retries: 0,
-        elapsed: Duration::ZERO,
+    let chunk_size = effective_chunk_size(db.flavor(), chunk_size);
+    let loaders = match db.flavor() {
+        Flavor::Sqlite => 1, // one writer at a time anyway
+        Flavor::PostgreSql | Flavor::CockroachDb => SERVER_LOADERS.min(db.pool().max_size()),
     };
-    let chunk_size = chunk_size.max(1);
-    let mut first = 0;
-    while first < count {
-        let rows = chunk_size.min(count - first);
-        let mut redraws = 0;
-        let committed = loop {
-            let chunk = random_points(slot, first, rows);
-            let inserted = run_transaction_exactly_once(
-                db,
-                policy,
-                |conn| insert_points(conn, &chunk),
-                |conn| find_chunk(conn, &chunk),
-            );
-            match inserted {
-                Err(TransactionError::Failed(DieselError::DatabaseError(
-                    DatabaseErrorKind::UniqueViolation,
-                    _,
-                ))) if redraws < SLOT_REDRAWS => {
-                    redraws += 1;
-                    slot = draw_slot();
+    let slot = AtomicI64::new(draw_slot());
+    let next_chunk = AtomicU64::new(0);
+    let progress = Mutex::new(Progress {
+        report: PointsReport {
+            rows: 0,
+            chunks: 0,
+            retries: 0,
+            elapsed: Duration::ZERO,
+        },
+        on_chunk,
+        error: None,
+    });
+    std::thread::scope(|scope| {
+        for _ in 0..loaders {
+            scope.spawn(|| loop {
+                let first = next_chunk
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_mul(chunk_size);
+                if first >= count || lock(&progress).error.is_some() {
+                    break;
                 }
-                other => break other?,
-            }
-        };
-        report.retries += u64::from(committed.retries());
-        report.chunks += 1;
-        report.rows += committed.value as u64;
-        first += rows;
-        on_chunk(report.rows);
+                let rows = chunk_size.min(count - first);
+                let loaded = load_chunk(db, policy, method, &slot, first, rows);
+                let mut progress = lock(&progress);
+                match loaded {
+                    Ok(committed) => {
+                        let progress = &mut *progress;
+                        progress.report.retries += u64::from(committed.retries());
+                        progress.report.chunks += 1;
+                        progress.report.rows += committed.value as u64;
+                        (progress.on_chunk)(progress.report.rows);
+                    }
+                    Err(error) => {
+                        progress.error.get_or_insert(error);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(error) = progress.error {
+        return Err(error);
     }
+    let mut report = progress.report;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the next one
+/// is already streaming.
+pub const SERVER_LOADERS: u32 = 2;
+
+/// What the loaders share.
+struct Progress<'a> {
+    report: PointsReport,
+    on_chunk: &'a mut (dyn FnMut(u64) + Send),
+    error: Option<TransactionError<DieselError>>,
+}
+
+fn lock<'m, T>(mutex: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Loads rows `first..first + rows` exactly once, drawing a new id slot if another run holds
+/// the current one.
+fn load_chunk(
+    db: &Database,
+    policy: &RetryPolicy,
+    method: LoadMethod,
+    slot: &AtomicI64,
+    first: u64,
+    rows: u64,
+) -> Result<Committed<usize>, TransactionError<DieselError>> {
+    let mut redraws = 0;
+    loop {
+        let chunk = random_points(slot.load(Ordering::Relaxed), first, rows);
+        let inserted = run_transaction_exactly_once(
+            db,
+            policy,
+            |conn| write_points(conn, &chunk, method),
+            |conn| find_chunk(conn, &chunk),
+        );
+        match inserted {
+            Err(TransactionError::Failed(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) if redraws < SLOT_REDRAWS => {
+                redraws += 1;
+                slot.store(draw_slot(), Ordering::Relaxed);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Writes `chunk` by `method` in the caller's transaction; returns the rows written.
+pub fn write_points(
+    conn: &mut DbConnection,
+    chunk: &[Point],
+    method: LoadMethod,
+) -> Result<usize, DieselError> {
+    match (method, &mut *conn) {
+        (LoadMethod::Copy, DbConnection::Postgresql(pg)) => diesel::copy_from(points::table)
+            .from_insertable(chunk)
+            .execute(pg),
+        (LoadMethod::Copy, DbConnection::Sqlite(_)) => Err(DieselError::QueryBuilderError(
+            "COPY needs PostgreSQL or CockroachDB; use the INSERT method on SQLite".into(),
+        )),
+        (LoadMethod::Insert, _) => insert_points(conn, chunk),
+    }
 }
 
 /// Inserts `chunk` with as few statements as the backend's bind-parameter limit allows: a chunk

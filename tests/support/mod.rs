@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 // Re-exported for the tests; a test binary that uses none of them must still build cleanly.
 #[allow(unused_imports)]
-pub use pg_server::{server, TestDb, TestServer};
+pub use pg_server::{server, start_durable_server, TestDb, TestServer};
 
 /// A fresh SQLite database file in a temporary directory that lives as long as
 /// the value (the directory and the file are removed when it is dropped).

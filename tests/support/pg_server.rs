@@ -32,8 +32,18 @@ pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var(ENV_URL) {
         Ok(url) if !url.trim().is_empty() => TestServer::external(url.trim().to_string()),
-        _ => TestServer::start_throwaway(),
+        _ => TestServer::start_throwaway(TEST_SETTINGS),
     })
+}
+
+/// Server settings for the tests: durability off (a crash loses nothing a test needs, and
+/// fsync would only make the suite slower).
+const TEST_SETTINGS: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+
+/// A new throwaway server with PostgreSQL's default durability (fsync on), for benchmarks
+/// whose figures should match a real server's. Not shared: each call starts one.
+pub fn start_durable_server() -> TestServer {
+    TestServer::start_throwaway("")
 }
 
 /// The server the tests run against (see [`server()`]).
@@ -195,7 +205,7 @@ impl TestServer {
     }
 
     /// Initialises and starts a throwaway server, and the watchdog that removes it.
-    fn start_throwaway() -> TestServer {
+    fn start_throwaway(server_settings: &str) -> TestServer {
         let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_BINARIES}"));
         let as_postgres = running_as_root();
         if as_postgres {
@@ -278,8 +288,7 @@ impl TestServer {
             let port = free_port();
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
-                 -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-                 -c max_connections=300 -c shared_buffers=128MB",
+                 {server_settings} -c max_connections=300 -c shared_buffers=128MB",
                 dir.display()
             );
             let output = own
