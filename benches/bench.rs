@@ -8,7 +8,7 @@
 //! `BENCH_SECONDS` (seconds per transfer run, default 8).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_macros)]
+#[allow(unused_macros)]
 mod support;
 
 use roachbank::bank;
