@@ -514,16 +514,22 @@ fn transfer_with_commit_cut(flavor: Flavor, statement: &str, cut: Cut) {
         expected,
         "{label}: exactly the reported amount moved from source to sink, once"
     );
+    assert_attempts_fit_the_cut(cut, committed.attempts, tally.ledger_inserts(), &label);
+}
+
+/// Landed: the probe resolved it and the work ran once. Never arrived: it was retried, and
+/// every attempt ran the work (one ledger INSERT — a seed of 50 deposits fits in one) once.
+fn assert_attempts_fit_the_cut(cut: Cut, attempts: u32, ledger_inserts: u64, label: &str) {
     match cut {
         Cut::Landed => {
-            assert_eq!(committed.attempts, 1, "{label}: resolved by the probe");
-            assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+            assert_eq!(attempts, 1, "{label}: resolved by the probe");
+            assert_eq!(ledger_inserts, 1, "{label}: the work ran once");
         }
         Cut::NeverArrived => {
-            assert!(committed.attempts >= 2, "{label}: it was retried");
+            assert!(attempts >= 2, "{label}: it was retried");
             assert_eq!(
-                tally.ledger_inserts(),
-                u64::from(committed.attempts),
+                ledger_inserts,
+                u64::from(attempts),
                 "{label}: every attempt ran the work once"
             );
         }
@@ -854,21 +860,7 @@ fn seed_with_commit_cut(cut: Cut) {
         committed.value.money,
         "{label}: the reported money is what the accounts hold"
     );
-    match cut {
-        Cut::Landed => {
-            assert_eq!(committed.attempts, 1, "{label}: resolved by the probe");
-            // One INSERT per chunk of deposits; 50 fit in one.
-            assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
-        }
-        Cut::NeverArrived => {
-            assert!(committed.attempts >= 2, "{label}: it was retried");
-            assert_eq!(
-                tally.ledger_inserts(),
-                u64::from(committed.attempts),
-                "{label}"
-            );
-        }
-    }
+    assert_attempts_fit_the_cut(cut, committed.attempts, tally.ledger_inserts(), &label);
 }
 
 #[test]
