@@ -220,7 +220,8 @@ fn transfers_table(server: &TestServer, duration: Duration) {
 }
 
 /// The transfer as roachbank runs it (pick two accounts at random in the database, move half
-/// of the source's balance, write the ledger row), for pgbench.
+/// of the source's balance with the two rows written in id order, write the ledger row), for
+/// pgbench.
 const PGBENCH_TRANSFER: &str = "\
 \\set r1 random(0, 999999999)
 \\set r2 random(0, 999999999)
@@ -228,8 +229,13 @@ const PGBENCH_TRANSFER: &str = "\
 BEGIN ISOLATION LEVEL SERIALIZABLE;
 (SELECT id AS src, balance AS bal FROM accounts WHERE id >= :r1 ORDER BY id LIMIT 1) UNION ALL (SELECT id, balance FROM accounts ORDER BY id LIMIT 1) LIMIT 1 \\gset
 (SELECT id AS dst FROM accounts WHERE id >= :r2 AND id <> :src ORDER BY id LIMIT 1) UNION ALL (SELECT id FROM accounts WHERE id <> :src ORDER BY id LIMIT 1) LIMIT 1 \\gset
+\\if :src < :dst
 UPDATE accounts SET balance = :bal - :bal / 2 WHERE id = :src;
 UPDATE accounts SET balance = balance + :bal / 2 WHERE id = :dst;
+\\else
+UPDATE accounts SET balance = balance + :bal / 2 WHERE id = :dst;
+UPDATE accounts SET balance = :bal - :bal / 2 WHERE id = :src;
+\\endif
 INSERT INTO transfers (id, source_id, sink_id, amount) VALUES (:ledger_id, :src, :dst, :bal / 2);
 COMMIT;
 ";

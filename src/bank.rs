@@ -259,12 +259,27 @@ pub fn transfer_funds_randomly(
             amount,
         });
     }
-    diesel::update(accounts::table.find(source.id))
-        .set(accounts::balance.eq(source.balance - amount))
-        .execute(conn)?;
-    let credited = diesel::update(accounts::table.find(sink.id))
-        .set(accounts::balance.eq(accounts::balance + amount))
-        .execute(conn)?;
+    // Rows are written in id order, so two transfers between the same accounts in opposite
+    // directions queue behind each other instead of deadlocking (PostgreSQL would only notice
+    // after `deadlock_timeout`, a second).
+    let debit = |conn: &mut DbConnection| {
+        diesel::update(accounts::table.find(source.id))
+            .set(accounts::balance.eq(source.balance - amount))
+            .execute(conn)
+    };
+    let credit = |conn: &mut DbConnection| {
+        diesel::update(accounts::table.find(sink.id))
+            .set(accounts::balance.eq(accounts::balance + amount))
+            .execute(conn)
+    };
+    let credited = if source.id < sink.id {
+        debit(conn)?;
+        credit(conn)?
+    } else {
+        let credited = credit(conn)?;
+        debit(conn)?;
+        credited
+    };
     if credited != 1 {
         return Err(BankError::MissingAccount(sink.id));
     }
