@@ -3,9 +3,10 @@
 use crate::schema::{accounts, points, transfers};
 use diesel::prelude::*;
 
-/// One row of `accounts`.
+/// One row of `accounts`. (Rows here give every column, so no DEFAULTs: diesel can then batch
+/// them into one INSERT on SQLite and send them as COPY on PostgreSQL.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = accounts)]
+#[diesel(table_name = accounts, treat_none_as_default_value = false)]
 pub struct Account {
     /// Account id.
     pub id: i64,
@@ -13,8 +14,7 @@ pub struct Account {
     pub balance: i64,
 }
 
-/// One row of `points`. Every column is always given (no DEFAULTs), which lets diesel send a
-/// slice of points as binary COPY.
+/// One row of `points` (every column given, as for [`Account`]).
 #[derive(Debug, Clone, Copy, PartialEq, Queryable, Selectable, Insertable)]
 #[diesel(table_name = points, treat_none_as_default_value = false)]
 pub struct Point {
@@ -28,9 +28,10 @@ pub struct Point {
     pub z: f64,
 }
 
-/// One row of the `transfers` ledger (its `created_at` is set by the database).
+/// One row of the `transfers` ledger (its `created_at` is set by the database; a `None`
+/// source is written as NULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Queryable, Selectable, Insertable)]
-#[diesel(table_name = transfers)]
+#[diesel(table_name = transfers, treat_none_as_default_value = false)]
 pub struct LedgerEntry {
     /// Client-chosen id.
     pub id: i64,
