@@ -9,16 +9,18 @@
 // Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod bin;
 mod pg_server;
 pub mod proxy;
 #[macro_use]
 pub mod target;
+pub mod tls;
 
 use std::path::PathBuf;
 
 // Re-exported for the tests; a test binary that uses none of them must still build cleanly.
 #[allow(unused_imports)]
-pub use pg_server::{server, TestDb, TestServer};
+pub use pg_server::{server, ServerSpec, TestDb, TestServer};
 
 /// A fresh SQLite database file in a temporary directory that lives as long as
 /// the value (the directory and the file are removed when it is dropped).
