@@ -92,6 +92,13 @@ pub enum InitError {
         /// The right it lacks.
         needs: &'static str,
     },
+    /// A GRANT the server accepted without granting anything (PostgreSQL only warns when the
+    /// grantor lacks the grant option), so the privileges are still missing.
+    #[error("granting {subject} had no effect: the admin URL's user may not grant them (it must own the object or be a superuser)")]
+    GrantIneffective {
+        /// The privileges, e.g. `privileges of "maxroach" on database "bank"`.
+        subject: String,
+    },
     /// A statement of the set-up failed.
     #[error("{step} failed: {message}{hint}")]
     Step {
@@ -405,6 +412,28 @@ impl AdminSession {
             .map_err(|err| self.step_error(step, &err))
     }
 
+    /// Grants `subject` with `grants` unless `check` (a yes/no query over `binds`) says it is
+    /// held already; then checks again, because PostgreSQL only warns when a GRANT grants
+    /// nothing.
+    fn grant_unless_held(
+        &mut self,
+        subject: String,
+        check: &str,
+        binds: &[&str],
+        grants: &[String],
+    ) -> Result<InitStep, InitError> {
+        if self.ask(&format!("checking {subject}"), check, binds)? {
+            return Ok(step(subject, StepOutcome::AlreadyHeld));
+        }
+        for grant in grants {
+            self.execute(&format!("granting {subject}"), grant)?;
+        }
+        if !self.ask(&format!("checking {subject}"), check, binds)? {
+            return Err(InitError::GrantIneffective { subject });
+        }
+        Ok(step(subject, StepOutcome::Granted))
+    }
+
     fn role_exists(&mut self, user: &str) -> Result<bool, InitError> {
         self.ask(
             &format!("looking up user {}", quote_ident(user)),
@@ -481,23 +510,14 @@ fn set_up_postgresql(
         steps.push(step(subject, StepOutcome::Created));
     }
 
-    let subject = format!("privileges of {user} on database {database}");
-    let held = session.ask(
-        &format!("checking {subject}"),
+    steps.push(session.grant_unless_held(
+        format!("privileges of {user} on database {database}"),
         "SELECT has_database_privilege($1, $2, 'CREATE') \
          AND has_database_privilege($1, $2, 'CONNECT') \
          AND has_database_privilege($1, $2, 'TEMPORARY') AS yes",
         &[&plan.user, &plan.database],
-    )?;
-    if held {
-        steps.push(step(subject, StepOutcome::AlreadyHeld));
-    } else {
-        session.execute(
-            &format!("granting {subject}"),
-            &format!("GRANT ALL ON DATABASE {database} TO {user}"),
-        )?;
-        steps.push(step(subject, StepOutcome::Granted));
-    }
+        &[format!("GRANT ALL ON DATABASE {database} TO {user}")],
+    )?);
     Ok(steps)
 }
 
@@ -507,28 +527,15 @@ fn set_up_postgresql_schema(
     plan: &ServerPlan,
 ) -> Result<Vec<InitStep>, InitError> {
     let user = quote_ident(&plan.user);
-    let mut steps = Vec::new();
-
-    let subject = format!("privileges of {user} on schema public");
-    let held = session.ask(
-        &format!("checking {subject}"),
+    let schema = session.grant_unless_held(
+        format!("privileges of {user} on schema public"),
         "SELECT has_schema_privilege($1, 'public', 'CREATE') \
          AND has_schema_privilege($1, 'public', 'USAGE') AS yes",
         &[&plan.user],
+        &[format!("GRANT ALL ON SCHEMA public TO {user}")],
     )?;
-    if held {
-        steps.push(step(subject, StepOutcome::AlreadyHeld));
-    } else {
-        session.execute(
-            &format!("granting {subject}"),
-            &format!("GRANT ALL ON SCHEMA public TO {user}"),
-        )?;
-        steps.push(step(subject, StepOutcome::Granted));
-    }
-
-    let subject = format!("privileges of {user} on existing tables in schema public");
-    let held = session.ask(
-        &format!("checking {subject}"),
+    let tables = session.grant_unless_held(
+        format!("privileges of {user} on existing tables in schema public"),
         "SELECT NOT EXISTS ( \
            SELECT 1 FROM pg_catalog.pg_class c \
            JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -543,21 +550,12 @@ fn set_up_postgresql_schema(
                 AND has_table_privilege($1, c.oid, 'DELETE') \
              END)) AS yes",
         &[&plan.user],
+        &[
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {user}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {user}"),
+        ],
     )?;
-    if held {
-        steps.push(step(subject, StepOutcome::AlreadyHeld));
-    } else {
-        session.execute(
-            &format!("granting {subject}"),
-            &format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {user}"),
-        )?;
-        session.execute(
-            &format!("granting {subject}"),
-            &format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {user}"),
-        )?;
-        steps.push(step(subject, StepOutcome::Granted));
-    }
-    Ok(steps)
+    Ok(vec![schema, tables])
 }
 
 fn set_up_cockroachdb(

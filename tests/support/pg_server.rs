@@ -49,11 +49,17 @@ pub struct ServerSpec<'a> {
     pub prepare: &'a dyn Fn(&Path, &Path),
 }
 
-/// The suite's ordinary server: trust for everyone on loopback except `pwuser`, who must
-/// give a password (SCRAM).
+/// Group role whose members must give their password (SCRAM) on the suite's server, so a
+/// test can check a password for real (members are made by the tests; the role is created by
+/// the first test that needs it).
+pub const PASSWORD_CHECKED_GROUP: &str = "rb_password_checked";
+
+/// The suite's ordinary server: trust for everyone on loopback except `pwuser` and members of
+/// [`PASSWORD_CHECKED_GROUP`], who must give a password (SCRAM).
 const DEFAULT_HBA: &str = "# written by tests/support/pg_server.rs\n\
      local all all                trust\n\
      host  all pwuser 127.0.0.1/32 scram-sha-256\n\
+     host  all +rb_password_checked 127.0.0.1/32 scram-sha-256\n\
      host  all all    127.0.0.1/32 trust\n\
      host  all all    ::1/128      trust\n";
 
