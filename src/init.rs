@@ -469,14 +469,16 @@ fn set_up_postgresql(
     )
     .get_result(session.pg())
     .map_err(|err| session.step_error("checking the admin's rights", &err))?;
-    if !role_exists && !(rights.superuser || rights.createrole) {
+    let may_create_role = rights.superuser || rights.createrole;
+    let may_create_database = rights.superuser || rights.createdb;
+    if !role_exists && !may_create_role {
         return Err(InitError::AdminLacksRights {
             admin: rights.name,
             action: format!("create user {user}"),
             needs: "CREATEROLE, or superuser",
         });
     }
-    if !database_exists && !(rights.superuser || rights.createdb) {
+    if !database_exists && !may_create_database {
         return Err(InitError::AdminLacksRights {
             admin: rights.name,
             action: format!("create database {database}"),
