@@ -15,7 +15,7 @@ use support::bin::{
     assert_one_line_error, assert_success, describe, dir_entries, run, run_timed, stderr_of,
     temp_dir,
 };
-use support::{server, TestDb};
+use support::{postgresql_only, server, with_param, TestDb};
 
 /// Opens `url` through the library and holds one pooled connection while `look` runs.
 fn while_connected<T>(url: &str, look: impl FnOnce() -> T) -> T {
@@ -50,7 +50,7 @@ fn application_name_is_roachbank_in_pg_stat_activity_by_default() {
 #[test]
 fn application_name_set_in_the_url_is_kept() {
     let db = TestDb::new("appname_url");
-    let url = format!("{}?application_name=teller-7", db.url);
+    let url = with_param(&db.url, "application_name=teller-7");
     let names = while_connected(&url, || application_names(&db));
     assert_eq!(names, "teller-7");
 }
@@ -179,6 +179,10 @@ fn assert_cancelled_by_the_timeout(db: &TestDb, output: &Output, elapsed: Durati
 
 #[test]
 fn statement_timeout_flag_cancels_a_transfer_stuck_on_a_row_lock_seen_as_roachbank() {
+    // wait_event_type and the cancellation message are PostgreSQL's.
+    if postgresql_only("statement_timeout_flag_cancels_a_transfer") {
+        return;
+    }
     let (db, mut locker) = locked_bank("stmt_timeout_flag");
     let balances =
         db.psql("SELECT string_agg(id || ':' || balance, ',' ORDER BY id) FROM accounts");
@@ -216,8 +220,11 @@ fn statement_timeout_flag_cancels_a_transfer_stuck_on_a_row_lock_seen_as_roachba
 
 #[test]
 fn statement_timeout_in_the_url_options_cancels_a_stuck_transfer() {
+    if postgresql_only("statement_timeout_in_the_url_options") {
+        return;
+    }
     let (db, _locker) = locked_bank("stmt_timeout_url");
-    let url = format!("{}?options=-c%20statement_timeout%3D2000", db.url);
+    let url = with_param(&db.url, "options=-c%20statement_timeout%3D2000");
     let (output, elapsed, _) = transfer_while_locked(&db, &["--database-url", &url]);
     assert_cancelled_by_the_timeout(&db, &output, elapsed);
 }

@@ -11,7 +11,7 @@ use support::bin::{
     assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
     stderr_of, stdout_of, temp_dir,
 };
-use support::{ensure_password_checked_group, server, PASSWORD_CHECKED_GROUP};
+use support::{ensure_password_checked_group, postgresql_only, server, PASSWORD_CHECKED_GROUP};
 
 /// A user and a database for one test, dropped (database first) when the value is.
 struct Fresh {
@@ -140,21 +140,9 @@ fn init(dir: &Path, url: &str, admin: &str, more: &[&str]) -> Output {
     run(dir, &args, &[])
 }
 
-/// Whether this run is against CockroachDB (`TEST_DATABASE_URL`), where the PostgreSQL
-/// catalogs and role attributes these tests read do not exist; such tests say so and stop.
-fn skip_on_cockroachdb(test: &str) -> bool {
-    if server().is_cockroachdb() {
-        eprintln!(
-            "{test}: PostgreSQL-specific (catalogs, role attributes); not run on CockroachDB"
-        );
-        return true;
-    }
-    false
-}
-
 #[test]
 fn init_creates_the_user_and_the_database_and_the_tables_belong_to_the_user() {
-    if skip_on_cockroachdb("init_creates_the_user_and_the_database") {
+    if postgresql_only("init_creates_the_user_and_the_database") {
         return;
     }
     let fresh = Fresh::new("create");
@@ -199,7 +187,7 @@ fn init_creates_the_user_and_the_database_and_the_tables_belong_to_the_user() {
 
 #[test]
 fn second_init_succeeds_and_changes_nothing() {
-    if skip_on_cockroachdb("second_init_succeeds_and_changes_nothing") {
+    if postgresql_only("second_init_succeeds_and_changes_nothing") {
         return;
     }
     let fresh = Fresh::new("twice");
@@ -232,7 +220,7 @@ fn second_init_succeeds_and_changes_nothing() {
 
 #[test]
 fn a_password_in_the_url_becomes_the_new_users_password_and_echo_never_shows_it() {
-    if skip_on_cockroachdb("a_password_in_the_url_becomes_the_new_users_password") {
+    if postgresql_only("a_password_in_the_url_becomes_the_new_users_password") {
         return;
     }
     ensure_password_checked_group();
@@ -292,7 +280,7 @@ fn a_password_in_the_url_becomes_the_new_users_password_and_echo_never_shows_it(
 
 #[test]
 fn admin_without_createrole_fails_with_one_line_and_creates_nothing() {
-    if skip_on_cockroachdb("admin_without_createrole_fails") {
+    if postgresql_only("admin_without_createrole_fails") {
         return;
     }
     let mut fresh = Fresh::new("weak");
@@ -313,7 +301,7 @@ fn admin_without_createrole_fails_with_one_line_and_creates_nothing() {
 
 #[test]
 fn admin_without_createdb_fails_before_creating_the_user() {
-    if skip_on_cockroachdb("admin_without_createdb_fails") {
+    if postgresql_only("admin_without_createdb_fails") {
         return;
     }
     let mut fresh = Fresh::new("nodb");
@@ -335,7 +323,7 @@ fn admin_without_createdb_fails_before_creating_the_user() {
 
 #[test]
 fn grant_the_admin_may_not_give_fails_with_one_line_instead_of_a_later_migration_error() {
-    if skip_on_cockroachdb("grant_refused_to_the_admin") {
+    if postgresql_only("grant_refused_to_the_admin") {
         return;
     }
     // The user and the database exist (made by postgres); the admin may create roles and
@@ -361,7 +349,7 @@ fn grant_the_admin_may_not_give_fails_with_one_line_instead_of_a_later_migration
 
 #[test]
 fn an_existing_database_with_another_owners_tables_is_granted_to_the_user() {
-    if skip_on_cockroachdb("an_existing_database_with_another_owners_tables") {
+    if postgresql_only("an_existing_database_with_another_owners_tables") {
         return;
     }
     let fresh = Fresh::new("existing");
@@ -412,7 +400,7 @@ fn an_existing_database_with_another_owners_tables_is_granted_to_the_user() {
 
 #[test]
 fn admin_url_and_database_url_from_dotenv_are_used() {
-    if skip_on_cockroachdb("admin_url_and_database_url_from_dotenv") {
+    if postgresql_only("admin_url_and_database_url_from_dotenv") {
         return;
     }
     let fresh = Fresh::new("dotenv");

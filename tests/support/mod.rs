@@ -69,3 +69,20 @@ impl Default for TestSqlite {
         TestSqlite::new()
     }
 }
+
+/// Whether [`server()`] is CockroachDB (`TEST_DATABASE_URL`), where PostgreSQL's catalogs,
+/// role attributes and messages a test relies on do not exist; the test says so (naming
+/// itself) and the caller returns early.
+pub fn postgresql_only(test: &str) -> bool {
+    if server().is_cockroachdb() {
+        eprintln!("{test}: PostgreSQL-specific; not run on CockroachDB");
+        return true;
+    }
+    false
+}
+
+/// `url` with `param` (`name=value`) added to its query string.
+pub fn with_param(url: &str, param: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
