@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use roachbank::bank::MAX_SEED_ACCOUNTS;
+use roachbank::db::MAX_STATEMENT_TIMEOUT;
 use roachbank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
 use std::time::Duration;
 
@@ -22,6 +23,12 @@ pub struct Cli {
     /// Retries per transaction before giving up (the work runs at most N+1 times).
     #[arg(long, global = true, value_name = "N", default_value_t = 50)]
     pub max_retries: u32,
+
+    /// Cancel any statement that runs longer than this (e.g. 5s, 500ms) instead of waiting for
+    /// it: SET statement_timeout on CockroachDB/PostgreSQL. SQLite has no such setting and
+    /// ignores it. A server URL can set it too: options=-c%20statement_timeout%3D5s
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_statement_timeout)]
+    pub statement_timeout: Option<Duration>,
 
     /// What to do.
     #[command(subcommand)]
@@ -76,6 +83,16 @@ pub enum Command {
     Balance,
     /// Audit the bank against its ledger; exit 1 on any inconsistency.
     Check,
+    /// First-run setup (the tutorial's Step 2): with the admin URL, create the user and the
+    /// database the database URL names and grant the user what it needs, then create the
+    /// tables as that user. Idempotent: a second run changes nothing.
+    Init {
+        /// A user allowed to create users and databases (root on CockroachDB, postgres on
+        /// PostgreSQL). Default: ADMIN_DATABASE_URL from the environment or .env. Not used
+        /// for SQLite, which has no users.
+        #[arg(long, value_name = "URL")]
+        admin_url: Option<String>,
+    },
 }
 
 /// `points --method`.
@@ -102,5 +119,21 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         Ok(duration) if !duration.is_zero() => Ok(duration),
         Ok(_) => Err("the duration must be positive".to_string()),
         Err(err) => Err(format!("{err} (write e.g. 30s, 5m or 1h)")),
+    }
+}
+
+/// A statement timeout: a positive duration of at least 1 ms and at most about 24 days
+/// (PostgreSQL's limit).
+fn parse_statement_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = parse_duration(text)?;
+    if timeout < Duration::from_millis(1) {
+        Err("the statement timeout must be at least 1ms".to_string())
+    } else if timeout > MAX_STATEMENT_TIMEOUT {
+        Err(format!(
+            "the statement timeout must be at most {}",
+            humantime::format_duration(MAX_STATEMENT_TIMEOUT)
+        ))
+    } else {
+        Ok(timeout)
     }
 }

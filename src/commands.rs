@@ -6,7 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::audit::{self, AuditReport};
 use roachbank::bank;
 use roachbank::config::{Backend, DatabaseConfig};
-use roachbank::db::Database;
+use roachbank::db::{ConnectOptions, Database};
+use roachbank::init::{self, InitPlan};
 use roachbank::points;
 use roachbank::points::LoadMethod;
 use roachbank::retry::RetryPolicy;
@@ -50,6 +51,8 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
         }
         Command::Balance => balance(db, policy),
         Command::Check => check(db, policy),
+        // main.rs runs init before any database is opened.
+        Command::Init { .. } => anyhow::bail!("init does not run on an opened database"),
     }
 }
 
@@ -63,6 +66,33 @@ pub fn check_backend_support(command: &Command, config: &DatabaseConfig) -> Resu
         if config.backend() == Backend::Sqlite {
             anyhow::bail!("points --method copy needs PostgreSQL or CockroachDB; SQLite has no COPY (use --method insert)");
         }
+    }
+    Ok(())
+}
+
+/// `init`: set up the user, the database and the tables, and say what was done.
+pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<()> {
+    let report = init::init(plan, options).context("init failed")?;
+    for step in &report.steps {
+        println!("{}: {}", step.subject, step.outcome);
+    }
+    let who = report
+        .user
+        .as_deref()
+        .map(|user| format!(" as {}", init::quote_ident(user)))
+        .unwrap_or_default();
+    if report.migrations_applied > 0 {
+        println!("migrations: {} applied{who}", report.migrations_applied);
+    } else {
+        println!("migrations: up to date{who}");
+    }
+    match report.changes() {
+        0 => println!("init: {} database ready; nothing changed", report.flavor),
+        n => println!(
+            "init: {} database ready; {n} change{}",
+            report.flavor,
+            plural(n as u64)
+        ),
     }
     Ok(())
 }

@@ -11,6 +11,17 @@ pub const DEFAULT_SQLITE_FILE: &str = "bank.db";
 /// Seconds libpq waits for a server before giving up, unless the URL sets `connect_timeout`.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u32 = 10;
 
+/// The `application_name` a server sees (in `pg_stat_activity`, CockroachDB's
+/// `SHOW SESSIONS`, logs) unless the URL or `PGAPPNAME` names another.
+pub const APPLICATION_NAME: &str = "roachbank";
+
+/// Environment variable `init` reads the admin URL from when `--admin-url` is not given.
+pub const ADMIN_URL_ENV: &str = "ADMIN_DATABASE_URL";
+
+/// PostgreSQL's (and CockroachDB's) longest identifier, in bytes; longer names are truncated
+/// by the server, so `init` refuses them.
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
+
 /// Which kind of database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -58,6 +69,20 @@ pub enum ConfigError {
 }
 
 impl DatabaseConfig {
+    /// Resolves `init`'s admin URL: `flag` (from `--admin-url`), else [`ADMIN_URL_ENV`] in the
+    /// environment (load `.env` before calling), else `None`.
+    pub fn resolve_admin(flag: Option<&str>) -> Result<Option<Self>, ConfigError> {
+        if let Some(url) = flag {
+            return Self::parse(url, UrlSource::Flag).map(Some);
+        }
+        match std::env::var(ADMIN_URL_ENV) {
+            Ok(url) if !url.trim().is_empty() => {
+                Self::parse(&url, UrlSource::Environment).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Resolves the database in the documented order: `flag` (from `--database-url`), then
     /// `DATABASE_URL` in the environment (load `.env` before calling), then the embedded
     /// SQLite file [`DEFAULT_SQLITE_FILE`].
@@ -82,7 +107,11 @@ impl DatabaseConfig {
 
     /// Understands one URL: `postgresql://` / `postgres://` (and the tutorial's `cockroachdb://`,
     /// rewritten to `postgresql://`) name a server; `sqlite://PATH` or a path ending in `.db`
-    /// names a SQLite file. Server URLs get `connect_timeout` unless they set one.
+    /// names a SQLite file. Server URLs get libpq parameters they do not set themselves:
+    /// `connect_timeout` ([`DEFAULT_CONNECT_TIMEOUT_SECS`]) and `fallback_application_name`
+    /// ([`APPLICATION_NAME`]; libpq's own "use this unless the URL's `application_name` or
+    /// `PGAPPNAME` says otherwise"). Multi-host URLs (`postgresql://h1:p1,h2:p2/db`) are passed
+    /// to libpq as they are; it tries the hosts in order.
     pub fn parse(url: &str, source: UrlSource) -> Result<Self, ConfigError> {
         let url = url.trim();
         if url.is_empty() {
@@ -118,12 +147,30 @@ impl DatabaseConfig {
     }
 
     fn server(url: String, source: UrlSource) -> Self {
-        let connection_string = if has_query_param(&url, "connect_timeout") {
-            url
-        } else {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}connect_timeout={DEFAULT_CONNECT_TIMEOUT_SECS}")
-        };
+        let connect_timeout = DEFAULT_CONNECT_TIMEOUT_SECS.to_string();
+        // (parameter to add, its value, parameters that make it unnecessary)
+        let defaults: [(&str, &str, &[&str]); 2] = [
+            ("connect_timeout", &connect_timeout, &["connect_timeout"]),
+            (
+                "fallback_application_name",
+                APPLICATION_NAME,
+                &["application_name", "fallback_application_name"],
+            ),
+        ];
+        let mut connection_string = url;
+        for (name, value, unless) in defaults {
+            if !unless
+                .iter()
+                .any(|given| has_query_param(&connection_string, given))
+            {
+                let separator = if connection_string.contains('?') {
+                    '&'
+                } else {
+                    '?'
+                };
+                connection_string = format!("{connection_string}{separator}{name}={value}");
+            }
+        }
         DatabaseConfig {
             backend: Backend::Server,
             connection_string,
@@ -160,17 +207,160 @@ impl DatabaseConfig {
     /// Removes every password this configuration carries from `text` (for messages produced
     /// by libraries, which may quote the URL).
     pub fn scrub(&self, text: &str) -> String {
-        let mut scrubbed = text.replace(&self.connection_string, &self.redacted());
-        for secret in url_passwords(&self.connection_string) {
-            if !secret.is_empty() {
-                scrubbed = scrubbed.replace(&secret, "***");
-                let decoded = percent_decode(&secret);
-                if !decoded.is_empty() {
-                    scrubbed = scrubbed.replace(&decoded, "***");
-                }
+        Redactor::for_config(self).scrub(text)
+    }
+
+    /// The user a server URL names (`user@` or `?user=`), percent-decoded; `None` for SQLite
+    /// or when the URL leaves it to libpq's defaults.
+    pub fn user(&self) -> Option<String> {
+        if self.backend != Backend::Server {
+            return None;
+        }
+        let from_query = query_param(&self.connection_string, "user");
+        from_query
+            .or_else(|| {
+                let userinfo = &self.connection_string[userinfo_range(&self.connection_string)?];
+                let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+                Some(percent_decode(user))
+            })
+            .filter(|user| !user.is_empty())
+    }
+
+    /// The database a server URL names (its path or `?dbname=`), percent-decoded; `None` for
+    /// SQLite or when the URL leaves it to libpq's defaults.
+    pub fn database_name(&self) -> Option<String> {
+        if self.backend != Backend::Server {
+            return None;
+        }
+        let url = &self.connection_string;
+        let from_query = query_param(url, "dbname");
+        from_query
+            .or_else(|| {
+                let (start, end) = path_range(url);
+                Some(percent_decode(url[start..end].trim_start_matches('/')))
+            })
+            .filter(|name| !name.is_empty())
+    }
+
+    /// The password a server URL carries (`user:password@` or `?password=`), percent-decoded.
+    /// Crate-private: only `init` needs it, to give a new user that password.
+    pub(crate) fn password(&self) -> Option<String> {
+        if self.backend != Backend::Server {
+            return None;
+        }
+        let url = &self.connection_string;
+        let from_query = query_param(url, "password");
+        from_query.or_else(|| userinfo_password_range(url).map(|range| percent_decode(&url[range])))
+    }
+
+    /// The same server with another database: the URL's path replaced by `/database`
+    /// (percent-encoded) and any `dbname=` parameter dropped; user, hosts and every other
+    /// parameter kept. SQLite configurations come back unchanged.
+    pub fn with_database(&self, database: &str) -> DatabaseConfig {
+        if self.backend != Backend::Server {
+            return self.clone();
+        }
+        let url = &self.connection_string;
+        let (start, end) = path_range(url);
+        let (head, tail) = (&url[..start], &url[end..]);
+        let tail = match tail.split_once('?') {
+            Some((before, query)) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|pair| {
+                        !pair
+                            .split_once('=')
+                            .map_or(*pair, |(key, _)| key)
+                            .eq_ignore_ascii_case("dbname")
+                    })
+                    .collect();
+                format!("{before}?{}", kept.join("&"))
+            }
+            None => tail.to_string(),
+        };
+        DatabaseConfig {
+            backend: self.backend,
+            connection_string: format!("{head}/{}{tail}", percent_encode(database)),
+            source: self.source,
+        }
+    }
+}
+
+/// Scrubs secrets — the passwords of one or more database URLs, and any other strings it is
+/// given — from text before it is shown. Cheap to clone; its `Debug` shows no secret.
+#[derive(Clone, Default)]
+pub struct Redactor {
+    /// (connection string, its redacted form)
+    urls: Vec<(String, String)>,
+    /// Secrets replaced by `***` wherever they appear, longest first.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// A redactor that scrubs nothing yet.
+    pub fn new() -> Redactor {
+        Redactor::default()
+    }
+
+    /// A redactor for one configuration's URL and password.
+    pub fn for_config(config: &DatabaseConfig) -> Redactor {
+        let mut redactor = Redactor::new();
+        redactor.add_config(config);
+        redactor
+    }
+
+    /// Also scrubs `config`'s URL (shown redacted) and its password, raw and percent-decoded.
+    pub fn add_config(&mut self, config: &DatabaseConfig) {
+        let url = config.connection_string();
+        if config.backend() == Backend::Server {
+            self.urls.push((url.to_string(), config.redacted()));
+            for secret in url_passwords(url) {
+                self.add_secret(&secret);
+                self.add_secret(&percent_decode(&secret));
             }
         }
+    }
+
+    /// Also scrubs every configuration of `other`.
+    pub fn extend(&mut self, other: &Redactor) {
+        self.urls.extend(other.urls.iter().cloned());
+        for secret in &other.secrets {
+            self.add_secret(secret);
+        }
+    }
+
+    /// Also replaces `secret` by `***` wherever it appears (empty strings are ignored).
+    pub fn add_secret(&mut self, secret: &str) {
+        if !secret.is_empty() && !self.secrets.iter().any(|known| known == secret) {
+            self.secrets.push(secret.to_string());
+            // Longest first, so a secret containing another is replaced whole.
+            self.secrets
+                .sort_by_key(|known| std::cmp::Reverse(known.len()));
+        }
+    }
+
+    /// `text` with every known URL shown redacted and every known secret replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut scrubbed = text.to_string();
+        for (url, redacted) in &self.urls {
+            scrubbed = scrubbed.replace(url, redacted);
+        }
+        for secret in &self.secrets {
+            scrubbed = scrubbed.replace(secret, "***");
+        }
         scrubbed
+    }
+}
+
+impl fmt::Debug for Redactor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redactor")
+            .field(
+                "urls",
+                &self.urls.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            )
+            .field("secrets", &self.secrets.len())
+            .finish()
     }
 }
 
@@ -192,6 +382,14 @@ fn has_query_param(url: &str, name: &str) -> bool {
     query_params(url).any(|(key, _)| key.eq_ignore_ascii_case(name))
 }
 
+/// The last value of query parameter `name` (libpq takes the last), percent-decoded.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    query_params(url)
+        .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+        .map(|(_, value)| percent_decode(value))
+        .last()
+}
+
 fn query_params(url: &str) -> impl Iterator<Item = (&str, &str)> {
     url.split_once('?')
         .map(|(_, query)| query)
@@ -201,15 +399,32 @@ fn query_params(url: &str) -> impl Iterator<Item = (&str, &str)> {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
 }
 
-/// Byte range of the password in `scheme://user:password@host...`, if there is one.
-fn userinfo_password_range(url: &str) -> Option<std::ops::Range<usize>> {
+/// Byte range of the user information (`user` or `user:password`, before the last `@` of
+/// the authority) in `scheme://user:password@host...`, if there is any.
+fn userinfo_range(url: &str) -> Option<std::ops::Range<usize>> {
     let start = url.find("://")? + 3;
     let rest = &url[start..];
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let at = authority.rfind('@')?;
-    let colon = authority[..at].find(':')?;
-    Some(start + colon + 1..start + at)
+    let at = rest[..authority_end].rfind('@')?;
+    Some(start..start + at)
+}
+
+/// Byte range of the password in `scheme://user:password@host...`, if there is one.
+fn userinfo_password_range(url: &str) -> Option<std::ops::Range<usize>> {
+    let range = userinfo_range(url)?;
+    let colon = url[range.clone()].find(':')?;
+    Some(range.start + colon + 1..range.end)
+}
+
+/// Byte range of the path (`/db`, possibly empty) of a URL: after the authority, before `?`
+/// or `#`.
+fn path_range(url: &str) -> (usize, usize) {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let path_start = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let tail = &url[path_start..];
+    let path_end = path_start + tail.find(['?', '#']).unwrap_or(tail.len());
+    (path_start, path_end)
 }
 
 fn url_passwords(url: &str) -> Vec<String> {
@@ -248,13 +463,27 @@ pub fn redact_url(url: &str) -> String {
     redacted
 }
 
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
+        .collect()
+}
+
 fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+            if let Ok(byte) = u8::from_str_radix(hex, 16) {
                 out.push(byte);
                 i += 3;
                 continue;
@@ -280,18 +509,123 @@ mod tests {
         assert_eq!(config.backend(), Backend::Server);
         assert_eq!(
             config.connection_string(),
-            "postgresql://maxroach@localhost:26257/bank?sslmode=disable&connect_timeout=10"
+            "postgresql://maxroach@localhost:26257/bank?sslmode=disable&connect_timeout=10\
+             &fallback_application_name=roachbank"
         );
     }
 
     #[test]
-    fn explicit_connect_timeout_is_kept() {
-        let config =
-            DatabaseConfig::parse("postgres://h/db?connect_timeout=3", UrlSource::Flag).unwrap();
+    fn explicit_connect_timeout_and_application_name_are_kept() {
+        let config = DatabaseConfig::parse(
+            "postgres://h/db?connect_timeout=3&application_name=mine",
+            UrlSource::Flag,
+        )
+        .unwrap();
         assert_eq!(
             config.connection_string(),
-            "postgres://h/db?connect_timeout=3"
+            "postgres://h/db?connect_timeout=3&application_name=mine"
         );
+        let fallback = DatabaseConfig::parse(
+            "postgres://h/db?fallback_application_name=x",
+            UrlSource::Flag,
+        )
+        .unwrap();
+        assert_eq!(
+            fallback.connection_string(),
+            "postgres://h/db?fallback_application_name=x&connect_timeout=10"
+        );
+    }
+
+    #[test]
+    fn multi_host_urls_survive_parsing_and_redaction() {
+        let config = DatabaseConfig::parse(
+            "postgresql://u:pw%2Fx@h1:5432,h2:5433/bank?sslmode=verify-full",
+            UrlSource::Flag,
+        )
+        .unwrap();
+        assert_eq!(
+            config.connection_string(),
+            "postgresql://u:pw%2Fx@h1:5432,h2:5433/bank?sslmode=verify-full&connect_timeout=10\
+             &fallback_application_name=roachbank"
+        );
+        assert_eq!(
+            config.redacted(),
+            "postgresql://u:***@h1:5432,h2:5433/bank?sslmode=verify-full&connect_timeout=10\
+             &fallback_application_name=roachbank"
+        );
+        assert_eq!(config.user().as_deref(), Some("u"));
+        assert_eq!(config.password().as_deref(), Some("pw/x"));
+        assert_eq!(config.database_name().as_deref(), Some("bank"));
+    }
+
+    #[test]
+    fn user_database_and_password_come_from_userinfo_path_or_query() {
+        let plain =
+            DatabaseConfig::parse("postgresql://max%40roach@h/my%20bank", UrlSource::Flag).unwrap();
+        assert_eq!(plain.user().as_deref(), Some("max@roach"));
+        assert_eq!(plain.database_name().as_deref(), Some("my bank"));
+        assert_eq!(plain.password(), None);
+        let query = DatabaseConfig::parse(
+            "postgresql://h/?user=maxroach&dbname=bank&password=s%27q",
+            UrlSource::Flag,
+        )
+        .unwrap();
+        assert_eq!(query.user().as_deref(), Some("maxroach"));
+        assert_eq!(query.database_name().as_deref(), Some("bank"));
+        assert_eq!(query.password().as_deref(), Some("s'q"));
+        let bare = DatabaseConfig::parse("postgresql://h", UrlSource::Flag).unwrap();
+        assert_eq!((bare.user(), bare.database_name()), (None, None));
+        let sqlite = DatabaseConfig::parse("bank.db", UrlSource::Flag).unwrap();
+        assert_eq!((sqlite.user(), sqlite.database_name()), (None, None));
+    }
+
+    #[test]
+    fn with_database_replaces_path_and_dbname_and_keeps_the_rest() {
+        let config = DatabaseConfig::parse(
+            "postgresql://root:pw@h1:26257,h2:26258/defaultdb?dbname=x&sslmode=require",
+            UrlSource::Flag,
+        )
+        .unwrap();
+        let other = config.with_database("new bank");
+        assert_eq!(
+            other.connection_string(),
+            "postgresql://root:pw@h1:26257,h2:26258/new%20bank?sslmode=require&connect_timeout=10\
+             &fallback_application_name=roachbank"
+        );
+        assert_eq!(other.database_name().as_deref(), Some("new bank"));
+        let no_path = DatabaseConfig::parse("postgresql://h:1", UrlSource::Flag).unwrap();
+        assert!(no_path
+            .with_database("bank")
+            .connection_string()
+            .starts_with("postgresql://h:1/bank?"));
+    }
+
+    #[test]
+    fn redactor_scrubs_several_urls_and_extra_secrets() {
+        let target = DatabaseConfig::parse("postgresql://u:tpw@h/db", UrlSource::Flag).unwrap();
+        let admin =
+            DatabaseConfig::parse("postgresql://a@h/db?password=apw", UrlSource::Flag).unwrap();
+        let mut redactor = Redactor::for_config(&target);
+        redactor.add_config(&admin);
+        redactor.add_secret("'t''pw'");
+        let text = format!(
+            "{} {} tpw apw PASSWORD 't''pw'",
+            target.connection_string(),
+            admin.connection_string()
+        );
+        let scrubbed = redactor.scrub(&text);
+        assert!(
+            !scrubbed.contains("tpw") && !scrubbed.contains("apw"),
+            "{scrubbed}"
+        );
+        assert!(scrubbed.contains("postgresql://u:***@h/db"), "{scrubbed}");
+        assert!(!format!("{redactor:?}").contains("pw"));
+    }
+
+    #[test]
+    fn percent_decoding_never_splits_a_character() {
+        assert_eq!(percent_decode("%é%4"), "%é%4");
+        assert_eq!(percent_decode("a%40b"), "a@b");
     }
 
     #[test]

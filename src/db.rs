@@ -1,15 +1,15 @@
 //! Connections: one connection type over CockroachDB/PostgreSQL and SQLite, the r2d2 pool
-//! that hands them out, per-connection set-up (`--echo`, SQLite pragmas), and server flavour
-//! detection. [`Database::open`] is the one way in: it connects, detects the flavour, applies
+//! that hands them out, per-connection set-up (`--echo`, statement timeout, SQLite pragmas),
+//! and server flavour detection. [`Database::open`] is the one way in: it connects, detects the flavour, applies
 //! the embedded migrations and builds the pool.
 
-use crate::config::{Backend, DatabaseConfig};
+use crate::config::{Backend, DatabaseConfig, Redactor};
 use crate::migrate::{self, MigrationError};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
 use diesel::sql_types::Text;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// One connection to whichever database the URL names. Code that is the same on every backend
@@ -93,6 +93,12 @@ pub struct ConnectOptions {
     pub sqlite_busy_timeout: Duration,
     /// How long `pool.get()` waits for a free connection.
     pub pool_timeout: Duration,
+    /// Cancel any statement running longer than this (`SET statement_timeout` on every
+    /// CockroachDB/PostgreSQL connection). SQLite has no such setting: ignored there.
+    pub statement_timeout: Option<Duration>,
+    /// Secrets to scrub from `--echo` output and connection errors besides the database URL's
+    /// own password (say, another URL's, when a command uses two).
+    pub redactor: Redactor,
 }
 
 impl Default for ConnectOptions {
@@ -104,6 +110,8 @@ impl Default for ConnectOptions {
             flavor_override: None,
             sqlite_busy_timeout: Duration::from_secs(5),
             pool_timeout: Duration::from_secs(30),
+            statement_timeout: None,
+            redactor: Redactor::new(),
         }
     }
 }
@@ -134,17 +142,29 @@ pub struct DbConnectionManager {
     echo: bool,
     instrumentation: Option<InstrumentationFactory>,
     sqlite_busy_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    /// The URL's own password and `options.redactor`'s secrets.
+    redactor: Redactor,
 }
 
 impl DbConnectionManager {
     /// A manager for `config` with the per-connection settings of `options`.
     pub fn new(config: DatabaseConfig, options: &ConnectOptions) -> Self {
+        let mut redactor = Redactor::for_config(&config);
+        redactor.extend(&options.redactor);
         DbConnectionManager {
             config,
             echo: options.echo,
             instrumentation: options.instrumentation.clone(),
             sqlite_busy_timeout: options.sqlite_busy_timeout,
+            statement_timeout: options.statement_timeout,
+            redactor,
         }
+    }
+
+    /// The configuration this manager connects with.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
     }
 
     /// Opens and sets up one connection; the error message is on one line and carries no
@@ -152,14 +172,11 @@ impl DbConnectionManager {
     pub fn establish(&self) -> Result<DbConnection, DbError> {
         self.connect_inner().map_err(|err| DbError::Connect {
             url: self.config.redacted(),
-            message: one_line(&self.config.scrub(&err.to_string())),
+            message: one_line(&self.redactor.scrub(&err.to_string())),
         })
     }
 
     fn connect_inner(&self) -> Result<DbConnection, diesel::ConnectionError> {
-        if self.echo {
-            eprintln!("roachbank: connecting to {}", self.config.redacted());
-        }
         let mut conn = match self.config.backend() {
             Backend::Server => {
                 DbConnection::Postgresql(PgConnection::establish(self.config.connection_string())?)
@@ -173,13 +190,30 @@ impl DbConnectionManager {
         };
         if self.echo || self.instrumentation.is_some() {
             conn.set_instrumentation(ConnectionHooks {
-                echo: self.echo.then(|| self.config.clone()),
+                echo: self.echo.then(|| self.redactor.clone()),
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
             });
+        }
+        if let (DbConnection::Postgresql(pg), Some(timeout)) = (&mut conn, self.statement_timeout) {
+            // Milliseconds: an integer means milliseconds on PostgreSQL and CockroachDB alike.
+            pg.batch_execute(&format!(
+                "SET statement_timeout = {}",
+                statement_timeout_millis(timeout)
+            ))
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         }
         Ok(conn)
     }
 }
+
+/// `timeout` in whole milliseconds for `SET statement_timeout`, at least 1 (0 would mean
+/// "no timeout") and at most [`MAX_STATEMENT_TIMEOUT`].
+pub fn statement_timeout_millis(timeout: Duration) -> u128 {
+    timeout.min(MAX_STATEMENT_TIMEOUT).as_millis().max(1)
+}
+
+/// The longest statement timeout PostgreSQL accepts (`i32::MAX` milliseconds, about 24.8 days).
+pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 impl DbConnectionManager {
     /// Busy timeout, WAL journal (readers never block the writer) and foreign keys.
@@ -233,6 +267,7 @@ pub struct Database {
     pool: Pool,
     flavor: Flavor,
     config: DatabaseConfig,
+    migrations_applied: usize,
 }
 
 impl Database {
@@ -245,7 +280,7 @@ impl Database {
             Some(flavor) => flavor,
             None => Flavor::detect(&mut first)?,
         };
-        migrate::run_embedded_migrations(&mut first, flavor)?;
+        let migrations_applied = migrate::run_embedded_migrations(&mut first, flavor)?;
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
@@ -260,7 +295,13 @@ impl Database {
             pool,
             flavor,
             config,
+            migrations_applied,
         })
+    }
+
+    /// How many migrations [`Database::open`] applied (0: the schema was up to date).
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
     }
 
     /// The connection pool.
@@ -280,33 +321,85 @@ impl Database {
 }
 
 /// What every connection reports its statements to: `--echo` (every statement with its binds
-/// on stderr, like SQLAlchemy's `echo=True`, passwords scrubbed) and any extra instrumentation.
+/// on stderr, like SQLAlchemy's `echo=True`, secrets scrubbed) and any extra instrumentation.
 struct ConnectionHooks {
-    echo: Option<DatabaseConfig>,
+    echo: Option<Redactor>,
     extra: Option<Box<dyn Instrumentation>>,
 }
 
 impl Instrumentation for ConnectionHooks {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        if let Some(config) = &self.echo {
-            match &event {
-                InstrumentationEvent::StartQuery { query, .. } => {
-                    eprintln!("roachbank: SQL: {}", config.scrub(&query.to_string()));
-                }
-                InstrumentationEvent::FinishQuery {
-                    error: Some(error), ..
-                } => {
-                    eprintln!(
-                        "roachbank: SQL error: {}",
-                        one_line(&config.scrub(&error.to_string()))
-                    );
-                }
-                _ => {}
-            }
+        if let Some(redactor) = &self.echo {
+            echo_event(redactor, &event);
         }
         if let Some(extra) = &mut self.extra {
             extra.on_connection_event(event);
         }
+    }
+}
+
+/// Prints one instrumentation event for `--echo`, scrubbed: connection attempts (diesel's
+/// `StartEstablishConnection`/`FinishEstablishConnection`, which carry the full URL, password
+/// included), statements with their binds, and statement errors.
+fn echo_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
+    match event {
+        InstrumentationEvent::StartEstablishConnection { url, .. } => {
+            eprintln!("roachbank: connecting to {}", redactor.scrub(url));
+        }
+        InstrumentationEvent::FinishEstablishConnection {
+            url,
+            error: Some(error),
+            ..
+        } => {
+            eprintln!(
+                "roachbank: connecting to {} failed: {}",
+                redactor.scrub(url),
+                one_line(&redactor.scrub(&error.to_string()))
+            );
+        }
+        InstrumentationEvent::StartQuery { query, .. } => {
+            eprintln!("roachbank: SQL: {}", redactor.scrub(&query.to_string()));
+        }
+        InstrumentationEvent::FinishQuery {
+            error: Some(error), ..
+        } => {
+            eprintln!(
+                "roachbank: SQL error: {}",
+                one_line(&redactor.scrub(&error.to_string()))
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The secrets [`echo_connection_events`] scrubs; `None` until it is called.
+static CONNECTION_ECHO: RwLock<Option<Redactor>> = RwLock::new(None);
+
+/// Makes diesel's own connection events — every connection attempt, with the URL libpq is
+/// given, and its failure if it fails — print on stderr for `--echo`, scrubbed by `redactor`
+/// (which should know every URL in play). Process-wide: it installs diesel's default
+/// instrumentation, which each new connection starts with until [`DbConnectionManager`] puts
+/// its own in place (so statements are printed once).
+pub fn echo_connection_events(redactor: Redactor) -> Result<(), DbError> {
+    *CONNECTION_ECHO
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(redactor);
+    diesel::connection::set_default_instrumentation(|| {
+        let redactor = CONNECTION_ECHO
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()?;
+        Some(Box::new(ConnectionEcho(redactor)))
+    })?;
+    Ok(())
+}
+
+/// Diesel's default instrumentation while [`echo_connection_events`] is on.
+struct ConnectionEcho(Redactor);
+
+impl Instrumentation for ConnectionEcho {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        echo_event(&self.0, &event);
     }
 }
 

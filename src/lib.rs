@@ -23,6 +23,7 @@ pub mod audit;
 pub mod bank;
 pub mod config;
 pub mod db;
+pub mod init;
 pub mod migrate;
 pub mod models;
 pub mod points;

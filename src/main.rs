@@ -5,9 +5,10 @@ mod cli;
 mod commands;
 
 use clap::Parser;
-use cli::Cli;
-use roachbank::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{one_line, ConnectOptions, Database};
+use cli::{Cli, Command};
+use roachbank::config::{DatabaseConfig, Redactor, UrlSource};
+use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database};
+use roachbank::init::InitPlan;
 use roachbank::retry::RetryPolicy;
 use std::process::ExitCode;
 
@@ -47,23 +48,59 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Every URL in play, so that no password of any of them is ever printed.
+    let mut redactor = Redactor::for_config(&config);
+    let init_plan = match &cli.command {
+        Command::Init { admin_url } => {
+            let plan = DatabaseConfig::resolve_admin(admin_url.as_deref())
+                .map_err(|err| err.to_string())
+                .and_then(|admin| {
+                    if let Some(admin) = &admin {
+                        redactor.add_config(admin);
+                    }
+                    InitPlan::new(&config, admin.as_ref()).map_err(|err| err.to_string())
+                });
+            match plan {
+                Ok(plan) => Some(plan),
+                Err(err) => {
+                    eprintln!("roachbank: error: {}", redactor.scrub(&err));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        _ => None,
+    };
+    if cli.echo {
+        if let Err(err) = echo_connection_events(redactor.clone()) {
+            eprintln!(
+                "roachbank: error: {}",
+                redactor.scrub(&one_line(&err.to_string()))
+            );
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
     if let Err(err) = commands::check_backend_support(&cli.command, &config) {
-        eprintln!("roachbank: error: {err}");
+        eprintln!("roachbank: error: {}", redactor.scrub(&err.to_string()));
         return ExitCode::from(EXIT_USAGE);
     }
-    match run(&cli, &config) {
+    match run(&cli, &config, init_plan.as_ref(), &redactor) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!(
                 "roachbank: error: {}",
-                config.scrub(&one_line(&format!("{err:#}")))
+                redactor.scrub(&one_line(&format!("{err:#}")))
             );
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-fn run(cli: &Cli, config: &DatabaseConfig) -> anyhow::Result<()> {
+fn run(
+    cli: &Cli,
+    config: &DatabaseConfig,
+    init_plan: Option<&InitPlan>,
+    redactor: &Redactor,
+) -> anyhow::Result<()> {
     if config.source() == UrlSource::Default {
         eprintln!(
             "roachbank: DATABASE_URL is not set; using the embedded SQLite file {}",
@@ -73,8 +110,13 @@ fn run(cli: &Cli, config: &DatabaseConfig) -> anyhow::Result<()> {
     let options = ConnectOptions {
         pool_size: commands::pool_size(&cli.command),
         echo: cli.echo,
+        statement_timeout: cli.statement_timeout,
+        redactor: redactor.clone(),
         ..ConnectOptions::default()
     };
+    if let Some(plan) = init_plan {
+        return commands::init(plan, &options);
+    }
     let db = Database::open(config.clone(), &options)?;
     let policy = RetryPolicy {
         max_retries: cli.max_retries,

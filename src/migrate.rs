@@ -42,10 +42,12 @@ pub enum MigrationError {
 }
 
 /// Brings the schema up to date for `flavor`, refusing a schema newer than this build.
+/// Returns how many migrations this call applied (0 when the schema was up to date, or another
+/// process brought it up to date meanwhile).
 pub fn run_embedded_migrations(
     conn: &mut DbConnection,
     flavor: Flavor,
-) -> Result<(), MigrationError> {
+) -> Result<usize, MigrationError> {
     match conn {
         DbConnection::Postgresql(pg) => {
             let lock = flavor == Flavor::PostgreSql;
@@ -68,7 +70,7 @@ pub fn run_embedded_migrations(
 fn migrate_with_recheck<C, DB>(
     conn: &mut C,
     migrations: &'static EmbeddedMigrations,
-) -> Result<(), MigrationError>
+) -> Result<usize, MigrationError>
 where
     DB: Backend,
     C: MigrationHarness<DB>,
@@ -79,11 +81,11 @@ where
         attempt += 1;
         let outcome = refuse_newer_schema(conn, migrations).and_then(|()| {
             conn.run_pending_migrations(EmbeddedMigrationsRef(migrations))
-                .map(|_| ())
+                .map(|applied| applied.len())
                 .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
         });
         match outcome {
-            Ok(()) => return Ok(()),
+            Ok(applied) => return Ok(applied),
             Err(err @ MigrationError::SchemaTooNew { .. }) => return Err(err),
             Err(err) => {
                 // Another process may have been migrating at the same moment.
@@ -92,7 +94,7 @@ where
                     conn.has_pending_migration(EmbeddedMigrationsRef(migrations)),
                     Ok(false)
                 ) {
-                    return Ok(());
+                    return Ok(0);
                 }
                 if attempt >= MIGRATION_ATTEMPTS {
                     return Err(err);

@@ -7,15 +7,15 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::Output;
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::bin::{
+    assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
+    run_timed, stderr_of, stdout_of, temp_dir,
+};
 use support::{TestDb, TestSqlite};
-
-/// Longest any single command may run before the test gives up on it (and kills it).
-const DEFAULT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The announcement the binary makes when it falls back to the embedded SQLite file.
 const DEFAULT_ANNOUNCEMENT: &str = "using the embedded SQLite file bank.db";
@@ -26,176 +26,6 @@ const RIGHT_PASSWORD: &str = "right-pw-123";
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh, empty temporary directory to run the binary in.
-fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("roachbank-cli-")
-        .tempdir()
-        .expect("create a temporary directory")
-}
-
-/// Runs the binary with `args` in `dir`, with `envs` added to a cleaned environment; gives up
-/// (killing the child) after `deadline`. Returns the output and how long the child ran.
-fn run_timed(
-    dir: &Path,
-    args: &[&str],
-    envs: &[(&str, &str)],
-    deadline: Duration,
-) -> (Output, Duration) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_roachbank"));
-    command
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        // So a panic says "panicked" and mentions RUST_BACKTRACE, which the checks look for.
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        // libpq must not find a password or a timeout anywhere but in the URL.
-        .env_remove("PGPASSWORD")
-        .env_remove("PGPASSFILE")
-        .env_remove("PGCONNECT_TIMEOUT")
-        .env_remove("PGSERVICE")
-        .envs(envs.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = command.spawn().expect("start the roachbank binary");
-    let mut stdout = child.stdout.take().expect("child stdout");
-    let mut stderr = child.stderr.take().expect("child stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let status: ExitStatus = loop {
-        if let Some(status) = child.try_wait().expect("wait for roachbank") {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "roachbank {args:?} still running after {deadline:?}; killed it\nstderr so far: {}",
-                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    let output = Output {
-        status,
-        stdout: out_reader.join().expect("read child stdout"),
-        stderr: err_reader.join().expect("read child stderr"),
-    };
-    (output, elapsed)
-}
-
-/// Runs the binary with `args` in `dir`, `DATABASE_URL` removed, `envs` added.
-fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Output {
-    run_timed(dir, args, envs, DEFAULT_DEADLINE).0
-}
-
-fn stdout_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr_of(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Everything the child said, for assertion messages.
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        output.status,
-        stdout_of(output),
-        stderr_of(output)
-    )
-}
-
-/// Panics unless the command succeeded.
-fn assert_success(output: &Output) {
-    assert!(
-        output.status.success(),
-        "expected success: {}",
-        describe(output)
-    );
-    assert_no_panic(output);
-}
-
-/// Panics if the output shows a panic or a backtrace.
-fn assert_no_panic(output: &Output) {
-    let all = format!("{}{}", stdout_of(output), stderr_of(output));
-    for bad in ["panicked", "RUST_BACKTRACE"] {
-        assert!(
-            !all.contains(bad),
-            "output contains {bad:?}: {}",
-            describe(output)
-        );
-    }
-    assert!(
-        !all.to_ascii_lowercase().contains("backtrace"),
-        "output mentions a backtrace: {}",
-        describe(output)
-    );
-}
-
-/// Panics unless the command failed with exactly one non-empty line on stderr and no panic;
-/// returns that line.
-fn assert_one_line_error(output: &Output) -> String {
-    assert!(
-        !output.status.success(),
-        "expected failure: {}",
-        describe(output)
-    );
-    assert_no_panic(output);
-    let stderr = stderr_of(output);
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "expected exactly one line on stderr: {}",
-        describe(output)
-    );
-    assert!(
-        !lines[0].trim().is_empty(),
-        "the error line is empty: {}",
-        describe(output)
-    );
-    lines[0].to_string()
-}
-
-/// Panics unless neither stdout nor stderr contains `secret`.
-fn assert_not_leaked(output: &Output, secret: &str) {
-    assert!(
-        !stdout_of(output).contains(secret) && !stderr_of(output).contains(secret),
-        "output leaks {secret:?}: {}",
-        describe(output)
-    );
-}
-
-/// Names of the entries in `dir`, sorted.
-fn dir_entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("list the directory")
-        .map(|entry| {
-            entry
-                .expect("directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    names.sort();
-    names
-}
 
 /// The integer after `prefix` on the first stdout line starting with `prefix`.
 fn number_after(output: &Output, prefix: &str) -> i64 {

@@ -32,18 +32,58 @@ pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var(ENV_URL) {
         Ok(url) if !url.trim().is_empty() => TestServer::external(url.trim().to_string()),
-        _ => TestServer::start_throwaway(TEST_SETTINGS),
+        _ => TestServer::start_throwaway(&ServerSpec::default()),
     })
 }
 
-/// Server settings for the tests: durability off (a crash loses nothing a test needs, and
-/// fsync would only make the suite slower).
-const TEST_SETTINGS: &str = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off";
+/// What is special about a throwaway server: its `pg_hba.conf`, extra `postgresql.conf`
+/// settings, and files to put in place before it starts.
+pub struct ServerSpec<'a> {
+    /// The whole `pg_hba.conf`.
+    pub hba: &'a str,
+    /// Lines appended to `postgresql.conf`.
+    pub settings: &'a str,
+    /// Called with the server's directory and its data directory after `initdb`, before the
+    /// server starts (as root when we are root; files the server reads must then be handed
+    /// to user `postgres`, see [`TestServer::give_to_server`]).
+    pub prepare: &'a dyn Fn(&Path, &Path),
+}
+
+/// Group role whose members must give their password (SCRAM) on the suite's server, so a
+/// test can check a password for real (members are made by the tests; the role is created by
+/// the first test that needs it).
+pub const PASSWORD_CHECKED_GROUP: &str = "rb_password_checked";
+
+/// The suite's ordinary server: trust for everyone on loopback except `pwuser` and members of
+/// [`PASSWORD_CHECKED_GROUP`], who must give a password (SCRAM).
+const DEFAULT_HBA: &str = "# written by tests/support/pg_server.rs\n\
+     local all all                trust\n\
+     host  all pwuser 127.0.0.1/32 scram-sha-256\n\
+     host  all +rb_password_checked 127.0.0.1/32 scram-sha-256\n\
+     host  all all    127.0.0.1/32 trust\n\
+     host  all all    ::1/128      trust\n";
+
+/// Durability off for the tests: a crash loses nothing a test needs, and fsync would only
+/// make the suite slower.
+const TEST_SETTINGS: &str = "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
+
+impl Default for ServerSpec<'_> {
+    fn default() -> Self {
+        ServerSpec {
+            hba: DEFAULT_HBA,
+            settings: TEST_SETTINGS,
+            prepare: &|_, _| {},
+        }
+    }
+}
 
 /// A new throwaway server with PostgreSQL's default durability (fsync on), for benchmarks
 /// whose figures should match a real server's. Not shared: each call starts one.
 pub fn start_durable_server() -> TestServer {
-    TestServer::start_throwaway("")
+    TestServer::start_throwaway(&ServerSpec {
+        settings: "",
+        ..ServerSpec::default()
+    })
 }
 
 /// The server the tests run against (see [`server()`]).
@@ -204,8 +244,24 @@ impl TestServer {
         }
     }
 
-    /// Initialises and starts a throwaway server, and the watchdog that removes it.
-    fn start_throwaway(server_settings: &str) -> TestServer {
+    /// Hands `path` to the server's owner (`postgres` when we are root) with mode `mode`, so
+    /// the server can read it (and, for a private key, accepts it: owner-only).
+    pub fn give_to_server(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        if running_as_root() {
+            run_checked(
+                Command::new("chown").arg("postgres:postgres").arg(path),
+                "chown a server file",
+            );
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|err| panic!("chmod {}: {err}", path.display()));
+    }
+
+    /// Initialises and starts a throwaway server as `spec` says (one that is not the suite's
+    /// [`server()`]: say, a second one with TLS), and the watchdog that removes it once this
+    /// process has exited. Always a throwaway, even when `TEST_DATABASE_URL` is set.
+    pub fn start_throwaway(spec: &ServerSpec<'_>) -> TestServer {
         let bin = find_server_binaries().unwrap_or_else(|| panic!("{NO_BINARIES}"));
         let as_postgres = running_as_root();
         if as_postgres {
@@ -269,26 +325,21 @@ impl TestServer {
             panic!("initdb failed: {}", describe(&output));
         }
 
-        fs::write(
-            data_dir.join("pg_hba.conf"),
-            "# written by tests/support/pg_server.rs\n\
-             local all all                trust\n\
-             host  all pwuser 127.0.0.1/32 scram-sha-256\n\
-             host  all all    127.0.0.1/32 trust\n\
-             host  all all    ::1/128      trust\n",
-        )
-        .expect("write pg_hba.conf");
+        fs::write(data_dir.join("pg_hba.conf"), spec.hba).expect("write pg_hba.conf");
         let conf = data_dir.join("postgresql.conf");
         let mut settings = fs::read_to_string(&conf).expect("read postgresql.conf");
         settings.push_str("\n# tests/support/pg_server.rs\npassword_encryption = scram-sha-256\n");
+        settings.push_str(spec.settings);
+        settings.push('\n');
         fs::write(&conf, settings).expect("write postgresql.conf");
+        (spec.prepare)(&dir, &data_dir);
 
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
             let options = format!(
                 "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' \
-                 {server_settings} -c max_connections=300 -c shared_buffers=128MB",
+                 -c max_connections=300 -c shared_buffers=128MB",
                 dir.display()
             );
             let output = own
