@@ -79,7 +79,7 @@ fn fresh_database(server: &TestServer, name: &str, pool_size: u32) -> (String, D
 }
 
 fn points_table(server: &TestServer, rows: u64) {
-    let (name, db) = fresh_database(server, "bench_points", 1);
+    let (name, db) = fresh_database(server, "bench_points", points::SERVER_LOADERS);
     let policy = RetryPolicy::default();
     let truncate = || server.psql(&name, "TRUNCATE points");
 

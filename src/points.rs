@@ -98,8 +98,8 @@ pub fn add_points(
 /// [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
 /// `on_chunk` is told the rows done so far after every commit.
 ///
-/// On a server, with a pool of two or more connections, two chunks are in flight at once (see
-/// [`SERVER_LOADERS`]), so chunks may commit out of order; the totals `on_chunk` sees still
+/// On a server, up to [`SERVER_LOADERS`] chunks are in flight at once (as many as the pool has
+/// connections), so chunks may commit out of order; the totals `on_chunk` sees still
 /// only grow. Memory holds at most one chunk per loader, whatever `count` is.
 ///
 /// Ids are chosen by the client: a random 30-bit slot per run in the high bits, the row's index
@@ -170,9 +170,9 @@ pub fn add_points_with(
     Ok(report)
 }
 
-/// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the next one
-/// is already streaming.
-pub const SERVER_LOADERS: u32 = 2;
+/// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the others
+/// stream. Measured here, 4 beat 2 by about 15% at 1,000-row chunks (see README, Performance).
+pub const SERVER_LOADERS: u32 = 4;
 
 /// What the loaders share.
 struct Progress<'a> {
