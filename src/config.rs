@@ -236,7 +236,7 @@ impl DatabaseConfig {
         let from_query = query_param(url, "dbname");
         from_query
             .or_else(|| {
-                let (start, end) = path_range(url);
+                let (start, end) = url_path_range(url);
                 Some(percent_decode(url[start..end].trim_start_matches('/')))
             })
             .filter(|name| !name.is_empty())
@@ -261,7 +261,7 @@ impl DatabaseConfig {
             return self.clone();
         }
         let url = &self.connection_string;
-        let (start, end) = path_range(url);
+        let (start, end) = url_path_range(url);
         let (head, tail) = (&url[..start], &url[end..]);
         let tail = match tail.split_once('?') {
             Some((before, query)) => {
@@ -417,8 +417,9 @@ fn userinfo_password_range(url: &str) -> Option<std::ops::Range<usize>> {
 }
 
 /// Byte range of the path (`/db`, possibly empty) of a URL: after the authority, before `?`
-/// or `#`.
-fn path_range(url: &str) -> (usize, usize) {
+/// or `#`. (Multi-host authorities such as `h1:p1,h2:p2` contain no `/`, so they are skipped
+/// whole.)
+pub fn url_path_range(url: &str) -> (usize, usize) {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
     let rest = &url[authority_start..];
     let path_start = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -1,6 +1,7 @@
 //! A PostgreSQL server for the integration tests: either the one named by
 //! `TEST_DATABASE_URL`, or a throwaway server started by the test binary itself.
 
+use roachbank::config::url_path_range;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -570,26 +571,16 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-/// Byte range of the path in `url` (after the authority, before `?` or `#`).
-fn path_range(url: &str) -> (usize, usize) {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[authority_start..];
-    let path_start = authority_start + rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let tail = &url[path_start..];
-    let path_end = path_start + tail.find(['?', '#']).unwrap_or(tail.len());
-    (path_start, path_end)
-}
-
 /// `url` with its path replaced by `/database`.
 fn replace_url_path(url: &str, database: &str) -> String {
-    let (start, end) = path_range(url);
+    let (start, end) = url_path_range(url);
     format!("{}/{}{}", &url[..start], database, &url[end..])
 }
 
 /// The database named in `url`'s path (`postgres` when it names none, as libpq would
 /// default to the user name, and both our server and PostgreSQL have `postgres`).
 fn db_name_of(url: &str) -> String {
-    let (start, end) = path_range(url);
+    let (start, end) = url_path_range(url);
     let name = url[start..end].trim_start_matches('/');
     if name.is_empty() {
         "postgres".to_string()
@@ -601,7 +592,7 @@ fn db_name_of(url: &str) -> String {
 /// Host and port from `url`'s authority (port 5432 when absent).
 fn host_and_port(url: &str) -> (String, u16) {
     let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let (path_start, _) = path_range(url);
+    let (path_start, _) = url_path_range(url);
     let authority = &url[authority_start..path_start];
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     // Several hosts (h1:p1,h2:p2): take the first.
