@@ -569,31 +569,36 @@ fn set_up_cockroachdb(
     let database = quote_ident(&plan.database);
     let role_exists = session.role_exists(&plan.user)?;
     let database_exists = session.database_exists(&plan.database)?;
-    let mut steps = Vec::new();
-
-    let subject = format!("user {user}");
     let password = password
         .map(|password| format!(" WITH PASSWORD {}", quote_literal(password)))
         .unwrap_or_default();
-    session.execute(
-        &format!("creating {subject}"),
-        &format!("CREATE USER IF NOT EXISTS {user}{password}"),
-    )?;
-    steps.push(step(subject, created_unless(role_exists)));
-
-    let subject = format!("database {database}");
-    session.execute(
-        &format!("creating {subject}"),
-        &format!("CREATE DATABASE IF NOT EXISTS {database}"),
-    )?;
-    steps.push(step(subject, created_unless(database_exists)));
-
-    let subject = format!("privileges of {user} on database {database}");
-    session.execute(
-        &format!("granting {subject}"),
-        &format!("GRANT ALL ON DATABASE {database} TO {user}"),
-    )?;
-    steps.push(step(subject, StepOutcome::Ensured));
+    // CockroachDB's IF NOT EXISTS makes every statement safe to repeat; what existed before
+    // (asked above) tells whether it created anything.
+    let statements = [
+        (
+            format!("user {user}"),
+            "creating",
+            format!("CREATE USER IF NOT EXISTS {user}{password}"),
+            created_unless(role_exists),
+        ),
+        (
+            format!("database {database}"),
+            "creating",
+            format!("CREATE DATABASE IF NOT EXISTS {database}"),
+            created_unless(database_exists),
+        ),
+        (
+            format!("privileges of {user} on database {database}"),
+            "granting",
+            format!("GRANT ALL ON DATABASE {database} TO {user}"),
+            StepOutcome::Ensured,
+        ),
+    ];
+    let mut steps = Vec::new();
+    for (subject, doing, sql, outcome) in statements {
+        session.execute(&format!("{doing} {subject}"), &sql)?;
+        steps.push(step(subject, outcome));
+    }
     Ok(steps)
 }
 

@@ -255,6 +255,25 @@ fn kill_backends(database: &str, pause: std::ops::Range<Duration>, stop: &Atomic
     kills
 }
 
+/// Runs `work` while a thread terminates one of `database`'s backends every `pause` (see
+/// [`kill_backends`]); returns what `work` returned and what the killer did. The killer stops
+/// when `work` ends, panicking or not.
+fn while_killing_backends<T: Send>(
+    database: &str,
+    pause: std::ops::Range<Duration>,
+    work: impl FnOnce() -> T + Send,
+) -> (T, Kills) {
+    let stop = AtomicBool::new(false);
+    thread::scope(|scope| {
+        let killer = scope.spawn(|| kill_backends(database, pause, &stop));
+        let result = {
+            let _stop = StopOnDrop(&stop);
+            work()
+        };
+        (result, killer.join().expect("the killer thread"))
+    })
+}
+
 /// Sets the flag when dropped, so the killer stops even if the run panics.
 struct StopOnDrop<'a>(&'a AtomicBool);
 
@@ -304,21 +323,11 @@ fn transfers_under_a_backend_killer_are_each_applied_once_and_the_books_balance(
     let (database, tally) = open(&db.url, WORKERS, None);
     seed(&database, ACCOUNTS);
     tally.reset();
-    let stop = AtomicBool::new(false);
-    let ((report, reported), kills) = thread::scope(|scope| {
-        let killer = scope.spawn(|| {
-            kill_backends(
-                &db.name,
-                Duration::from_millis(5)..Duration::from_millis(20),
-                &stop,
-            )
-        });
-        let run = {
-            let _stop = StopOnDrop(&stop);
-            run_transfers(&database, RunLength::Count(COUNT), WORKERS)
-        };
-        (run, killer.join().expect("the killer thread"))
-    });
+    let ((report, reported), kills) = while_killing_backends(
+        &db.name,
+        Duration::from_millis(5)..Duration::from_millis(20),
+        || run_transfers(&database, RunLength::Count(COUNT), WORKERS),
+    );
     let summary = &report.summary;
     eprintln!(
         "backend killer: {} backends killed ({} rounds found none, {} killer reconnects); \
@@ -883,24 +892,14 @@ fn points_load_exactly_n_rows_under_a_backend_killer() {
     let _serial = one_at_a_time();
     let db = TestDb::new("faults_killed_points");
     let (database, _) = open(&db.url, 2, None);
-    let stop = AtomicBool::new(false);
-    let (loaded, kills) = thread::scope(|scope| {
-        // Gentler than the transfer run's 5–20 ms: here one connection does all the work and
-        // a chunk takes ~15 ms, so a kill every 5–20 ms starves it (measured: 19–26 s instead of
-        // ~1 s, the retry backoff and r2d2's reconnect delay growing with every kill).
-        let killer = scope.spawn(|| {
-            kill_backends(
-                &db.name,
-                Duration::from_millis(20)..Duration::from_millis(60),
-                &stop,
-            )
-        });
-        let loaded = {
-            let _stop = StopOnDrop(&stop);
-            points::add_points(&database, &policy(), N, CHUNK, &mut |_| {})
-        };
-        (loaded, killer.join().expect("the killer thread"))
-    });
+    // Gentler than the transfer run's 5–20 ms: a chunk takes ~15 ms, so a kill every 5–20 ms
+    // starves the load (measured: 19–26 s instead of ~1 s, the retry backoff and r2d2's
+    // reconnect delay growing with every kill).
+    let (loaded, kills) = while_killing_backends(
+        &db.name,
+        Duration::from_millis(20)..Duration::from_millis(60),
+        || points::add_points(&database, &policy(), N, CHUNK, &mut |_| {}),
+    );
     let report = loaded.unwrap_or_else(|err| panic!("add_points failed: {err}"));
     eprintln!(
         "backend killer: {} backends killed ({} rounds found none); points: {} rows in {} \

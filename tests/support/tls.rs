@@ -136,21 +136,10 @@ impl TestCerts {
         let csr = crt.with_extension("csr");
         let ext = crt.with_extension("ext");
         fs::write(&ext, extensions).expect("write an extensions file");
-        openssl(&[
-            "req",
-            "-new",
-            "-nodes",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-keyout",
-            &arg(key),
-            "-out",
-            &arg(&csr),
-            "-subj",
-            &format!("/CN={common_name}"),
-        ]);
+        let (key_file, csr_file) = (arg(key), arg(&csr));
+        let subject = format!("/CN={common_name}");
+        let request = ["-keyout", &key_file, "-out", &csr_file, "-subj", &subject];
+        openssl(&[&["req", "-new"][..], &NEW_EC_KEY, &request].concat());
         openssl(&[
             "x509",
             "-req",
@@ -191,33 +180,37 @@ impl TestCerts {
     }
 }
 
+/// `openssl req` arguments for a new, unencrypted P-256 key.
+const NEW_EC_KEY: [&str; 5] = [
+    "-nodes",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+];
+
 /// A self-signed CA certificate and its key.
 fn self_signed_ca(crt: &Path, key: &Path, common_name: &str) {
-    openssl(&[
-        "req",
-        "-x509",
-        "-new",
-        "-nodes",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
+    let (key_file, crt_file, serial) = (arg(key), arg(crt), serial());
+    let subject = format!("/CN={common_name}");
+    let certificate = [
         "-keyout",
-        &arg(key),
+        &key_file,
         "-out",
-        &arg(crt),
+        &crt_file,
         "-days",
         "3",
         "-sha256",
         "-set_serial",
-        &serial(),
+        &serial,
         "-subj",
-        &format!("/CN={common_name}"),
+        &subject,
         "-addext",
         "basicConstraints = critical, CA:TRUE",
         "-addext",
         "keyUsage = critical, keyCertSign, cRLSign",
-    ]);
+    ];
+    openssl(&[&["req", "-x509", "-new"][..], &NEW_EC_KEY, &certificate].concat());
     set_mode(key, 0o600);
 }
 
