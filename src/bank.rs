@@ -2,7 +2,7 @@
 //! account's money to another, and sum it all up. Every function runs through
 //! [`run_transaction`]; money only moves together with its row in the `transfers` ledger.
 
-use crate::db::{Database, DbConnection};
+use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{
     run_transaction, run_transaction_exactly_once, Committed, DatabaseErrorSource, RetryPolicy,
@@ -60,6 +60,12 @@ impl DatabaseErrorSource for BankError {
     }
 }
 
+/// Accounts per transaction when seeding CockroachDB: each account is two rows (the account
+/// and its opening deposit) and four keys with the ledger's indexes, so a chunk stays within the
+/// transaction size CockroachDB is comfortable with (see [`crate::points::COCKROACH_MAX_CHUNK_ROWS`])
+/// and a 40001 replays one chunk, not the whole seed.
+pub const COCKROACH_SEED_CHUNK: u64 = 2_500;
+
 /// What `seed` created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedReport {
@@ -69,23 +75,70 @@ pub struct SeedReport {
     pub money: i64,
 }
 
+/// A seed that stopped part-way: the transaction that failed, and what the transactions before
+/// it created (on CockroachDB a seed commits in chunks; elsewhere nothing was created).
+#[derive(Debug, thiserror::Error)]
+#[error("{cause}{}", if .created.accounts > 0 { format!(" ({} accounts holding {} were created by earlier transactions of this seed and stay)", .created.accounts, .created.money) } else { String::new() })]
+pub struct SeedError {
+    /// What committed before the failure.
+    pub created: SeedReport,
+    /// Why the failing transaction did not commit.
+    pub cause: TransactionError<BankError>,
+}
+
+/// How many accounts one seed transaction creates on `flavor`: [`COCKROACH_SEED_CHUNK`] on
+/// CockroachDB; everything at once elsewhere.
+pub fn seed_chunk_size(flavor: Flavor) -> u64 {
+    match flavor {
+        Flavor::CockroachDb => COCKROACH_SEED_CHUNK,
+        Flavor::PostgreSql | Flavor::Sqlite => MAX_SEED_ACCOUNTS,
+    }
+}
+
 /// Creates `count` accounts with random ids in `[0, 10^9)` and random balances in
-/// `[0, 10^6)`, each with its opening deposit in the ledger, in one transaction. Ids already
-/// taken (in the table or in this batch) are drawn again, so a collision never fails the
-/// command and never shrinks `count`. Exactly once: an unknown commit outcome is resolved by
-/// looking the deposits up under their client-chosen ids.
+/// `[0, 10^6)`, each with its opening deposit in the ledger. Ids already taken (in the table or
+/// in this batch) are drawn again, so a collision never fails the command and never shrinks
+/// `count`. One transaction on PostgreSQL and SQLite; on CockroachDB one per
+/// [`seed_chunk_size`] accounts, committed in turn. Each transaction is exactly once: an
+/// unknown commit outcome is resolved by looking its deposits up under their client-chosen ids.
+/// `attempts` in the result counts the attempts of every transaction.
 pub fn seed(
     db: &Database,
     policy: &RetryPolicy,
     count: u64,
-) -> Result<Committed<SeedReport>, TransactionError<BankError>> {
+) -> Result<Committed<SeedReport>, SeedError> {
+    let chunk = seed_chunk_size(db.flavor());
     let deposits = LedgerIds::for_deposits();
-    run_transaction_exactly_once(
-        db,
-        policy,
-        |conn| create_random_accounts(conn, count, deposits),
-        |conn| find_deposits(conn, deposits, count),
-    )
+    let mut created = SeedReport {
+        accounts: 0,
+        money: 0,
+    };
+    let mut attempts = 0;
+    // At least one transaction, so that even `count == 0` has run through the protocol.
+    loop {
+        let accounts = chunk.min(count - created.accounts);
+        let ids = deposits.offset(created.accounts);
+        let committed = run_transaction_exactly_once(
+            db,
+            policy,
+            |conn| create_random_accounts(conn, accounts, ids),
+            |conn| find_deposits(conn, ids, accounts),
+        )
+        .map_err(|cause| SeedError {
+            created: created.clone(),
+            cause,
+        })?;
+        attempts += committed.attempts;
+        created.accounts += committed.value.accounts;
+        created.money += committed.value.money;
+        if created.accounts >= count {
+            break;
+        }
+    }
+    Ok(Committed {
+        value: created,
+        attempts,
+    })
 }
 
 /// The body of [`seed`]: draws fresh ids until `count` unused ones are found, then inserts the
@@ -183,6 +236,11 @@ impl LedgerIds {
     /// A fresh id for one transfer.
     pub fn for_transfer() -> Self {
         LedgerIds(rand::rng().random_range((1i64 << 62)..i64::MAX))
+    }
+
+    /// The block `n` ids further on: the deposits of a seed's later chunk.
+    pub fn offset(self, n: u64) -> Self {
+        LedgerIds(self.0 + i64::try_from(n).unwrap_or(i64::MAX - self.0))
     }
 
     /// The first (for a transfer, the only) id.

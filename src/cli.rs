@@ -74,8 +74,8 @@ pub enum Command {
         #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
               value_parser = clap::value_parser!(u64).range(1..))]
         chunk_size: u64,
-        /// How chunks are written. Default: copy on PostgreSQL, insert on CockroachDB and
-        /// SQLite.
+        /// How chunks are written: copy (PostgreSQL only, its default) or insert (the default
+        /// on CockroachDB and SQLite, which refuse copy from this driver).
         #[arg(long, value_enum, value_name = "METHOD")]
         method: Option<PointsMethod>,
     },
@@ -98,7 +98,7 @@ pub enum Command {
 /// `points --method`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PointsMethod {
-    /// Binary COPY FROM STDIN (PostgreSQL, CockroachDB).
+    /// Binary COPY FROM STDIN (PostgreSQL only: CockroachDB refuses it from this driver).
     Copy,
     /// Multi-row INSERT statements.
     Insert,

@@ -1,12 +1,11 @@
 //! One function per command: call the library, print what it did.
 
-use crate::cli::{Command, PointsMethod};
+use crate::cli::Command;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::audit::{self, AuditReport};
 use roachbank::bank;
-use roachbank::config::{Backend, DatabaseConfig};
-use roachbank::db::{ConnectOptions, Database};
+use roachbank::db::{ConnectOptions, Database, Flavor};
 use roachbank::init::{self, InitPlan};
 use roachbank::points;
 use roachbank::points::LoadMethod;
@@ -56,16 +55,16 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
     }
 }
 
-/// Refuses, before anything is opened or written, what `config`'s backend cannot do.
-pub fn check_backend_support(command: &Command, config: &DatabaseConfig) -> Result<()> {
+/// Refuses what `flavor` cannot do, before anything is written: `main` asks with
+/// [`Flavor::Sqlite`] before the file is created, and with the detected flavour of a server
+/// before any migration runs.
+pub fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), String> {
     if let Command::Points {
-        method: Some(PointsMethod::Copy),
+        method: Some(method),
         ..
     } = command
     {
-        if config.backend() == Backend::Sqlite {
-            anyhow::bail!("points --method copy needs PostgreSQL or CockroachDB; SQLite has no COPY (use --method insert)");
-        }
+        LoadMethod::from(*method).supported_on(flavor)?;
     }
     Ok(())
 }

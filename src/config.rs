@@ -2,6 +2,7 @@
 //! embedded SQLite default, turned into a backend and a connection string; and redaction of
 //! passwords for anything that is displayed.
 
+use crate::conninfo::{escape_value, ConnInfo};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -317,6 +318,14 @@ impl Redactor {
             for secret in url_passwords(url) {
                 self.add_secret(&secret);
                 self.add_secret(&percent_decode(&secret));
+            }
+            // The password as libpq itself reads it, and as a rotated `key='value'` string
+            // carries it (crate::conninfo).
+            if let Some(info) = ConnInfo::parse(url) {
+                if let Some(password) = info.get("password") {
+                    self.add_secret(password);
+                    self.add_secret(&escape_value(password));
+                }
             }
         }
     }

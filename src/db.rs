@@ -4,6 +4,7 @@
 //! the embedded migrations and builds the pool.
 
 use crate::config::{Backend, DatabaseConfig, Redactor};
+use crate::conninfo::ConnInfo;
 use crate::migrate::{self, MigrationError};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
@@ -96,6 +97,9 @@ pub struct ConnectOptions {
     /// Cancel any statement running longer than this (`SET statement_timeout` on every
     /// CockroachDB/PostgreSQL connection). SQLite has no such setting: ignored there.
     pub statement_timeout: Option<Duration>,
+    /// How long [`Database::open`] waits for another process's migrations (see
+    /// [`migrate::MIGRATION_LOCK_WAIT`]).
+    pub migration_lock_wait: Duration,
     /// Secrets to scrub from `--echo` output and connection errors besides the database URL's
     /// own password (say, another URL's, when a command uses two).
     pub redactor: Redactor,
@@ -111,6 +115,7 @@ impl Default for ConnectOptions {
             sqlite_busy_timeout: Duration::from_secs(5),
             pool_timeout: Duration::from_secs(30),
             statement_timeout: None,
+            migration_lock_wait: migrate::MIGRATION_LOCK_WAIT,
             redactor: Redactor::new(),
         }
     }
@@ -133,6 +138,9 @@ pub enum DbError {
     /// Applying the embedded migrations failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The work asked for cannot run on this database (see [`Database::open_checked`]).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Creates [`DbConnection`]s of the variant the URL names (never by trial: SQLite would accept
@@ -178,9 +186,7 @@ impl DbConnectionManager {
 
     fn connect_inner(&self) -> Result<DbConnection, diesel::ConnectionError> {
         let mut conn = match self.config.backend() {
-            Backend::Server => {
-                DbConnection::Postgresql(PgConnection::establish(self.config.connection_string())?)
-            }
+            Backend::Server => DbConnection::Postgresql(self.establish_server()?),
             Backend::Sqlite => {
                 let mut sqlite = SqliteConnection::establish(self.config.connection_string())?;
                 self.set_up_sqlite(&mut sqlite)
@@ -204,6 +210,37 @@ impl DbConnectionManager {
         }
         Ok(conn)
     }
+}
+
+impl DbConnectionManager {
+    /// Connects to the server the URL names. When a draining CockroachDB node refuses the
+    /// session ("server is not accepting clients, try another node", 57P01, on which libpq does
+    /// not move on) and the URL lists other hosts, tries again starting from each next host in
+    /// turn (see [`crate::conninfo`]). Any other outcome is libpq's own.
+    fn establish_server(&self) -> Result<PgConnection, diesel::ConnectionError> {
+        let url = self.config.connection_string();
+        let refusal = match PgConnection::establish(url) {
+            Err(error) if is_drain_refusal(&error) => error,
+            other => return other,
+        };
+        let Some(info) = ConnInfo::parse(url) else {
+            return Err(refusal);
+        };
+        for by in 1..info.host_count() {
+            match PgConnection::establish(&info.with_hosts_rotated(by).to_conninfo_string()) {
+                Err(error) if is_drain_refusal(&error) => continue,
+                other => return other,
+            }
+        }
+        Err(refusal)
+    }
+}
+
+/// Whether a failed connection attempt was a draining CockroachDB node's refusal
+/// (cockroachdb/cockroach `pkg/sql/pgwire/server.go`, `ErrDrainingNewConn`).
+fn is_drain_refusal(error: &diesel::ConnectionError) -> bool {
+    matches!(error, diesel::ConnectionError::BadConnection(message)
+        if message.contains("server is not accepting clients"))
 }
 
 /// `timeout` in whole milliseconds for `SET statement_timeout`, at least 1 (0 would mean
@@ -274,13 +311,31 @@ impl Database {
     /// Connects (failing fast with the driver's own reason), detects the flavour, applies the
     /// embedded migrations (refusing a schema newer than this build knows), then builds the pool.
     pub fn open(config: DatabaseConfig, options: &ConnectOptions) -> Result<Database, DbError> {
+        Database::open_checked(config, options, |_| Ok(()))
+    }
+
+    /// [`Database::open`] that first asks `accept` whether the work at hand can run on the
+    /// detected flavour: a refusal (its reason) is returned as [`DbError::Unsupported`] before
+    /// anything is written — no migration, no table.
+    pub fn open_checked<A>(
+        config: DatabaseConfig,
+        options: &ConnectOptions,
+        accept: A,
+    ) -> Result<Database, DbError>
+    where
+        A: FnOnce(Flavor) -> Result<(), String>,
+    {
         let manager = DbConnectionManager::new(config.clone(), options);
         let mut first = manager.establish()?;
         let flavor = match options.flavor_override {
             Some(flavor) => flavor,
             None => Flavor::detect(&mut first)?,
         };
-        let migrations_applied = migrate::run_embedded_migrations(&mut first, flavor)?;
+        accept(flavor).map_err(DbError::Unsupported)?;
+        let migrations_applied =
+            migrate::run_embedded_migrations(&mut first, options.migration_lock_wait, || {
+                manager.establish().map_err(|error| error.to_string())
+            })?;
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))

@@ -297,17 +297,18 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<InitReport, Ini
         None => session.detect()?,
     };
     let password = plan.target.password();
-    let steps = match flavor {
+    let mut steps = match flavor {
         Flavor::CockroachDb => set_up_cockroachdb(&mut session, server, password.as_deref())?,
-        _ => {
-            let mut steps = set_up_postgresql(&mut session, server, password.as_deref())?;
-            drop(session);
-            let in_db = server.admin.with_database(&server.database);
-            let mut db_session = AdminSession::connect(&in_db, &options, &redactor)?;
-            steps.extend(set_up_postgresql_schema(&mut db_session, server)?);
-            steps
-        }
+        _ => set_up_postgresql(&mut session, server, password.as_deref())?,
     };
+    drop(session);
+    // Rights on the new database's `public` schema are granted connected to that database.
+    let in_db = server.admin.with_database(&server.database);
+    let mut db_session = AdminSession::connect(&in_db, &options, &redactor)?;
+    steps.extend(match flavor {
+        Flavor::CockroachDb => vec![set_up_cockroachdb_schema(&mut db_session, server)?],
+        _ => set_up_postgresql_schema(&mut db_session, server)?,
+    });
 
     let db = Database::open(plan.target.clone(), &options)?;
     Ok(InitReport {
@@ -316,6 +317,28 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<InitReport, Ini
         steps,
         migrations_applied: db.migrations_applied(),
     })
+}
+
+/// Advice for a failed set-up statement whose server message is `message` (empty if none).
+fn hint_for(message: &str) -> &'static str {
+    let lower = message.to_ascii_lowercase();
+    // CockroachDB's insecure mode refuses passwords with 28P01 "setting or updating a password
+    // is not supported in insecure mode" (cockroachdb/cockroach `pkg/sql/create_role.go`); its
+    // messages are never translated. CREATE USER is init's first statement, so nothing exists yet.
+    if lower.contains("not supported in insecure mode") {
+        " (the CockroachDB cluster runs --insecure, where users cannot have passwords and none is \
+         checked: remove the password from the database URL, or use a secure cluster; nothing \
+         was created)"
+    } else if ["permission denied", "privilege", "must be", "must have"]
+        .iter()
+        .any(|needle| lower.contains(needle))
+    {
+        " (the admin URL's user must be allowed to do this: a superuser, or on PostgreSQL a \
+         user with CREATEROLE and CREATEDB that owns the database, on CockroachDB a member of \
+         the admin role)"
+    } else {
+        ""
+    }
 }
 
 /// A connection made with the admin URL, and the secrets to scrub from its errors.
@@ -369,17 +392,7 @@ impl AdminSession {
 
     fn step_error(&self, step: &str, err: &diesel::result::Error) -> InitError {
         let message = one_line(&self.redactor.scrub(&err.to_string()));
-        let lower = message.to_ascii_lowercase();
-        let hint = if ["permission denied", "privilege", "must be", "must have"]
-            .iter()
-            .any(|needle| lower.contains(needle))
-        {
-            " (the admin URL's user must be allowed to do this: a superuser, or on PostgreSQL a \
-             user with CREATEROLE and CREATEDB that owns the database, on CockroachDB a member of \
-             the admin role)"
-        } else {
-            ""
-        };
+        let hint = hint_for(&message);
         InitError::Step {
             step: step.to_string(),
             message,
@@ -602,6 +615,23 @@ fn set_up_cockroachdb(
     Ok(steps)
 }
 
+/// Connected to the new database: lets the user create tables in its `public` schema. From
+/// CockroachDB 23.2 the cluster setting `sql.auth.public_schema_create_privilege.enabled` may be
+/// off, and then new databases no longer let every user create there (cockroachdb/docs
+/// `cluster-settings`); granting it always is harmless where the setting is on.
+fn set_up_cockroachdb_schema(
+    session: &mut AdminSession,
+    plan: &ServerPlan,
+) -> Result<InitStep, InitError> {
+    let user = quote_ident(&plan.user);
+    let subject = format!("privileges of {user} on schema public");
+    session.execute(
+        &format!("granting {subject}"),
+        &format!("GRANT CREATE, USAGE ON SCHEMA public TO {user}"),
+    )?;
+    Ok(step(subject, StepOutcome::Ensured))
+}
+
 fn step(subject: String, outcome: StepOutcome) -> InitStep {
     InitStep { subject, outcome }
 }
@@ -638,6 +668,18 @@ mod tests {
 
     fn config(url: &str) -> DatabaseConfig {
         DatabaseConfig::parse(url, UrlSource::Flag).unwrap()
+    }
+
+    #[test]
+    fn an_insecure_cockroachdb_refusing_a_password_gets_a_hint_saying_what_to_do() {
+        // The message of CockroachDB's pgerror for CREATE USER … WITH PASSWORD on --insecure.
+        let hint = hint_for("setting or updating a password is not supported in insecure mode");
+        assert!(
+            hint.contains("remove the password from the database URL"),
+            "{hint}"
+        );
+        assert!(hint.contains("nothing was created"), "{hint}");
+        assert!(hint_for("relation \"x\" does not exist").is_empty());
     }
 
     #[test]

@@ -22,6 +22,7 @@
 pub mod audit;
 pub mod bank;
 pub mod config;
+pub mod conninfo;
 pub mod db;
 pub mod init;
 pub mod migrate;

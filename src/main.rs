@@ -6,8 +6,8 @@ mod commands;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use roachbank::config::{DatabaseConfig, Redactor, UrlSource};
-use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database};
+use roachbank::config::{Backend, DatabaseConfig, Redactor, UrlSource};
+use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, DbError, Flavor};
 use roachbank::init::InitPlan;
 use roachbank::retry::RetryPolicy;
 use std::process::ExitCode;
@@ -79,9 +79,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     }
-    if let Err(err) = commands::check_backend_support(&cli.command, &config) {
-        eprintln!("roachbank: error: {}", redactor.scrub(&err.to_string()));
-        return ExitCode::from(EXIT_USAGE);
+    if config.backend() == Backend::Sqlite {
+        if let Err(reason) = commands::refuse_unsupported(&cli.command, Flavor::Sqlite) {
+            eprintln!("roachbank: error: {}", redactor.scrub(&reason));
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
     match run(&cli, &config, init_plan.as_ref(), &redactor) {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,7 +92,11 @@ fn main() -> ExitCode {
                 "roachbank: error: {}",
                 redactor.scrub(&one_line(&format!("{err:#}")))
             );
-            ExitCode::from(EXIT_FAILURE)
+            // Asking a database for what it cannot do is bad usage, like SQLite's refusal above.
+            match err.downcast_ref::<DbError>() {
+                Some(DbError::Unsupported(_)) => ExitCode::from(EXIT_USAGE),
+                _ => ExitCode::from(EXIT_FAILURE),
+            }
         }
     }
 }
@@ -117,7 +123,9 @@ fn run(
     if let Some(plan) = init_plan {
         return commands::init(plan, &options);
     }
-    let db = Database::open(config.clone(), &options)?;
+    let db = Database::open_checked(config.clone(), &options, |flavor| {
+        commands::refuse_unsupported(&cli.command, flavor)
+    })?;
     let policy = RetryPolicy {
         max_retries: cli.max_retries,
         ..RetryPolicy::default()

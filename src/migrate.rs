@@ -1,29 +1,50 @@
 //! The embedded migrations (`migrations/postgres` for CockroachDB and PostgreSQL,
 //! `migrations/sqlite` for SQLite), applied before every command.
 //!
-//! `run_pending_migrations` takes no lock, so two processes migrating a new database at once
-//! could trip over each other. PostgreSQL serialises them with an advisory lock; CockroachDB has
-//! none, and SQLite's file lock covers only one statement at a time, so everywhere a failed run
-//! is re-checked: if another process has applied everything meanwhile, that is success.
+//! * **No transaction around a server migration.** CockroachDB 25.1+ turns
+//!   `autocommit_before_ddl` on by default: the first DDL statement commits the transaction it
+//!   is in (CockroachDB docs, `v25.1/session-variables.md`, `autocommit_before_ddl`). Diesel's
+//!   per-migration transaction would be committed under it and its COMMIT then fail. So every
+//!   server migration says `run_in_transaction = false` in its `metadata.toml`, and every
+//!   statement in it can run again harmlessly (`IF NOT EXISTS`, `NOT EXISTS`): a migration cut
+//!   off half-way is finished by the next run. The same files work on 23.2, 24.x and 25.x,
+//!   through roachbank and through `diesel migration run` alike.
+//! * **One migrating process at a time.** `run_pending_migrations` takes no lock. On a server
+//!   the lock is a row: [`MIGRATION_LOCK_TABLE`]'s single row is updated in a transaction held
+//!   open on a second connection while the migrations run, and rolled back afterwards. Another
+//!   process's UPDATE waits for it (for at most [`MIGRATION_LOCK_WAIT`]), then finds nothing
+//!   left to do. A process that dies releases it with its session. This works on CockroachDB,
+//!   which has no advisory locks (`pg_advisory_lock` is not implemented there), and on
+//!   PostgreSQL alike, so both run the same code. SQLite's file lock covers one statement at a
+//!   time, so there a failed run is re-checked: if another process has applied everything
+//!   meanwhile, that is success.
 
-use crate::db::{DbConnection, Flavor};
+use crate::db::DbConnection;
 use diesel::backend::Backend;
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::Text;
+use diesel::{PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The CockroachDB/PostgreSQL migration set.
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 /// The SQLite migration set.
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// Key of the PostgreSQL advisory lock held while migrating ("roachbnk" in ASCII).
-const MIGRATION_LOCK_KEY: i64 = 0x726f_6163_6862_6e6b;
+/// The table whose one row is the migration lock on a server. The leading `__` keeps it out of
+/// `diesel print-schema`, as diesel's own `__diesel_schema_migrations`.
+pub const MIGRATION_LOCK_TABLE: &str = "__roachbank_migration_lock";
 
-/// How often a failed migration run is re-checked before giving up.
-const MIGRATION_ATTEMPTS: u32 = 5;
+/// How long a process waits by default for another one's migrations before giving up with
+/// [`MigrationError::LockTimeout`].
+pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// How often a failed SQLite migration run is re-checked before giving up.
+const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
 
 /// Why the schema could not be brought up to date.
 #[derive(Debug, thiserror::Error)]
@@ -36,34 +57,150 @@ pub enum MigrationError {
         /// The newest version this build embeds.
         known: String,
     },
-    /// Applying a migration failed.
+    /// Another process held the migration lock for longer than this one would wait.
+    #[error("another process has been migrating this database for over {} s (lock table {MIGRATION_LOCK_TABLE}); try again when it is done", .waited.as_secs())]
+    LockTimeout {
+        /// How long this process waited.
+        waited: Duration,
+    },
+    /// Applying a migration (or taking the lock) failed.
     #[error("applying migrations failed: {0}")]
     Failed(String),
 }
 
-/// Brings the schema up to date for `flavor`, refusing a schema newer than this build.
-/// Returns how many migrations this call applied (0 when the schema was up to date, or another
-/// process brought it up to date meanwhile).
-pub fn run_embedded_migrations(
+/// Brings the schema up to date, refusing a schema newer than this build. On a server,
+/// `connect` opens the second connection that holds the migration lock; it is called only
+/// when a migration is pending, and waits at most `lock_wait` for another process's lock. Returns how many migrations this call applied (0 when the
+/// schema was up to date, or another process brought it up to date meanwhile).
+pub fn run_embedded_migrations<C>(
     conn: &mut DbConnection,
-    flavor: Flavor,
-) -> Result<usize, MigrationError> {
+    lock_wait: Duration,
+    connect: C,
+) -> Result<usize, MigrationError>
+where
+    C: FnOnce() -> Result<DbConnection, String>,
+{
     match conn {
         DbConnection::Postgresql(pg) => {
-            let lock = flavor == Flavor::PostgreSql;
-            if lock {
-                pg.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})"))
-                    .map_err(|e| MigrationError::Failed(e.to_string()))?;
+            if up_to_date(pg)? {
+                return Ok(0);
             }
-            let result = migrate_with_recheck(pg, &POSTGRES_MIGRATIONS);
-            if lock {
-                // Closing the session would release it too; an error here changes nothing.
-                let _ =
-                    pg.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})"));
-            }
-            result
+            let mut lock_conn = connect().map_err(MigrationError::Failed)?;
+            let DbConnection::Postgresql(lock_pg) = &mut lock_conn else {
+                return Err(MigrationError::Failed(
+                    "the migration lock needs a server connection".into(),
+                ));
+            };
+            let _lock = MigrationLock::acquire(lock_pg, lock_wait)?;
+            refuse_newer_schema(pg, &POSTGRES_MIGRATIONS)?;
+            pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
+                .map(|applied| applied.len())
+                .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
         }
         DbConnection::Sqlite(sqlite) => migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS),
+    }
+}
+
+/// Whether every embedded migration is applied already, read without DDL and without the lock
+/// (the common case: every command after the first). A schema newer than this build is refused
+/// here; any other trouble (no migrations table yet, say) answers "not known to be up to date".
+fn up_to_date(pg: &mut PgConnection) -> Result<bool, MigrationError> {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        version: String,
+    }
+    let Ok(applied) =
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load::<Version>(pg)
+    else {
+        return Ok(false);
+    };
+    let applied: BTreeSet<String> = applied.into_iter().map(|row| row.version).collect();
+    let known = known_versions::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?;
+    check_not_newer(&applied, &known)?;
+    Ok(known.is_subset(&applied))
+}
+
+/// The migration lock on a server: its row updated in a transaction left open on a connection
+/// of its own; dropping the value rolls the transaction back, which releases it (so does the
+/// session ending, if the process dies).
+struct MigrationLock<'c>(&'c mut PgConnection);
+
+impl<'c> MigrationLock<'c> {
+    /// Creates the lock table and its row if missing, then takes the row lock, waiting at most
+    /// `wait`. Two processes creating the table at once can fail on the catalog's unique keys
+    /// or with a conflict: that is tried again.
+    fn acquire(conn: &'c mut PgConnection, wait: Duration) -> Result<Self, MigrationError> {
+        let started = Instant::now();
+        let mut round = 0u32;
+        loop {
+            round += 1;
+            let Err(error) = Self::try_acquire(conn, started + wait) else {
+                return Ok(MigrationLock(conn));
+            };
+            let _ = conn.batch_execute("ROLLBACK");
+            if started.elapsed() >= wait {
+                // The UPDATE ran into its statement timeout (or the table kept being raced).
+                return Err(MigrationError::LockTimeout {
+                    waited: started.elapsed(),
+                });
+            }
+            if !is_concurrent_ddl_race(&error) {
+                return Err(MigrationError::Failed(format!(
+                    "taking the migration lock: {}",
+                    crate::db::one_line(&error.to_string())
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10 * u64::from(round.min(20))));
+        }
+    }
+
+    fn try_acquire(conn: &mut PgConnection, deadline: Instant) -> Result<(), DieselError> {
+        // Every statement below may wait for the holder (PostgreSQL's INSERT … ON CONFLICT waits
+        // on a row another transaction has updated; CockroachDB's reads wait on its intents):
+        // the statement timeout bounds each wait by what is left of ours.
+        // Rounded up to the next millisecond, so that a timeout means the deadline has passed.
+        let remaining =
+            deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+        conn.batch_execute(&format!(
+            "SET statement_timeout = {}",
+            crate::db::statement_timeout_millis(remaining)
+        ))?;
+        conn.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {MIGRATION_LOCK_TABLE} (id INT8 PRIMARY KEY, locked_by TEXT)"
+        ))?;
+        conn.batch_execute(&format!(
+            "INSERT INTO {MIGRATION_LOCK_TABLE} (id) VALUES (1) ON CONFLICT (id) DO NOTHING"
+        ))?;
+        conn.batch_execute("BEGIN")?;
+        conn.batch_execute(&format!(
+            "UPDATE {MIGRATION_LOCK_TABLE} SET locked_by = 'roachbank pid {}' WHERE id = 1",
+            std::process::id()
+        ))
+    }
+}
+
+impl Drop for MigrationLock<'_> {
+    fn drop(&mut self) {
+        // Nothing was meant to stay: rolling back releases the row. If this fails the session
+        // is gone, and with it the lock.
+        let _ = self.0.batch_execute("ROLLBACK");
+    }
+}
+
+/// Errors two sessions creating the same table at the same moment can meet: a duplicate key in
+/// the catalog (PostgreSQL), a conflict (40001, CockroachDB), or "already exists".
+fn is_concurrent_ddl_race(error: &DieselError) -> bool {
+    match error {
+        DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure,
+            _,
+        ) => true,
+        DieselError::DatabaseError(_, info) => {
+            crate::retry::classify(error) == crate::retry::ErrorClass::Retryable
+                || info.message().contains("already exists")
+        }
+        _ => false,
     }
 }
 
@@ -96,7 +233,7 @@ where
                 ) {
                     return Ok(0);
                 }
-                if attempt >= MIGRATION_ATTEMPTS {
+                if attempt >= SQLITE_MIGRATION_ATTEMPTS {
                     return Err(err);
                 }
             }
@@ -113,22 +250,41 @@ where
     C: MigrationHarness<DB>,
     EmbeddedMigrations: MigrationSource<DB>,
 {
-    let known: BTreeSet<String> = MigrationSource::<DB>::migrations(migrations)
+    let known = known_versions::<DB>(migrations)?;
+    let applied: BTreeSet<String> = conn
+        .applied_migrations()
+        .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))?
+        .iter()
+        .map(|version| version.to_string())
+        .collect();
+    check_not_newer(&applied, &known)
+}
+
+/// The versions of the embedded migrations.
+fn known_versions<DB>(migrations: &EmbeddedMigrations) -> Result<BTreeSet<String>, MigrationError>
+where
+    DB: Backend,
+    EmbeddedMigrations: MigrationSource<DB>,
+{
+    Ok(MigrationSource::<DB>::migrations(migrations)
         .map_err(|e| MigrationError::Failed(e.to_string()))?
         .iter()
         .map(|m| m.name().version().to_string())
-        .collect();
-    let applied = conn
-        .applied_migrations()
-        .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))?;
+        .collect())
+}
+
+/// Refuses an applied version this build does not know and that is newer than its latest.
+fn check_not_newer(
+    applied: &BTreeSet<String>,
+    known: &BTreeSet<String>,
+) -> Result<(), MigrationError> {
     let latest = known.iter().next_back().cloned().unwrap_or_default();
     match applied
         .iter()
-        .map(|version| version.to_string())
-        .find(|version| !known.contains(version) && *version > latest)
+        .find(|version| !known.contains(*version) && **version > latest)
     {
         Some(applied) => Err(MigrationError::SchemaTooNew {
-            applied,
+            applied: applied.clone(),
             known: latest,
         }),
         None => Ok(()),

@@ -26,9 +26,11 @@ const SQLITE_MAX_BIND_PARAMS: usize = 32_766;
 const COLUMNS_PER_POINT: usize = 4;
 /// A run whose id slot collides with another run's draws a new slot at most this often.
 const SLOT_REDRAWS: u32 = 8;
-/// Largest chunk sent to CockroachDB: about 100 bytes of write intents per point keeps a chunk
-/// under 256 KiB, the `kv.transaction.max_intents_bytes` of the tutorial's advice to break up
-/// large transactions.
+/// Largest chunk sent to CockroachDB in one transaction: about 100 bytes of intents per row keeps
+/// a chunk near 0.25 MiB, far inside `kv.transaction.max_intents_bytes` (4 MiB,
+/// cockroachdb/cockroach `pkg/kv/kvclient/kvcoord/txn_interceptor_pipeliner.go`), and a 40001
+/// replays one chunk. CockroachDB's docs advise batch sizes found by experiment and no bulk
+/// INSERT in one explicit transaction (`performance-best-practices-overview`).
 pub const COCKROACH_MAX_CHUNK_ROWS: u64 = 2_500;
 
 /// How a chunk is written.
@@ -43,12 +45,31 @@ pub enum LoadMethod {
 
 impl LoadMethod {
     /// The fastest method that keeps chunks exactly-once on `flavor`: COPY on PostgreSQL;
-    /// INSERT on SQLite (no COPY) and on CockroachDB (whose binary COPY support varies by
-    /// version).
+    /// INSERT on SQLite and CockroachDB (see [`LoadMethod::supported_on`]).
     pub fn fastest_for(flavor: Flavor) -> LoadMethod {
         match flavor {
             Flavor::PostgreSql => LoadMethod::Copy,
             Flavor::CockroachDb | Flavor::Sqlite => LoadMethod::Insert,
+        }
+    }
+}
+
+impl LoadMethod {
+    /// Whether this method can load points on `flavor`; if not, why and what to use instead.
+    ///
+    /// COPY is refused on SQLite (it has none) and on CockroachDB: diesel sends
+    /// `COPY … FROM STDIN` through the extended query protocol, and CockroachDB takes COPY only
+    /// through the simple protocol ("CopyFrom not supported in extended protocol mode",
+    /// cockroachdb/cockroach `pkg/sql/pgwire/conn.go`).
+    pub fn supported_on(self, flavor: Flavor) -> Result<(), String> {
+        match (self, flavor) {
+            (LoadMethod::Copy, Flavor::Sqlite) => Err(
+                "points --method copy needs PostgreSQL; SQLite has no COPY (use --method insert, the default there)".into(),
+            ),
+            (LoadMethod::Copy, Flavor::CockroachDb) => Err(
+                "points --method copy does not work on CockroachDB: it takes COPY only through the simple query protocol and diesel sends it through the extended one (use --method insert, the default there)".into(),
+            ),
+            _ => Ok(()),
         }
     }
 }
@@ -115,6 +136,9 @@ pub fn add_points_with(
     method: LoadMethod,
     on_chunk: &mut (dyn FnMut(u64) + Send),
 ) -> Result<PointsReport, TransactionError<DieselError>> {
+    method.supported_on(db.flavor()).map_err(|reason| {
+        TransactionError::Failed(DieselError::QueryBuilderError(reason.into()))
+    })?;
     let started = Instant::now();
     let chunk_size = effective_chunk_size(db.flavor(), chunk_size);
     let loaders = match db.flavor() {

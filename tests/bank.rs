@@ -14,7 +14,6 @@ use roachbank::db::{Database, DbError};
 use roachbank::migrate::MigrationError;
 use roachbank::retry::{RetryPolicy, TransactionError};
 use roachbank::transfer_run::{self, TransferOutcome, TransferReport};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use support::target::{try_open, Target};
@@ -86,10 +85,17 @@ fn seed_draws_again_for_ids_already_taken(target: Target) {
     let db = target.open(2);
     let taken = ID_SPACE / 1000;
     match &target {
-        Target::Postgresql(_) => target.execute(&format!(
-            "INSERT INTO accounts (id, balance) SELECT g * 1000, 0 FROM generate_series(0, {}) g",
-            taken - 1
-        )),
+        // In transactions of 10^5 rows rather than one of 10^6: CockroachDB advises batching
+        // large writes.
+        Target::Postgresql(_) => {
+            for first in (0..taken).step_by(100_000) {
+                target.execute(&format!(
+                    "INSERT INTO accounts (id, balance) \
+                     SELECT g * 1000, 0 FROM generate_series({first}, {}) g",
+                    (first + 100_000).min(taken) - 1
+                ));
+            }
+        }
         Target::Sqlite(_) => target.execute(&format!(
             "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < {}) \
              INSERT INTO accounts (id, balance) SELECT n * 1000, 0 FROM k",
@@ -337,20 +343,7 @@ fn concurrent_processes_opening_a_new_database_succeed_and_record_each_migration
 ) {
     for round in 0..migration_rounds(&target, 3, 20) {
         let fresh = fresh_like(&target, "concurrent_processes");
-        let children: Vec<_> = (0..2)
-            .map(|_| {
-                Command::new(env!("CARGO_BIN_EXE_roachbank"))
-                    .args(["balance", "--database-url", fresh.url()])
-                    .env_remove("DATABASE_URL")
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .expect("spawn roachbank")
-            })
-            .collect();
-        for child in children {
-            let output = child.wait_with_output().expect("wait for roachbank");
+        for output in support::bin::run_at_once(2, &["balance", "--database-url", fresh.url()]) {
             assert!(
                 output.status.success(),
                 "round {round}: roachbank balance failed ({}): {}",

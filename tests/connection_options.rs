@@ -7,18 +7,20 @@ mod support;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 use roachbank::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{ConnectOptions, Database};
+use roachbank::db::{ConnectOptions, Database, DbConnection};
 use std::process::Output;
 use std::time::{Duration, Instant};
 use support::bin::{
     assert_one_line_error, assert_success, describe, dir_entries, run, run_timed, stderr_of,
     temp_dir,
 };
-use support::{postgresql_only, server, with_param, TestDb};
+use support::{not_run_on_cockroachdb, server, with_param, TestDb};
 
-/// Opens `url` through the library and holds one pooled connection while `look` runs.
-fn while_connected<T>(url: &str, look: impl FnOnce() -> T) -> T {
+/// Opens `url` through the library and holds one pooled connection while `look` runs (given
+/// that connection).
+fn while_connected<T>(url: &str, look: impl FnOnce(&mut DbConnection) -> T) -> T {
     let db = Database::open(
         DatabaseConfig::parse(url, UrlSource::Flag).expect("a server URL"),
         &ConnectOptions {
@@ -27,23 +29,45 @@ fn while_connected<T>(url: &str, look: impl FnOnce() -> T) -> T {
         },
     )
     .expect("open the database");
-    let _held = db.pool().get().expect("a pooled connection");
-    look()
+    let mut held = db.pool().get().expect("a pooled connection");
+    look(&mut held)
 }
 
-/// The application names of the sessions connected to `db` (other than psql's own).
-fn application_names(db: &TestDb) -> String {
-    db.psql(&format!(
-        "SELECT string_agg(DISTINCT application_name, ',') FROM pg_stat_activity \
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        db.name
-    ))
+#[derive(QueryableByName)]
+struct SessionId {
+    #[diesel(sql_type = Text)]
+    session_id: String,
+}
+
+/// The application names the server's activity view shows, as psql sees it from outside: on
+/// PostgreSQL those of every session connected to `db` but psql's own (`pg_stat_activity`); on
+/// CockroachDB, whose `pg_stat_activity` is empty and whose `SHOW SESSIONS` names no database,
+/// that of the session `held` (found by its `session_id`).
+fn application_names(db: &TestDb, held: &mut DbConnection) -> String {
+    if server().is_cockroachdb() {
+        let DbConnection::Postgresql(pg) = held else {
+            panic!("a server connection");
+        };
+        let id = diesel::sql_query("SHOW session_id")
+            .get_result::<SessionId>(pg)
+            .expect("SHOW session_id")
+            .session_id;
+        db.psql(&format!(
+            "SELECT application_name FROM [SHOW CLUSTER SESSIONS] WHERE session_id = '{id}'"
+        ))
+    } else {
+        db.psql(&format!(
+            "SELECT string_agg(DISTINCT application_name, ',') FROM pg_stat_activity \
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            db.name
+        ))
+    }
 }
 
 #[test]
-fn application_name_is_roachbank_in_pg_stat_activity_by_default() {
+fn application_name_is_roachbank_in_the_servers_activity_view_by_default() {
     let db = TestDb::new("appname_default");
-    let names = while_connected(&db.url, || application_names(&db));
+    let names = while_connected(&db.url, |held| application_names(&db, held));
     assert_eq!(names, "roachbank");
 }
 
@@ -51,7 +75,7 @@ fn application_name_is_roachbank_in_pg_stat_activity_by_default() {
 fn application_name_set_in_the_url_is_kept() {
     let db = TestDb::new("appname_url");
     let url = with_param(&db.url, "application_name=teller-7");
-    let names = while_connected(&url, || application_names(&db));
+    let names = while_connected(&url, |held| application_names(&db, held));
     assert_eq!(names, "teller-7");
 }
 
@@ -127,8 +151,8 @@ fn locked_bank(test_name: &str) -> (TestDb, PgConnection) {
 }
 
 /// Runs `roachbank ARGS transfer` against a locked bank on another thread, polling
-/// `pg_stat_activity` meanwhile; returns the output, how long it ran, and whether a
-/// `roachbank` session was seen waiting on a lock.
+/// `pg_stat_activity` meanwhile (on PostgreSQL; CockroachDB's is empty); returns the output,
+/// how long it ran, and whether a `roachbank` session was seen waiting on a lock.
 fn transfer_while_locked(db: &TestDb, args: &[&str]) -> (Output, Duration, bool) {
     let dir = temp_dir();
     let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -143,7 +167,7 @@ fn transfer_while_locked(db: &TestDb, args: &[&str]) -> (Output, Duration, bool)
         run_timed(&cwd, &args, &[], Duration::from_secs(60))
     });
     let mut seen_waiting = false;
-    while !child.is_finished() {
+    while !child.is_finished() && !server().is_cockroachdb() {
         let waiting = db.psql(&format!(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
              AND application_name = 'roachbank' AND wait_event_type = 'Lock'",
@@ -156,13 +180,23 @@ fn transfer_while_locked(db: &TestDb, args: &[&str]) -> (Output, Duration, bool)
     (output, elapsed, seen_waiting)
 }
 
+/// The message of a statement cancelled by `statement_timeout` (SQLSTATE 57014): PostgreSQL's,
+/// or CockroachDB's (cockroachdb/cockroach `pkg/sql/sqlerrors`, `QueryTimeoutError`).
+fn statement_timeout_message() -> &'static str {
+    if server().is_cockroachdb() {
+        "query execution canceled due to statement timeout"
+    } else {
+        "canceling statement due to statement timeout"
+    }
+}
+
 /// Checks that a transfer against the locked bank was cancelled by a 2 s statement timeout,
 /// after waiting at least that long, with nothing applied.
 fn assert_cancelled_by_the_timeout(db: &TestDb, output: &Output, elapsed: Duration) {
     let line = assert_one_line_error(output);
     assert_eq!(output.status.code(), Some(1), "{}", describe(output));
     assert!(
-        line.contains("canceling statement due to statement timeout"),
+        line.contains(statement_timeout_message()),
         "{}",
         describe(output)
     );
@@ -179,8 +213,12 @@ fn assert_cancelled_by_the_timeout(db: &TestDb, output: &Output, elapsed: Durati
 
 #[test]
 fn statement_timeout_flag_cancels_a_transfer_stuck_on_a_row_lock_seen_as_roachbank() {
-    // wait_event_type and the cancellation message are PostgreSQL's.
-    if postgresql_only("statement_timeout_flag_cancels_a_transfer") {
+    if not_run_on_cockroachdb(
+        "statement_timeout_flag_cancels_a_transfer_stuck_on_a_row_lock_seen_as_roachbank",
+        "it watches the transfer wait on the row lock in pg_stat_activity.wait_event_type, \
+         which CockroachDB leaves empty; the timeout itself is checked there by \
+         statement_timeout_in_the_url_options_cancels_a_stuck_transfer",
+    ) {
         return;
     }
     let (db, mut locker) = locked_bank("stmt_timeout_flag");
@@ -220,9 +258,6 @@ fn statement_timeout_flag_cancels_a_transfer_stuck_on_a_row_lock_seen_as_roachba
 
 #[test]
 fn statement_timeout_in_the_url_options_cancels_a_stuck_transfer() {
-    if postgresql_only("statement_timeout_in_the_url_options") {
-        return;
-    }
     let (db, _locker) = locked_bank("stmt_timeout_url");
     let url = with_param(&db.url, "options=-c%20statement_timeout%3D2000");
     let (output, elapsed, _) = transfer_while_locked(&db, &["--database-url", &url]);

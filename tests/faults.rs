@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::proxy::CuttingProxy;
-use support::{server, TestDb};
+use support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb};
 
 /// The killer gives up after this long even if nobody tells it to stop.
 const KILLER_LIMIT: Duration = Duration::from_secs(25);
@@ -283,15 +283,10 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-/// `pg_terminate_backend`, `pg_stat_activity.backend_type`, deferred constraint triggers and
-/// `ALLOW_CONNECTIONS` are PostgreSQL's.
-fn require_postgresql(what: &str) -> bool {
-    if server().is_cockroachdb() {
-        eprintln!("NOT RUN on CockroachDB ({what} needs PostgreSQL)");
-        return false;
-    }
-    true
-}
+/// Why the backend-killer scenarios do not run on CockroachDB.
+const NEEDS_BACKEND_KILLER: &str = "the backend killer picks the app's sessions from \
+     pg_stat_activity (empty on CockroachDB) and ends them with pg_terminate_backend (which \
+     CockroachDB lacks)";
 
 /// Runs transfers, recording every one reported done.
 fn run_transfers(
@@ -315,7 +310,10 @@ fn transfers_under_a_backend_killer_are_each_applied_once_and_the_books_balance(
     const ACCOUNTS: u64 = 100;
     const COUNT: u64 = 2000;
     const WORKERS: u32 = 8;
-    if !require_postgresql("killing backends") {
+    if not_run_on_cockroachdb(
+        "transfers_under_a_backend_killer_are_each_applied_once_and_the_books_balance",
+        NEEDS_BACKEND_KILLER,
+    ) {
         return;
     }
     let _serial = one_at_a_time();
@@ -373,9 +371,19 @@ fn transfers_under_a_backend_killer_are_each_applied_once_and_the_books_balance(
 #[test]
 fn transfers_ride_out_a_server_restart_and_the_books_balance() {
     const WORKERS: u32 = 4;
+    if not_run_on_cockroachdb(
+        "transfers_ride_out_a_server_restart_and_the_books_balance",
+        "restarting the server needs the throwaway PostgreSQL and its pg_ctl",
+    ) {
+        return;
+    }
     let server = server();
     if !server.is_throwaway() {
-        eprintln!("NOT RUN: restarting the server needs the throwaway PostgreSQL (TEST_DATABASE_URL is set)");
+        eprintln!(
+            "NOT RUN on TEST_DATABASE_URL's PostgreSQL: \
+             transfers_ride_out_a_server_restart_and_the_books_balance: restarting the server \
+             needs the throwaway PostgreSQL and its pg_ctl"
+        );
         return;
     }
     let _serial = one_at_a_time();
@@ -555,6 +563,24 @@ fn transfer_whose_commit_never_reached_the_server_is_retried_and_applied_once() 
     transfer_with_commit_cut(Flavor::PostgreSql, "COMMIT", Cut::NeverArrived);
 }
 
+/// On CockroachDB `RELEASE SAVEPOINT cockroach_restart` is the commit: when it lands and its
+/// answer is lost, the probe must find the transfer. (On PostgreSQL the RELEASE commits nothing:
+/// the COMMIT after it would, and it is never sent.)
+#[test]
+fn cockroach_release_that_landed_but_whose_answer_was_lost_is_found_by_the_probe() {
+    if not_run_on_postgresql(
+        "cockroach_release_that_landed_but_whose_answer_was_lost_is_found_by_the_probe",
+        "RELEASE SAVEPOINT cockroach_restart, which commits only there",
+    ) {
+        return;
+    }
+    transfer_with_commit_cut(
+        Flavor::CockroachDb,
+        "RELEASE SAVEPOINT cockroach_restart",
+        Cut::Landed,
+    );
+}
+
 #[test]
 fn cockroach_protocol_transfer_whose_release_never_reached_the_server_is_applied_once() {
     transfer_with_commit_cut(
@@ -577,7 +603,10 @@ fn at_commit_of_each_transfer(db: &TestDb, name: &str, body: &str) {
 
 #[test]
 fn transfer_whose_commit_lands_after_the_probe_looked_is_applied_once() {
-    if !require_postgresql("a slow COMMIT (deferred constraint trigger)") {
+    if not_run_on_cockroachdb(
+        "transfer_whose_commit_lands_after_the_probe_looked_is_applied_once",
+        "the COMMIT is slowed by a PL/pgSQL deferred constraint trigger, which CockroachDB lacks",
+    ) {
         return;
     }
     let label = "commit landing 1 s after the link was cut";
@@ -627,7 +656,11 @@ fn a_commit_lost_every_time_is_retried_a_bounded_number_of_times_reported_unknow
     const MAX_RETRIES: u32 = 3;
     // A correct helper gives up after 4 attempts and < 1 s of backoff.
     const DEADLINE: Duration = Duration::from_secs(5);
-    if !require_postgresql("a backend dying at COMMIT (deferred constraint trigger)") {
+    if not_run_on_cockroachdb(
+        "a_commit_lost_every_time_is_retried_a_bounded_number_of_times_reported_unknown_and_nothing_is_applied",
+        "the backend kills itself at every COMMIT from a PL/pgSQL deferred constraint trigger \
+         with pg_terminate_backend, neither of which CockroachDB has",
+    ) {
         return;
     }
     let label = "every COMMIT kills its backend";
@@ -740,7 +773,12 @@ impl Drop for RefuseConnections<'_> {
 fn a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed() {
     // The slow COMMIT lands this long after it was sent.
     const COMMIT_TAKES: Duration = Duration::from_secs(2);
-    if !require_postgresql("a slow COMMIT and a database refusing connections") {
+    if not_run_on_cockroachdb(
+        "a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed",
+        "the COMMIT is slowed by a PL/pgSQL deferred constraint trigger and the outage is \
+         ALTER DATABASE … ALLOW_CONNECTIONS false plus pg_terminate_backend of the lock waiter \
+         found in pg_stat_activity, none of which CockroachDB has",
+    ) {
         return;
     }
     let label = "lost commit landing late while the database refuses connections";
@@ -886,7 +924,10 @@ fn seed_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
 fn points_load_exactly_n_rows_under_a_backend_killer() {
     const N: u64 = 20_000;
     const CHUNK: u64 = 500;
-    if !require_postgresql("killing backends") {
+    if not_run_on_cockroachdb(
+        "points_load_exactly_n_rows_under_a_backend_killer",
+        NEEDS_BACKEND_KILLER,
+    ) {
         return;
     }
     let _serial = one_at_a_time();

@@ -3,7 +3,9 @@
 //!
 //! CockroachDB's protocol is driven against the suite's PostgreSQL (which accepts the same
 //! `SAVEPOINT cockroach_restart` statements) by overriding the detected flavour; conflicts are
-//! injected with a test-only SQL function that raises 40001 for its first K calls.
+//! injected with a test-only PL/pgSQL function that raises 40001 for its first K calls. On a
+//! CockroachDB (`TEST_DATABASE_URL`) those tests step aside, and their counterparts inject the
+//! conflicts with CockroachDB's own hook, `SET inject_retry_errors_enabled = 'true'`.
 
 mod support;
 
@@ -12,12 +14,14 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use roachbank::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
-use roachbank::retry::{run_transaction, DatabaseErrorSource, RetryPolicy, TransactionError};
+use roachbank::retry::{
+    run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError,
+};
 use roachbank::schema::accounts;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 use support::proxy::CuttingProxy;
-use support::{server, TestDb, TestSqlite};
+use support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb, TestSqlite};
 
 /// Every statement the pool's connections send, in order.
 #[derive(Clone, Default)]
@@ -80,6 +84,12 @@ fn quick_policy(max_retries: u32) -> RetryPolicy {
     }
 }
 
+/// Why the tests that inject conflicts with [`install_conflict_injector`] do not run on
+/// CockroachDB.
+const NEEDS_PLPGSQL_INJECTOR: &str = "conflicts are injected by a test-only PL/pgSQL function \
+     raising 40001 (CockroachDB has PL/pgSQL only from 23.2); the *_server_injected_* tests \
+     prove the same there with CockroachDB's own inject_retry_errors_enabled";
+
 /// Creates `fail_first(k)`: raises 40001 on its first `k` calls in this database, then
 /// returns. Its counter is a sequence, which rollbacks do not undo.
 fn install_conflict_injector(db: &TestDb) {
@@ -118,8 +128,40 @@ fn strings(statements: &[&str]) -> Vec<String> {
     statements.iter().map(|s| s.to_string()).collect()
 }
 
+/// The transaction control of CockroachDB's protocol retrying `retries` times in one
+/// transaction: BEGIN, SAVEPOINT, `retries` × ROLLBACK TO SAVEPOINT, RELEASE, COMMIT.
+fn savepoint_protocol_retried(retries: usize) -> Vec<String> {
+    let mut statements = strings(&[
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        "SAVEPOINT cockroach_restart",
+    ]);
+    statements.extend(
+        std::iter::repeat("ROLLBACK TO SAVEPOINT cockroach_restart".to_string()).take(retries),
+    );
+    statements.extend(strings(&["RELEASE SAVEPOINT cockroach_restart", "COMMIT"]));
+    statements
+}
+
+/// Turns on CockroachDB's `inject_retry_errors_enabled` for the pool's one connection (the
+/// session `run_transaction` then uses): every statement but SET inside an explicit transaction
+/// fails with 40001 until the transaction has been retried through `ROLLBACK TO SAVEPOINT
+/// cockroach_restart` three times (cockroachdb/cockroach `pkg/sql/conn_executor_exec.go`,
+/// `numTxnRetryErrors = 3`); a transaction begun anew starts that count again.
+fn inject_retry_errors(database: &Database, log: &StatementLog) {
+    let mut conn = database.pool().get().expect("the pool's connection");
+    conn.batch_execute("SET inject_retry_errors_enabled = 'true'")
+        .expect("SET inject_retry_errors_enabled");
+    log.clear();
+}
+
 #[test]
 fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_once() {
+    if not_run_on_cockroachdb(
+        "cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_once",
+        NEEDS_PLPGSQL_INJECTOR,
+    ) {
+        return;
+    }
     let db = TestDb::new("crdb_injected_40001");
     install_conflict_injector(&db);
     let (database, log) = open(&db.url, Some(Flavor::CockroachDb));
@@ -133,21 +175,48 @@ fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_o
     assert_eq!(committed.attempts, 3);
     assert_eq!(runs, 3);
     assert_eq!(account_count(&db), 1, "exactly one committed effect");
+    assert_eq!(log.transaction_control(), savepoint_protocol_retried(2));
+}
+
+#[test]
+fn cockroach_protocol_retries_server_injected_40001_through_the_savepoint_and_commits_once() {
+    if not_run_on_postgresql(
+        "cockroach_protocol_retries_server_injected_40001_through_the_savepoint_and_commits_once",
+        "inject_retry_errors_enabled session variable",
+    ) {
+        return;
+    }
+    let db = TestDb::new("crdb_server_injected_40001");
+    let (database, log) = open(&db.url, None);
+    assert_eq!(database.flavor(), Flavor::CockroachDb, "detected");
+    inject_retry_errors(&database, &log);
+    let mut runs = 0;
+    let committed = run_transaction(&database, &quick_policy(10), |conn| {
+        runs += 1;
+        insert_account(conn, 1, 100)
+    })
+    .expect("commits after three retries");
+    assert_eq!(
+        committed.attempts, 4,
+        "three injected 40001s, then the commit"
+    );
+    assert_eq!(runs, 4);
+    assert_eq!(account_count(&db), 1, "exactly one committed effect");
     assert_eq!(
         log.transaction_control(),
-        strings(&[
-            "BEGIN ISOLATION LEVEL SERIALIZABLE",
-            "SAVEPOINT cockroach_restart",
-            "ROLLBACK TO SAVEPOINT cockroach_restart",
-            "ROLLBACK TO SAVEPOINT cockroach_restart",
-            "RELEASE SAVEPOINT cockroach_restart",
-            "COMMIT",
-        ])
+        savepoint_protocol_retried(3),
+        "every retry stayed in the one transaction"
     );
 }
 
 #[test]
 fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_and_commits_once() {
+    if not_run_on_cockroachdb(
+        "postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_and_commits_once",
+        NEEDS_PLPGSQL_INJECTOR,
+    ) {
+        return;
+    }
     let db = TestDb::new("pg_injected_40001");
     install_conflict_injector(&db);
     let (database, log) = open(&db.url, Some(Flavor::PostgreSql));
@@ -230,6 +299,12 @@ fn write_skew_race_between_two_threads_ends_with_correct_balances_after_a_retry(
 
 #[test]
 fn exhausted_retries_return_the_typed_error_with_attempts_and_last_cause_and_commit_nothing() {
+    if not_run_on_cockroachdb(
+        "exhausted_retries_return_the_typed_error_with_attempts_and_last_cause_and_commit_nothing",
+        NEEDS_PLPGSQL_INJECTOR,
+    ) {
+        return;
+    }
     for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
         let db = TestDb::new("exhausted");
         install_conflict_injector(&db);
@@ -240,27 +315,63 @@ fn exhausted_retries_return_the_typed_error_with_attempts_and_last_cause_and_com
             insert_account(conn, runs, 1)?;
             fail_first(conn, 100)
         });
-        match result {
-            Err(TransactionError::RetriesExhausted { attempts, last }) => {
-                assert_eq!(attempts, 3, "{flavor}");
-                assert!(
-                    matches!(
-                        last,
-                        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
-                    ),
-                    "{flavor}: last cause {last:?}"
-                );
-            }
-            other => panic!("{flavor}: expected RetriesExhausted, got {other:?}"),
-        }
-        assert_eq!(runs, 3, "{flavor}");
-        assert_eq!(account_count(&db), 0, "{flavor}: nothing committed");
-        assert_eq!(
-            log.transaction_control().last().map(String::as_str),
-            Some("ROLLBACK"),
-            "{flavor}"
-        );
+        assert_exhausted_after_three_attempts(flavor, result, runs, &db, &log);
     }
+}
+
+/// With one CockroachDB session injecting 40001 into every attempt — the savepoint protocol's
+/// first three, and every one of the PostgreSQL protocol's new transactions — a policy of two
+/// retries gives up after three attempts, whichever protocol runs.
+#[test]
+fn exhausted_retries_of_server_injected_40001_return_the_typed_error_and_commit_nothing() {
+    if not_run_on_postgresql(
+        "exhausted_retries_of_server_injected_40001_return_the_typed_error_and_commit_nothing",
+        "inject_retry_errors_enabled session variable",
+    ) {
+        return;
+    }
+    for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
+        let db = TestDb::new("exhausted_server_injected");
+        let (database, log) = open(&db.url, Some(flavor));
+        inject_retry_errors(&database, &log);
+        let mut runs = 0;
+        let result = run_transaction(&database, &quick_policy(2), |conn| {
+            runs += 1;
+            insert_account(conn, runs, 1)
+        });
+        assert_exhausted_after_three_attempts(flavor, result, runs, &db, &log);
+    }
+}
+
+/// `result` is `RetriesExhausted` after 3 attempts (the work ran 3 times) with a serialization
+/// failure as its last cause, nothing was committed, and the last word was a ROLLBACK.
+fn assert_exhausted_after_three_attempts(
+    flavor: Flavor,
+    result: Result<Committed<()>, TransactionError<DieselError>>,
+    runs: i64,
+    db: &TestDb,
+    log: &StatementLog,
+) {
+    match result {
+        Err(TransactionError::RetriesExhausted { attempts, last }) => {
+            assert_eq!(attempts, 3, "{flavor}");
+            assert!(
+                matches!(
+                    last,
+                    DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+                ),
+                "{flavor}: last cause {last:?}"
+            );
+        }
+        other => panic!("{flavor}: expected RetriesExhausted, got {other:?}"),
+    }
+    assert_eq!(runs, 3, "{flavor}");
+    assert_eq!(account_count(db), 0, "{flavor}: nothing committed");
+    assert_eq!(
+        log.transaction_control().last().map(String::as_str),
+        Some("ROLLBACK"),
+        "{flavor}"
+    );
 }
 
 /// An application error type wrapping database errors, as callers write them.
@@ -355,19 +466,14 @@ fn insert_probe(conn: &mut DbConnection) -> QueryResult<()> {
     conn.batch_execute("INSERT INTO probe (id) VALUES (1)")
 }
 
-fn require_postgresql(what: &str) -> bool {
-    if server().is_cockroachdb() {
-        eprintln!(
-            "NOT RUN on CockroachDB ({what} needs PostgreSQL's deferred constraint triggers)"
-        );
-        return false;
-    }
-    true
-}
-
 #[test]
 fn ambiguous_40003_at_commit_is_reported_and_not_retried() {
-    if !require_postgresql("injecting 40003 at COMMIT") {
+    if not_run_on_cockroachdb(
+        "ambiguous_40003_at_commit_is_reported_and_not_retried",
+        "40003 is raised at COMMIT by a PL/pgSQL deferred constraint trigger, which CockroachDB \
+         lacks; an ambiguous commit on CockroachDB is proven by \
+         link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols",
+    ) {
         return;
     }
     let db = TestDb::new("ambiguous_40003");
@@ -397,7 +503,12 @@ fn ambiguous_40003_at_commit_is_reported_and_not_retried() {
 
 #[test]
 fn connection_lost_during_commit_is_ambiguous_and_not_retried() {
-    if !require_postgresql("killing the backend during COMMIT") {
+    if not_run_on_cockroachdb(
+        "connection_lost_during_commit_is_ambiguous_and_not_retried",
+        "the backend kills itself at COMMIT from a PL/pgSQL deferred constraint trigger with \
+         pg_terminate_backend, neither of which CockroachDB has; a link lost with the commit \
+         in flight is proven there by link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols",
+    ) {
         return;
     }
     let db = TestDb::new("lost_at_commit");
@@ -466,26 +577,38 @@ fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
     }
 }
 
+/// The statement on which [`connection_lost_before_commit_is_retried_on_a_fresh_connection`]
+/// loses its link to the server.
+const LOSE_THE_LINK_HERE: &str = "lose the link here";
+
+/// The first attempt loses its connection mid-transaction, before the commit: a proxy drops the
+/// statement carrying [`LOSE_THE_LINK_HERE`] and cuts the link, so the server rolls the attempt
+/// back. The same on PostgreSQL and CockroachDB (which has no `pg_terminate_backend`; a backend
+/// terminated by the server is faults.rs's backend killer, on PostgreSQL).
 #[test]
 fn connection_lost_before_commit_is_retried_on_a_fresh_connection() {
     for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
         let db = TestDb::new("lost_before_commit");
-        let (database, _log) = open(&db.url, Some(flavor));
+        let server = server();
+        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let (database, _log) = open(&via_proxy(&db, &proxy), Some(flavor));
+        proxy.cut_instead_of(LOSE_THE_LINK_HERE);
         let mut pids = Vec::new();
         let committed = run_transaction(&database, &quick_policy(5), |conn| {
-            let pid: i32 = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>(
-                "pg_backend_pid()",
+            // INT8 on both: PostgreSQL's pg_backend_pid() is INT4, CockroachDB's INT8.
+            let pid: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+                "pg_backend_pid()::INT8",
             ))
             .get_result(conn)?;
             pids.push(pid);
             insert_account(conn, 5, 10)?;
             if pids.len() == 1 {
-                // Our own backend is terminated mid-transaction, before the commit.
-                diesel::sql_query("SELECT pg_terminate_backend(pg_backend_pid())").execute(conn)?;
+                diesel::sql_query(format!("SELECT '{LOSE_THE_LINK_HERE}'")).execute(conn)?;
             }
             Ok::<_, DieselError>(())
         })
         .unwrap_or_else(|err| panic!("{flavor}: retried to success, got {err:?}"));
+        assert_eq!(proxy.cuts(), 1, "{flavor}: the proxy cut the link");
         assert_eq!(committed.attempts, 2, "{flavor}");
         assert_eq!(pids.len(), 2, "{flavor}");
         assert_ne!(

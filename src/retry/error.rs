@@ -74,9 +74,13 @@ pub enum ErrorClass {
     Permanent,
 }
 
-/// Classifies a database error. Diesel gives 40001 and lost connections their own kinds; 40P01
-/// and 40003 (and SQLite's busy) arrive as `Unknown` and are recognised by their messages,
-/// which are stable across the server versions we target.
+/// Classifies a database error, by SQLSTATE wherever diesel exposes it: 40001 arrives as
+/// `SerializationFailure` and class 08 (or a connection libpq reports bad) as
+/// `ClosedConnection`, whatever language the server speaks. Diesel 2.3 gives no other SQLSTATE,
+/// so 40P01 (deadlock), 40003 (ambiguous result), 57P01 (shutdown, drain) and SQLite's busy
+/// arrive as `Unknown` and are recognised by their English messages. CockroachDB never
+/// translates its messages; PostgreSQL does when `lc_messages` is not English, and then a
+/// deadlock would count as permanent (README, "CockroachDB compatibility").
 pub fn classify(error: &DieselError) -> ErrorClass {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
@@ -104,11 +108,16 @@ fn classify_message(message: &str) -> ErrorClass {
     ];
     const CONNECTION_LOST: &[&str] = &[
         "terminating connection", // 57P01 admin shutdown / pg_terminate_backend
-        "server closed the connection", // libpq
-        "no connection to the server", // libpq
-        "connection to server was lost", // libpq
+        // A draining CockroachDB node: 57P01 to open sessions, and the refusal of new ones
+        // (cockroachdb/cockroach `pkg/sql/pgwire/server.go`). Another node, or this one after
+        // its restart, will take the work.
+        "server is shutting down",
+        "server is not accepting clients",
+        "server closed the connection",       // libpq
+        "no connection to the server",        // libpq
+        "connection to server was lost",      // libpq
         "could not receive data from server", // libpq
-        "could not send data to server", // libpq
+        "could not send data to server",      // libpq
         "connection reset",
         "broken pipe",
     ];
@@ -159,5 +168,37 @@ mod tests {
             ErrorClass::Permanent
         );
         assert_eq!(classify(&DieselError::NotFound), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn a_draining_cockroachdb_node_is_a_lost_connection() {
+        for message in [
+            "server is shutting down",
+            "server is not accepting clients, try another node",
+        ] {
+            assert_eq!(
+                classify(&unknown(message)),
+                ErrorClass::ConnectionLost,
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_with_a_sqlstate_kind_are_classified_whatever_their_language() {
+        let translated = |kind| {
+            DieselError::DatabaseError(
+                kind,
+                Box::new("konnte Zugriff nicht serialisieren".to_string()),
+            )
+        };
+        assert_eq!(
+            classify(&translated(DatabaseErrorKind::SerializationFailure)),
+            ErrorClass::Retryable
+        );
+        assert_eq!(
+            classify(&translated(DatabaseErrorKind::ClosedConnection)),
+            ErrorClass::ConnectionLost
+        );
     }
 }

@@ -187,3 +187,24 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// Starts `count` copies of the binary with `args` at once (with `DATABASE_URL` removed) and
+/// waits for them all; their outputs in start order.
+pub fn run_at_once(count: usize, args: &[&str]) -> Vec<Output> {
+    let children: Vec<_> = (0..count)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_roachbank"))
+                .args(args)
+                .env_remove("DATABASE_URL")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn roachbank")
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().expect("wait for roachbank"))
+        .collect()
+}

@@ -7,6 +7,8 @@
 //! * [`TestSqlite`] is a fresh SQLite file in a temporary directory.
 //! * [`bin`] runs the `roachbank` binary and checks what it printed.
 //! * [`tls::tls_server()`] is a second throwaway server with TLS and client certificates.
+//! * [`not_run_on_cockroachdb`] and [`not_run_on_postgresql`]: the one way a test steps aside
+//!   on a server it cannot run on, saying `NOT RUN on …` and why.
 
 // Not every test binary uses every helper.
 #![allow(dead_code)]
@@ -72,12 +74,23 @@ impl Default for TestSqlite {
     }
 }
 
-/// Whether [`server()`] is CockroachDB (`TEST_DATABASE_URL`), where PostgreSQL's catalogs,
-/// role attributes and messages a test relies on do not exist; the test says so (naming
-/// itself) and the caller returns early.
-pub fn postgresql_only(test: &str) -> bool {
+/// Whether `test` must step aside because [`server()`] is CockroachDB (`TEST_DATABASE_URL`).
+/// If so, it says so on stderr — `NOT RUN on CockroachDB: <test>: <reason>` — and the caller
+/// returns at once. The one way a test is left out on CockroachDB: never silently.
+pub fn not_run_on_cockroachdb(test: &str, reason: &str) -> bool {
     if server().is_cockroachdb() {
-        eprintln!("{test}: PostgreSQL-specific; not run on CockroachDB");
+        eprintln!("NOT RUN on CockroachDB: {test}: {reason}");
+        return true;
+    }
+    false
+}
+
+/// The counterpart for a test of one of CockroachDB's own hooks (`hook`: a session variable,
+/// a builtin, a statement PostgreSQL lacks): unless [`server()`] is CockroachDB it says
+/// `NOT RUN on PostgreSQL: <test>: needs CockroachDB's <hook>` on stderr, and the caller returns.
+pub fn not_run_on_postgresql(test: &str, hook: &str) -> bool {
+    if !server().is_cockroachdb() {
+        eprintln!("NOT RUN on PostgreSQL: {test}: needs CockroachDB's {hook}");
         return true;
     }
     false

@@ -1,0 +1,432 @@
+//! CockroachDB's own paths, proven where they can be: on the suite's PostgreSQL through the
+//! flavour override (CockroachDB speaks the same protocol and takes the same statements), and,
+//! when `TEST_DATABASE_URL` names a CockroachDB, on it directly.
+//!
+//! * Migrations run outside a transaction and can run twice (CockroachDB 25.1+ commits an open
+//!   transaction at its first DDL: `autocommit_before_ddl`).
+//! * First opens that race on a brand-new database are serialised by a lock row, not by
+//!   PostgreSQL's advisory locks (CockroachDB has none): each migration is applied exactly once,
+//!   a waiter waits for the holder and no longer than its bound.
+//! * `points --method copy` is refused before anything is written.
+//! * `seed` commits in chunks, each exactly once.
+
+#[macro_use]
+mod support;
+
+use diesel::migration::MigrationSource;
+use diesel::pg::Pg;
+use diesel::prelude::*;
+use roachbank::bank::{self, COCKROACH_SEED_CHUNK};
+use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
+use roachbank::migrate::{MigrationError, MIGRATION_LOCK_TABLE, POSTGRES_MIGRATIONS};
+use roachbank::points::{self, LoadMethod};
+use roachbank::retry::RetryPolicy;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use support::target::Target;
+use support::{server, with_param};
+
+/// Opens `target` as the library does, as CockroachDB (a no-op override on a real one).
+fn open_as_cockroachdb(target: &Target, options: ConnectOptions) -> Result<Database, DbError> {
+    Database::open(
+        DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap(),
+        &ConnectOptions {
+            flavor_override: Some(Flavor::CockroachDb),
+            ..options
+        },
+    )
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy::default()
+}
+
+/// How many tables the `public` schema holds (0 on a database nothing was written to).
+fn public_tables(target: &Target) -> i64 {
+    target.count(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+    )
+}
+
+#[test]
+fn server_migrations_run_outside_a_transaction() {
+    // diesel would otherwise wrap each in BEGIN … COMMIT, and CockroachDB 25.1+ commits that
+    // transaction at the first DDL statement, failing diesel's COMMIT afterwards.
+    for migration in MigrationSource::<Pg>::migrations(&POSTGRES_MIGRATIONS).unwrap() {
+        assert!(
+            !migration.metadata().run_in_transaction(),
+            "migration {} runs in a transaction: its metadata.toml must say run_in_transaction = false",
+            migration.name()
+        );
+    }
+}
+
+#[test]
+fn server_migrations_applied_again_change_nothing() {
+    let target = Target::postgresql("migrations_twice");
+    let db = target.open(1);
+    bank::seed(&db, &policy(), 25).expect("seed");
+    drop(db);
+    let before = (
+        target.count("SELECT COUNT(*) FROM accounts"),
+        target.count("SELECT COUNT(*) FROM transfers"),
+    );
+    // Run every migration's up.sql again, as a run cut off after its DDL (before its version
+    // row) would be finished by the next one.
+    let mut conn = PgConnection::establish(target.url()).expect("connect");
+    for migration in MigrationSource::<Pg>::migrations(&POSTGRES_MIGRATIONS).unwrap() {
+        migration
+            .run(&mut conn)
+            .unwrap_or_else(|err| panic!("migration {} again: {err}", migration.name()));
+    }
+    let after = (
+        target.count("SELECT COUNT(*) FROM accounts"),
+        target.count("SELECT COUNT(*) FROM transfers"),
+    );
+    assert_eq!(before, after, "(accounts, ledger rows) before and after");
+}
+
+#[test]
+fn first_open_as_cockroachdb_reports_every_migration_it_applied() {
+    let target = Target::postgresql("crdb_migration_count");
+    let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
+    assert_eq!(db.migrations_applied(), target.embedded_migrations().len());
+    assert_eq!(target.applied_migrations(), target.embedded_migrations());
+    drop(db);
+    let again = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open again");
+    assert_eq!(again.migrations_applied(), 0, "nothing left to apply");
+}
+
+#[test]
+fn eight_first_opens_at_once_as_cockroachdb_all_succeed_and_apply_each_migration_once() {
+    for round in 0..3 {
+        let target = Target::postgresql("crdb_eight_opens");
+        let barrier = Barrier::new(8);
+        let results: Vec<Result<usize, String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let options = ConnectOptions {
+                            pool_size: 1,
+                            ..ConnectOptions::default()
+                        };
+                        open_as_cockroachdb(&target, options)
+                            .map(|db| db.migrations_applied())
+                            .map_err(|err| err.to_string())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let applied: Vec<usize> = results
+            .into_iter()
+            .map(|result| result.unwrap_or_else(|err| panic!("round {round}: open failed: {err}")))
+            .collect();
+        assert_eq!(
+            applied.iter().sum::<usize>(),
+            target.embedded_migrations().len(),
+            "round {round}: migrations applied per open {applied:?}: each exactly once in all"
+        );
+        assert_eq!(target.applied_migrations(), target.embedded_migrations());
+    }
+}
+
+#[test]
+fn eight_processes_started_at_once_on_a_new_database_all_succeed() {
+    // The binary detects the flavour; on PostgreSQL and CockroachDB alike it locks with the row.
+    let target = Target::postgresql("eight_processes");
+    for output in support::bin::run_at_once(8, &["balance", "--database-url", target.url()]) {
+        assert!(
+            output.status.success(),
+            "roachbank balance failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    assert_eq!(target.applied_migrations(), target.embedded_migrations());
+}
+
+/// Leaves `target` fully migrated but for its last migration (whose statements can run again),
+/// so that the next open has work to do and takes the lock; returns that migration's version.
+fn one_migration_pending(target: &Target) -> String {
+    drop(target.open(1));
+    let last = target.embedded_migrations().pop().unwrap();
+    target.execute(&format!(
+        "DELETE FROM __diesel_schema_migrations WHERE version = '{last}'"
+    ));
+    last
+}
+
+/// Holds the migration lock from another session: its row updated in an open transaction.
+fn hold_migration_lock(target: &Target) -> PgConnection {
+    let mut holder = PgConnection::establish(target.url()).expect("connect the lock holder");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut holder,
+        &format!("BEGIN; UPDATE {MIGRATION_LOCK_TABLE} SET locked_by = 'the test' WHERE id = 1"),
+    )
+    .expect("take the migration lock");
+    holder
+}
+
+#[test]
+fn an_open_waits_for_the_migration_lock_no_longer_than_its_bound() {
+    let target = Target::postgresql("migration_lock_timeout");
+    one_migration_pending(&target);
+    let _holder = hold_migration_lock(&target);
+    let wait = Duration::from_secs(2);
+    let started = Instant::now();
+    let result = open_as_cockroachdb(
+        &target,
+        ConnectOptions {
+            migration_lock_wait: wait,
+            ..ConnectOptions::default()
+        },
+    );
+    let took = started.elapsed();
+    match result {
+        Err(DbError::Migration(MigrationError::LockTimeout { .. })) => {}
+        Err(other) => panic!("expected LockTimeout, got {other}"),
+        Ok(_) => panic!("the open migrated while another session held the lock"),
+    }
+    assert!(
+        took >= wait && took < wait + Duration::from_secs(5),
+        "gave up after {took:?}, the bound being {wait:?}"
+    );
+}
+
+#[test]
+fn an_open_waiting_for_the_migration_lock_goes_on_when_it_is_released() {
+    let target = Target::postgresql("migration_lock_release");
+    let pending = one_migration_pending(&target);
+    let holder = hold_migration_lock(&target);
+    let held_for = Duration::from_secs(1);
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(held_for);
+        drop(holder); // the session ends, and with it the transaction holding the row
+    });
+    let started = Instant::now();
+    let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
+    let took = started.elapsed();
+    releaser.join().unwrap();
+    assert!(took >= held_for, "did not wait for the holder ({took:?})");
+    assert_eq!(
+        db.migrations_applied(),
+        1,
+        "the pending migration {pending}"
+    );
+    assert_eq!(target.applied_migrations(), target.embedded_migrations());
+}
+
+#[test]
+fn points_copy_on_cockroachdb_is_refused_before_anything_is_written() {
+    let target = Target::postgresql("crdb_copy_refused");
+    let result = Database::open_checked(
+        DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap(),
+        &ConnectOptions {
+            flavor_override: Some(Flavor::CockroachDb),
+            ..ConnectOptions::default()
+        },
+        |flavor| LoadMethod::Copy.supported_on(flavor),
+    );
+    match result {
+        Err(DbError::Unsupported(reason)) => {
+            assert!(reason.contains("CockroachDB"), "{reason}");
+            assert!(reason.contains("--method insert"), "{reason}");
+            assert_eq!(reason.lines().count(), 1, "{reason}");
+        }
+        Err(other) => panic!("expected Unsupported, got {other}"),
+        Ok(_) => panic!("copy was accepted on CockroachDB"),
+    }
+    assert_eq!(public_tables(&target), 0, "not even the migrations ran");
+
+    // The library refuses it too, before its first chunk.
+    let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
+    let refused = points::add_points_with(&db, &policy(), 100, 10, LoadMethod::Copy, &mut |_| {});
+    assert!(refused.is_err(), "add_points_with copy on CockroachDB");
+    assert_eq!(target.count("SELECT COUNT(*) FROM points"), 0);
+    // And INSERT, the default there, works.
+    let report = points::add_points(&db, &policy(), 100, 10, &mut |_| {}).expect("insert");
+    assert_eq!(report.rows, 100);
+}
+
+/// How many transactions wrote the accounts: on PostgreSQL each has its own `xmin`; on
+/// CockroachDB each commits at one MVCC timestamp.
+fn transactions_that_wrote_accounts(target: &Target) -> i64 {
+    if server().is_cockroachdb() {
+        target.count("SELECT COUNT(DISTINCT crdb_internal_mvcc_timestamp) FROM accounts")
+    } else {
+        target.count("SELECT COUNT(DISTINCT xmin::text) FROM accounts")
+    }
+}
+
+#[test]
+fn seed_on_cockroachdb_commits_in_chunks_and_reports_the_exact_sum() {
+    let target = Target::postgresql("crdb_seed_chunks");
+    let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
+    let count = 2 * COCKROACH_SEED_CHUNK + 7;
+    let seeded = bank::seed(&db, &policy(), count).expect("seed");
+    assert_eq!(seeded.value.accounts, count);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), count as i64);
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM transfers WHERE source_id IS NULL"),
+        count as i64,
+        "one opening deposit per account"
+    );
+    assert_eq!(
+        target.int("SELECT CAST(SUM(balance) AS INT8) FROM accounts"),
+        Some(seeded.value.money)
+    );
+    assert_eq!(transactions_that_wrote_accounts(&target), 3, "chunks");
+    assert!(
+        seeded.attempts >= 3,
+        "attempts over the chunks: {}",
+        seeded.attempts
+    );
+}
+
+#[test]
+fn seed_on_postgresql_stays_one_transaction() {
+    if server().is_cockroachdb() {
+        eprintln!("NOT RUN on CockroachDB: the one-transaction seed is PostgreSQL's path");
+        return;
+    }
+    let target = Target::postgresql("pg_seed_one_txn");
+    let db = target.open(1);
+    bank::seed(&db, &policy(), 2 * COCKROACH_SEED_CHUNK + 7).expect("seed");
+    assert_eq!(transactions_that_wrote_accounts(&target), 1);
+}
+
+#[test]
+fn migrations_succeed_first_time_on_cockroachdb_with_autocommit_before_ddl_on() {
+    if !server().is_cockroachdb() {
+        eprintln!("NOT RUN on PostgreSQL: needs CockroachDB's autocommit_before_ddl");
+        return;
+    }
+    let target = Target::postgresql("crdb_autocommit_ddl");
+    // The variable exists from CockroachDB 24.1 (on by default from 25.1).
+    if server()
+        .try_psql(&target_name(&target), "SHOW autocommit_before_ddl")
+        .is_err()
+    {
+        eprintln!("NOT RUN on this CockroachDB: it has no autocommit_before_ddl (before 24.1)");
+        return;
+    }
+    let url = with_param(target.url(), "options=-c%20autocommit_before_ddl%3Don");
+    let db = Database::open(
+        DatabaseConfig::parse(&url, UrlSource::Flag).unwrap(),
+        &ConnectOptions::default(),
+    )
+    .expect("migrations with autocommit_before_ddl on");
+    assert_eq!(db.migrations_applied(), target.embedded_migrations().len());
+    assert_eq!(target.applied_migrations(), target.embedded_migrations());
+}
+
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Postgresql(db) => db.name.clone(),
+        Target::Sqlite(_) => unreachable!("a server target"),
+    }
+}
+
+/// A stand-in for a draining CockroachDB node: it answers every session's start-up with 57P01
+/// "server is not accepting clients, try another node", as `pkg/sql/pgwire/server.go` does
+/// (`ErrDrainingNewConn`). Returns its port and a count of the sessions it refused.
+fn draining_node() -> (u16, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the draining node");
+    let port = listener.local_addr().unwrap().port();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counter = refused.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if refuse_session(stream).is_ok() {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (port, refused)
+}
+
+/// Reads the start-up (answering `N` to SSL or GSS encryption requests) and refuses it.
+fn refuse_session(mut stream: TcpStream) -> std::io::Result<()> {
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    loop {
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head)?;
+        let length = u32::from_be_bytes(head[..4].try_into().unwrap()) as usize;
+        let code = u32::from_be_bytes(head[4..].try_into().unwrap());
+        let mut rest = vec![0u8; length.saturating_sub(8)];
+        stream.read_exact(&mut rest)?;
+        if code == SSL_REQUEST || code == GSSENC_REQUEST {
+            stream.write_all(b"N")?;
+            continue;
+        }
+        let mut fields = Vec::new();
+        for (tag, value) in [
+            (b'S', "FATAL"),
+            (b'V', "FATAL"),
+            (b'C', "57P01"),
+            (b'M', "server is not accepting clients, try another node"),
+        ] {
+            fields.push(tag);
+            fields.extend_from_slice(value.as_bytes());
+            fields.push(0);
+        }
+        fields.push(0);
+        let mut message = vec![b'E'];
+        message.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+        message.extend_from_slice(&fields);
+        return stream.write_all(&message);
+    }
+}
+
+#[test]
+fn a_draining_node_first_in_a_multi_host_url_is_passed_over_for_the_next_host() {
+    let target = Target::postgresql("drain_failover");
+    let (port, refused) = draining_node();
+    let live = format!("@{}:{}", server().host(), server().port());
+    assert!(
+        target.url().contains(&live),
+        "{} names {live}",
+        target.url()
+    );
+    let url = target.url().replacen(
+        &live,
+        &format!("@127.0.0.1:{port},{}:{}", server().host(), server().port()),
+        1,
+    );
+    let db = Database::open(
+        DatabaseConfig::parse(&url, UrlSource::Flag).unwrap(),
+        &ConnectOptions::default(),
+    )
+    .unwrap_or_else(|err| panic!("open past the draining node: {err}"));
+    assert!(
+        refused.load(Ordering::SeqCst) >= 1,
+        "the draining node was never asked"
+    );
+    bank::seed(&db, &policy(), 3).expect("seed through the next host");
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 3);
+
+    // With no other host to go to, the refusal is reported, once, on one line.
+    let alone = target
+        .url()
+        .replacen(&live, &format!("@127.0.0.1:{port}"), 1);
+    match Database::open(
+        DatabaseConfig::parse(&alone, UrlSource::Flag).unwrap(),
+        &ConnectOptions::default(),
+    ) {
+        Err(err @ DbError::Connect { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains("not accepting clients"), "{text}");
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
+        Err(other) => panic!("expected a connection error, got {other}"),
+        Ok(_) => panic!("connected to a node that refuses every session"),
+    }
+}
