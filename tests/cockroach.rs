@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use support::target::Target;
-use support::{server, with_param};
+use support::{not_run_on_postgresql, server, with_param};
 
 /// Opens `target` as the library does, as CockroachDB (a no-op override on a real one).
 fn open_as_cockroachdb(target: &Target, options: ConnectOptions) -> Result<Database, DbError> {
@@ -291,21 +291,25 @@ fn seed_on_cockroachdb_commits_in_chunks_and_reports_the_exact_sum() {
 }
 
 #[test]
-fn seed_on_postgresql_stays_one_transaction() {
-    if server().is_cockroachdb() {
-        eprintln!("NOT RUN on CockroachDB: the one-transaction seed is PostgreSQL's path");
-        return;
-    }
+fn seed_as_postgresql_stays_one_transaction() {
+    // Forced, so that on a CockroachDB too the PostgreSQL path is the one checked.
     let target = Target::postgresql("pg_seed_one_txn");
-    let db = target.open(1);
+    let db = Database::open(
+        DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap(),
+        &ConnectOptions {
+            flavor_override: Some(Flavor::PostgreSql),
+            ..ConnectOptions::default()
+        },
+    )
+    .expect("open");
     bank::seed(&db, &policy(), 2 * COCKROACH_SEED_CHUNK + 7).expect("seed");
     assert_eq!(transactions_that_wrote_accounts(&target), 1);
 }
 
 #[test]
 fn migrations_succeed_first_time_on_cockroachdb_with_autocommit_before_ddl_on() {
-    if !server().is_cockroachdb() {
-        eprintln!("NOT RUN on PostgreSQL: needs CockroachDB's autocommit_before_ddl");
+    const TEST: &str = "migrations_succeed_first_time_on_cockroachdb_with_autocommit_before_ddl_on";
+    if not_run_on_postgresql(TEST, "autocommit_before_ddl session variable") {
         return;
     }
     let target = Target::postgresql("crdb_autocommit_ddl");
@@ -314,7 +318,7 @@ fn migrations_succeed_first_time_on_cockroachdb_with_autocommit_before_ddl_on() 
         .try_psql(&target_name(&target), "SHOW autocommit_before_ddl")
         .is_err()
     {
-        eprintln!("NOT RUN on this CockroachDB: it has no autocommit_before_ddl (before 24.1)");
+        eprintln!("NOT RUN on CockroachDB: {TEST}: this version has no autocommit_before_ddl (before 24.1)");
         return;
     }
     let url = with_param(target.url(), "options=-c%20autocommit_before_ddl%3Don");
