@@ -97,6 +97,12 @@ pub struct ConnectOptions {
     /// Cancel any statement running longer than this (`SET statement_timeout` on every
     /// CockroachDB/PostgreSQL connection). SQLite has no such setting: ignored there.
     pub statement_timeout: Option<Duration>,
+    /// How long a transaction of ours may sit idle on the server before the server ends it
+    /// (`SET idle_in_transaction_session_timeout` on every CockroachDB/PostgreSQL connection;
+    /// default [`IDLE_IN_TRANSACTION_TIMEOUT`]). This bounds how long a transaction whose
+    /// client lost it — a COMMIT swallowed by a network partition — can hold its locks, and so
+    /// how long the retry that settles it waits. SQLite: ignored.
+    pub idle_in_transaction_timeout: Duration,
     /// How long [`Database::open`] waits for another process's migrations (see
     /// [`migrate::MIGRATION_LOCK_WAIT`]).
     pub migration_lock_wait: Duration,
@@ -115,11 +121,17 @@ impl Default for ConnectOptions {
             sqlite_busy_timeout: Duration::from_secs(5),
             pool_timeout: Duration::from_secs(30),
             statement_timeout: None,
+            idle_in_transaction_timeout: IDLE_IN_TRANSACTION_TIMEOUT,
             migration_lock_wait: migrate::MIGRATION_LOCK_WAIT,
             redactor: Redactor::new(),
         }
     }
 }
+
+/// Default of [`ConnectOptions::idle_in_transaction_timeout`]: far above the longest pause
+/// roachbank's own work makes between two statements of a transaction (drawing the ids of a
+/// 10,000,000-account seed), and low enough that an unknown commit settles well within 30 s.
+pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Failures to reach or prepare the database.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +163,7 @@ pub struct DbConnectionManager {
     instrumentation: Option<InstrumentationFactory>,
     sqlite_busy_timeout: Duration,
     statement_timeout: Option<Duration>,
+    idle_in_transaction_timeout: Duration,
     /// The URL's own password and `options.redactor`'s secrets.
     redactor: Redactor,
 }
@@ -166,6 +179,7 @@ impl DbConnectionManager {
             instrumentation: options.instrumentation.clone(),
             sqlite_busy_timeout: options.sqlite_busy_timeout,
             statement_timeout: options.statement_timeout,
+            idle_in_transaction_timeout: options.idle_in_transaction_timeout,
             redactor,
         }
     }
@@ -200,13 +214,23 @@ impl DbConnectionManager {
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
             });
         }
-        if let (DbConnection::Postgresql(pg), Some(timeout)) = (&mut conn, self.statement_timeout) {
+        if let DbConnection::Postgresql(pg) = &mut conn {
             // Milliseconds: an integer means milliseconds on PostgreSQL and CockroachDB alike.
-            pg.batch_execute(&format!(
-                "SET statement_timeout = {}",
-                statement_timeout_millis(timeout)
-            ))
-            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            // A transaction of ours left open by a lost client (a COMMIT swallowed by a network
+            // partition) is ended by the server after `idle_in_transaction_timeout`, releasing
+            // its locks and its uncommitted ledger row, which the retry's INSERT waits on.
+            let mut settings = format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                statement_timeout_millis(self.idle_in_transaction_timeout)
+            );
+            if let Some(timeout) = self.statement_timeout {
+                settings += &format!(
+                    "; SET statement_timeout = {}",
+                    statement_timeout_millis(timeout)
+                );
+            }
+            pg.batch_execute(&settings)
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         }
         Ok(conn)
     }

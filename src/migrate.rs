@@ -162,8 +162,10 @@ impl<'c> MigrationLock<'c> {
         // Rounded up to the next millisecond, so that a timeout means the deadline has passed.
         let remaining =
             deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1);
+        // This session sits idle in its transaction while the migrations run on another one:
+        // the server must not end it for that.
         conn.batch_execute(&format!(
-            "SET statement_timeout = {}",
+            "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = 0",
             crate::db::statement_timeout_millis(remaining)
         ))?;
         conn.batch_execute(&format!(

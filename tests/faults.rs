@@ -110,15 +110,25 @@ impl Instrumentation for Tally {
 
 /// Opens `url` through the library with `pool_size` connections, keeping a [`Tally`].
 fn open(url: &str, pool_size: u32, flavor: Option<Flavor>) -> (Database, Tally) {
+    open_with(
+        url,
+        ConnectOptions {
+            pool_size,
+            flavor_override: flavor,
+            ..ConnectOptions::default()
+        },
+    )
+}
+
+/// [`open`] with `options` (their instrumentation replaced by the [`Tally`]'s).
+fn open_with(url: &str, options: ConnectOptions) -> (Database, Tally) {
     let tally = Tally::default();
     let counter = tally.clone();
     let options = ConnectOptions {
-        pool_size,
-        flavor_override: flavor,
         instrumentation: Some(Arc::new(move || {
             Box::new(counter.clone()) as Box<dyn Instrumentation>
         })),
-        ..ConnectOptions::default()
+        ..options
     };
     let config = DatabaseConfig::parse(url, UrlSource::Flag).unwrap();
     let database = Database::open(config, &options)
@@ -551,6 +561,146 @@ fn assert_attempts_fit_the_cut(cut: Cut, attempts: u32, ledger_inserts: u64, lab
             );
         }
     }
+}
+
+/// How long the server may keep a swallowed commit's transaction (`idle_in_transaction_timeout`
+/// in the partition tests), and the margin the settling may take beyond it.
+const IDLE_BOUND: Duration = Duration::from_secs(2);
+const SETTLE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Opens `url` (through a proxy) for a partition test: the server ends a transaction of ours
+/// left idle for [`IDLE_BOUND`].
+fn open_for_partition(url: &str, flavor: Flavor) -> Database {
+    open_with(
+        url,
+        ConnectOptions {
+            pool_size: 2,
+            flavor_override: Some(flavor),
+            idle_in_transaction_timeout: IDLE_BOUND,
+            ..ConnectOptions::default()
+        },
+    )
+    .0
+}
+
+/// Runs `work` on `database` in a thread; fails the test if it has not returned within
+/// [`IDLE_BOUND`] + [`SETTLE_MARGIN`] (it would hang on the zombie transaction for ever
+/// otherwise). Returns the database back and what `work` returned.
+fn settles_in_bounded_time<T: Send + 'static>(
+    label: &str,
+    database: Database,
+    work: impl FnOnce(&Database) -> T + Send + 'static,
+) -> (Database, T) {
+    let started = Instant::now();
+    let call = thread::spawn(move || {
+        let result = work(&database);
+        (database, result)
+    });
+    while !call.is_finished() {
+        assert!(
+            started.elapsed() < IDLE_BOUND + SETTLE_MARGIN,
+            "{label}: still waiting after {:?}: it hangs on the zombie transaction",
+            started.elapsed()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    call.join().expect("the work's thread")
+}
+
+/// One `bank::transfer` whose `statement` (the commit) a network partition swallows: the client
+/// loses its connection, while the server keeps the transaction open, idle, holding its row
+/// locks and its uncommitted ledger row. The retry that settles it reuses the ledger id and so
+/// waits on that row; the server ends the zombie after `idle_in_transaction_timeout`, and the
+/// transfer is then applied once.
+fn transfer_with_commit_swallowed(flavor: Flavor, statement: &str) {
+    let label = format!("{flavor}, {statement:?} swallowed");
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_commit", 10);
+    let database = open_for_partition(&url, flavor);
+    let before = balances(&db);
+    proxy.swallow(statement);
+    let (database, result) = settles_in_bounded_time(&label, database, |database| {
+        bank::transfer(database, &policy())
+    });
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "{label}: the partition swallowed one commit"
+    );
+    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    let transfer = &committed.value;
+    assert_books_balance(&db, &database, std::slice::from_ref(transfer), &label);
+    let mut expected = before;
+    *expected
+        .get_mut(&transfer.source)
+        .expect("the source exists") -= transfer.amount;
+    *expected.get_mut(&transfer.sink).expect("the sink exists") += transfer.amount;
+    assert_eq!(balances(&db), expected, "{label}: the amount moved once");
+}
+
+#[test]
+fn seed_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_applies_once() {
+    const ACCOUNTS: u64 = 50;
+    let label = "seed, COMMIT swallowed";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_seed", 0);
+    let database = open_for_partition(&url, Flavor::PostgreSql);
+    proxy.swallow("COMMIT");
+    let (database, result) = settles_in_bounded_time(label, database, |database| {
+        bank::seed(database, &policy(), ACCOUNTS)
+    });
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "{label}: the partition swallowed one commit"
+    );
+    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    assert_eq!(committed.value.accounts, ACCOUNTS);
+    assert_eq!(count(&db, "SELECT count(*) FROM accounts"), ACCOUNTS as i64);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM transfers WHERE source_id IS NULL"
+        ),
+        ACCOUNTS as i64,
+        "{label}: one deposit per account"
+    );
+    assert_audit_consistent(&database, label);
+}
+
+#[test]
+fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly_n_rows() {
+    const N: u64 = 2_000;
+    let label = "points, COMMIT swallowed";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_points", 0);
+    let database = open_for_partition(&url, Flavor::PostgreSql);
+    proxy.swallow("COMMIT");
+    let (_database, result) = settles_in_bounded_time(label, database, |database| {
+        points::add_points(database, &policy(), N, 500, &mut |_| {})
+    });
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "{label}: the partition swallowed one commit"
+    );
+    let report = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    assert_eq!(report.rows, N);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM points"),
+        N as i64,
+        "{label}"
+    );
+}
+
+#[test]
+fn transfer_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_applies_once() {
+    transfer_with_commit_swallowed(Flavor::PostgreSql, "COMMIT");
+}
+
+#[test]
+fn cockroach_protocol_transfer_whose_release_a_partition_swallows_settles_and_applies_once() {
+    transfer_with_commit_swallowed(Flavor::CockroachDb, "RELEASE SAVEPOINT");
 }
 
 #[test]

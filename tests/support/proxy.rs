@@ -7,7 +7,9 @@
 //! [`CuttingProxy::cut_after`] forwards the triggering statement before cutting (the server
 //! runs it: "the commit landed, its answer was lost"); [`CuttingProxy::cut_instead_of`] drops it
 //! and cuts (the server never sees it: "the commit never reached the server"). The client sees
-//! the same lost connection either way.
+//! the same lost connection either way. [`CuttingProxy::swallow`] is a network partition: the
+//! statement is dropped and the client's side closed, while the server's side stays open and
+//! silent, its transaction idle and holding its locks, until the server ends the session.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -29,12 +31,21 @@ struct ProxyState {
     closed: AtomicBool,
 }
 
-/// An armed cut: the statement text to watch for, and whether it reaches the server.
+/// An armed cut: the statement text to watch for, and what happens to it.
 struct Trigger {
     needle: Vec<u8>,
-    /// Forward the read holding the statement before cutting (`cut_after`), or drop it
-    /// (`cut_instead_of`).
-    forward: bool,
+    action: Action,
+}
+
+/// What a trigger does to the read holding its statement.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Forward it, then cut both sides (`cut_after`).
+    ForwardThenCut,
+    /// Drop it and cut both sides (`cut_instead_of`).
+    DropAndCut,
+    /// Drop it, cut the client's side only, and keep the server's side open (`swallow`).
+    Swallow,
 }
 
 impl CuttingProxy {
@@ -74,7 +85,7 @@ impl CuttingProxy {
     /// From now on, cut the next connection whose client sends `statement` (once: the trigger
     /// is disarmed by the cut).
     pub fn cut_after(&self, statement: &str) {
-        self.arm(statement, true);
+        self.arm(statement, Action::ForwardThenCut);
     }
 
     /// From now on, cut the next connection whose client sends `statement` *without*
@@ -83,13 +94,21 @@ impl CuttingProxy {
     /// whole read holding the statement is dropped; libpq sends a simple-protocol statement in
     /// one write and waits for its answer, so that read is the statement alone.
     pub fn cut_instead_of(&self, statement: &str) {
-        self.arm(statement, false);
+        self.arm(statement, Action::DropAndCut);
     }
 
-    fn arm(&self, statement: &str, forward: bool) {
+    /// From now on, partition the next connection whose client sends `statement`: the
+    /// statement is dropped and the client's side closed, but the server's side stays open and
+    /// silent — for a `COMMIT`, the server keeps the transaction open, idle, holding its locks,
+    /// until it ends the session itself (once: the trigger is disarmed by the cut).
+    pub fn swallow(&self, statement: &str) {
+        self.arm(statement, Action::Swallow);
+    }
+
+    fn arm(&self, statement: &str, action: Action) {
         *self.state.cut_on.lock().unwrap() = Some(Trigger {
             needle: statement.as_bytes().to_vec(),
-            forward,
+            action,
         });
     }
 
@@ -128,13 +147,13 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 Ok(n) => n,
             };
             let chunk = &buffer[..n];
-            // `Some(forward)` when this read triggers the cut.
+            // `Some(action)` when this read triggers the cut.
             let hit = {
                 let mut trigger = state.cut_on.lock().unwrap();
                 let hit = trigger
                     .as_ref()
                     .filter(|armed| contains(chunk, &armed.needle))
-                    .map(|armed| armed.forward);
+                    .map(|armed| armed.action);
                 if hit.is_some() {
                     *trigger = None;
                 }
@@ -143,7 +162,15 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
             if hit.is_some() {
                 cut.store(true, Ordering::SeqCst);
             }
-            if hit == Some(false) {
+            if hit == Some(Action::Swallow) {
+                // The client's side goes; the server's is left open and silent: nothing more is
+                // written to it, not even an end of stream. The other thread keeps it open,
+                // blocked reading it, until the server ends the session.
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = cut_client.shutdown(Shutdown::Both);
+                return;
+            }
+            if hit == Some(Action::DropAndCut) {
                 // The statement is dropped: cut at once, the server never sees it.
                 state.cuts.fetch_add(1, Ordering::SeqCst);
                 let _ = cut_client.shutdown(Shutdown::Both);
