@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use roachbank::bank::MAX_SEED_ACCOUNTS;
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
-use roachbank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_POINTS_PER_RUN};
+use roachbank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
@@ -29,6 +29,21 @@ pub struct Cli {
     /// ignores it. A server URL can set it too: options=-c%20statement_timeout%3D5s
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_statement_timeout)]
     pub statement_timeout: Option<Duration>,
+
+    /// A statement that gets no answer for this long (a frozen server, a proxy that stops
+    /// forwarding) has its connection closed from this side; the transaction is then retried on
+    /// a fresh connection, or its commit settled by the ledger probe. Never shorter than the
+    /// statement timeout plus 5 s. CockroachDB/PostgreSQL only.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s",
+          value_parser = parse_statement_timeout)]
+    pub stall_timeout: Duration,
+
+    /// The server ends a transaction of ours left idle this long (SET
+    /// idle_in_transaction_session_timeout): a commit lost in a network partition can hold its
+    /// locks no longer, and settles within about this time. CockroachDB/PostgreSQL only.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "15s",
+          value_parser = parse_statement_timeout)]
+    pub idle_in_transaction_timeout: Duration,
 
     /// What to do.
     #[command(subcommand)]
@@ -70,9 +85,10 @@ pub enum Command {
         #[arg(value_name = "N",
               value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
         count: u64,
-        /// Rows per chunk (per transaction; at most 2,500 on CockroachDB).
+        /// Rows per chunk (per transaction): at most 100,000, which bounds memory (under 64 MiB
+        /// with four chunks in flight); chunks beyond 2,500 rows are cut to 2,500 on CockroachDB.
         #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
-              value_parser = clap::value_parser!(u64).range(1..))]
+              value_parser = clap::value_parser!(u64).range(1..=MAX_CHUNK_ROWS))]
         chunk_size: u64,
         /// How chunks are written: copy (PostgreSQL only, its default) or insert (the default
         /// on CockroachDB and SQLite, which refuse copy from this driver).

@@ -11,9 +11,28 @@ use roachbank::points;
 use roachbank::points::LoadMethod;
 use roachbank::retry::RetryPolicy;
 use roachbank::transfer_run::{self, RunLength, TransferOutcome};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// A failed write to standard output: a closed pipe (`roachbank balance | head -0`), a full disk
+/// (`>/dev/full`) … Commands return it instead of panicking as `println!` would; `main` ends
+/// quietly on a closed pipe and prints this, one line, on anything else.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct StdoutError(pub std::io::Error);
+
+/// Writes one line of a command's results on stdout (line-buffered, so it is written at once).
+pub fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
+    writeln!(std::io::stdout().lock(), "{line}").map_err(StdoutError)
+}
+
+/// `println!` that returns a [`StdoutError`] instead of panicking: `say!("…", …)?`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        write_line(format_args!($($arg)*))
+    };
+}
 
 /// Transfers up to this count print one line each.
 const TRANSFER_LINES_UP_TO: u64 = 10;
@@ -38,7 +57,11 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
             } else {
                 Ok(())
             };
-            transferred.and(audited)
+            match transferred {
+                // Unprinted output is the least of the failures: a failed audit outranks it.
+                Err(err) if err.is::<StdoutError>() => audited.and(Err(err)),
+                transferred => transferred.and(audited),
+            }
         }
         Command::Points {
             count,
@@ -73,7 +96,7 @@ pub fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), Strin
 pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<()> {
     let report = init::init(plan, options).context("init failed")?;
     for step in &report.steps {
-        println!("{}: {}", step.subject, step.outcome);
+        say!("{}: {}", step.subject, step.outcome)?;
     }
     let who = report
         .user
@@ -81,17 +104,17 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<()> {
         .map(|user| format!(" as {}", init::quote_ident(user)))
         .unwrap_or_default();
     if report.migrations_applied > 0 {
-        println!("migrations: {} applied{who}", report.migrations_applied);
+        say!("migrations: {} applied{who}", report.migrations_applied)?;
     } else {
-        println!("migrations: up to date{who}");
+        say!("migrations: up to date{who}")?;
     }
     match report.changes() {
-        0 => println!("init: {} database ready; nothing changed", report.flavor),
-        n => println!(
+        0 => say!("init: {} database ready; nothing changed", report.flavor)?,
+        n => say!(
             "init: {} database ready; {n} change{}",
             report.flavor,
             plural(n as u64)
-        ),
+        )?,
     }
     Ok(())
 }
@@ -107,13 +130,14 @@ pub fn pool_size(command: &Command) -> u32 {
 
 fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     let committed = bank::seed(db, policy, accounts).context("seed failed")?;
-    println!(
-        "seeded {} accounts holding {} in total ({} attempt{})",
+    say!(
+        "seeded {} account{} holding {} in total ({} attempt{})",
         committed.value.accounts,
+        plural(committed.value.accounts),
         committed.value.money,
         committed.attempts,
         plural(u64::from(committed.attempts)),
-    );
+    )?;
     Ok(())
 }
 
@@ -121,16 +145,23 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
     let started = Instant::now();
     let progress = Mutex::new((started, 0u64));
+    // The first failed write to stdout: the transfers go on (at most TRANSFER_LINES_UP_TO of
+    // them), unprinted, and the run reports it at the end.
+    let unprinted: Mutex<Option<StdoutError>> = Mutex::new(None);
     let on_transfer = |outcome: &TransferOutcome| {
         if print_each {
-            println!(
-                "transferred {} from account {} to account {} ({} attempt{})",
-                outcome.transfer.amount,
-                outcome.transfer.source,
-                outcome.transfer.sink,
-                outcome.attempts,
-                plural(u64::from(outcome.attempts)),
-            );
+            let mut unprinted = unprinted.lock().unwrap_or_else(|p| p.into_inner());
+            if unprinted.is_none() {
+                *unprinted = say!(
+                    "transferred {} from account {} to account {} ({} attempt{})",
+                    outcome.transfer.amount,
+                    outcome.transfer.source,
+                    outcome.transfer.sink,
+                    outcome.attempts,
+                    plural(u64::from(outcome.attempts)),
+                )
+                .err();
+            }
             return;
         }
         let mut progress = progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,33 +169,38 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
         if progress.0.elapsed() >= PROGRESS_EVERY {
             progress.0 = Instant::now();
             let elapsed = started.elapsed().as_secs_f64();
-            eprintln!(
-                "roachbank: {} transfers done in {elapsed:.0} s ({:.1} transfers/s)",
+            note!(
+                "roachbank: {} transfer{} done in {elapsed:.0} s ({:.1} transfers/s)",
                 progress.1,
+                plural(progress.1),
                 progress.1 as f64 / elapsed,
             );
         }
     };
     let report = transfer_run::run_transfers(db, policy, length, workers, &on_transfer);
     let summary = &report.summary;
-    println!(
-        "transfers: {} done, {} failed, {}{} retries, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
-        summary.done,
-        summary.failed,
-        if summary.unknown > 0 {
-            format!("{} with unknown outcome, ", summary.unknown)
-        } else {
-            String::new()
-        },
-        summary.retries,
-        summary.per_second(),
-        format_latency(summary.latency_quantile(0.50)),
-        format_latency(summary.latency_quantile(0.99)),
-        workers,
-        plural(u64::from(workers)),
-    );
+    let printed = match unprinted.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(error) => Err(error),
+        None => say!(
+            "transfers: {} done, {} failed, {}{}, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
+            summary.done,
+            summary.failed,
+            if summary.unknown > 0 {
+                format!("{} with unknown outcome, ", summary.unknown)
+            } else {
+                String::new()
+            },
+            retries(summary.retries),
+            summary.per_second(),
+            format_latency(summary.latency_quantile(0.50)),
+            format_latency(summary.latency_quantile(0.99)),
+            workers,
+            plural(u64::from(workers)),
+        ),
+    };
+    // A failed transfer outranks unprinted output: the exit status must say the money moved.
     match report.error {
-        None => Ok(()),
+        None => Ok(printed?),
         Some(error) => Err(anyhow::Error::new(error).context(format!(
             "{} transfer{} failed (none of them applied), {} with unknown outcome; the first",
             summary.failed,
@@ -177,18 +213,19 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
 fn check(db: &Database, policy: &RetryPolicy) -> Result<()> {
     let started = Instant::now();
     let report = audit::audit(db, policy).context("check failed")?.value;
-    print_audit(&report, started.elapsed());
+    let printed = print_audit(&report, started.elapsed());
+    // An inconsistent bank outranks unprinted output.
     if report.is_consistent() {
-        Ok(())
+        Ok(printed?)
     } else {
         anyhow::bail!("the audit found inconsistencies (see above)")
     }
 }
 
-fn print_audit(report: &AuditReport, elapsed: Duration) {
+fn print_audit(report: &AuditReport, elapsed: Duration) -> Result<(), StdoutError> {
     let totals = &report.totals;
-    println!(
-        "check: {} — {} accounts, {} ledger rows, total balance {} vs deposits {}, \
+    say!(
+        "check: {} — {} account{}, {} ledger row{}, total balance {} vs deposits {}, \
          {} account{} off the ledger, {} negative balance{}, {} orphan ledger row{} ({:.2} s)",
         if report.is_consistent() {
             "OK"
@@ -196,7 +233,9 @@ fn print_audit(report: &AuditReport, elapsed: Duration) {
             "FAILED"
         },
         totals.accounts,
+        plural(totals.accounts as u64),
         totals.ledger_rows,
+        plural(totals.ledger_rows as u64),
         totals.total_balance,
         totals.total_deposits,
         report.mismatched_accounts,
@@ -206,16 +245,17 @@ fn print_audit(report: &AuditReport, elapsed: Duration) {
         totals.orphan_rows,
         plural(totals.orphan_rows as u64),
         elapsed.as_secs_f64(),
-    );
+    )?;
     for row in &report.listed {
-        println!(
+        say!(
             "  account {}: balance {}, ledger says {} (off by {})",
             row.account_id,
             row.balance,
             row.expected,
             row.balance - row.expected
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn add_points(
@@ -227,7 +267,7 @@ fn add_points(
 ) -> Result<()> {
     let effective = points::effective_chunk_size(db.flavor(), chunk_size);
     if effective != chunk_size {
-        eprintln!(
+        note!(
             "roachbank: chunks of {effective} rows instead of {chunk_size}: {} advises keeping transactions small",
             db.flavor()
         );
@@ -249,25 +289,26 @@ fn add_points(
     });
     progress.finish_and_clear();
     let report = result.context("points failed")?;
-    println!(
-        "points: {} rows in {} chunk{}, {} retries, {:.2} s, {:.0} rows/s",
+    say!(
+        "points: {} row{} in {} chunk{}, {}, {:.2} s, {:.0} rows/s",
         report.rows,
+        plural(report.rows),
         report.chunks,
         plural(report.chunks),
-        report.retries,
+        retries(report.retries),
         report.elapsed.as_secs_f64(),
         report.rows_per_second(),
-    );
+    )?;
     Ok(())
 }
 
 fn balance(db: &Database, policy: &RetryPolicy) -> Result<()> {
     let summary = bank::balance(db, policy).context("balance failed")?.value;
     let or_dash = |value: Option<i64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
-    println!("accounts: {}", summary.accounts);
-    println!("total balance: {}", summary.total);
-    println!("min balance: {}", or_dash(summary.min));
-    println!("max balance: {}", or_dash(summary.max));
+    say!("accounts: {}", summary.accounts)?;
+    say!("total balance: {}", summary.total)?;
+    say!("min balance: {}", or_dash(summary.min))?;
+    say!("max balance: {}", or_dash(summary.max))?;
     Ok(())
 }
 
@@ -276,6 +317,11 @@ fn format_latency(latency: Option<Duration>) -> String {
         || "-".to_string(),
         |latency| format!("{:.2} ms", latency.as_secs_f64() * 1000.0),
     )
+}
+
+/// "1 retry", "2 retries".
+fn retries(n: u64) -> String {
+    format!("{n} retr{}", if n == 1 { "y" } else { "ies" })
 }
 
 fn plural(n: u64) -> &'static str {

@@ -6,6 +6,7 @@
 use crate::config::{Backend, DatabaseConfig, Redactor};
 use crate::conninfo::ConnInfo;
 use crate::migrate::{self, MigrationError};
+use crate::stall::{self, StallWatch};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
@@ -103,6 +104,13 @@ pub struct ConnectOptions {
     /// client lost it — a COMMIT swallowed by a network partition — can hold its locks, and so
     /// how long the retry that settles it waits. SQLite: ignored.
     pub idle_in_transaction_timeout: Duration,
+    /// How long a statement may go without an answer before its connection counts as stalled
+    /// and is closed from this side (a frozen server, a proxy that stops forwarding): the
+    /// transaction then fails as on a lost connection — retried on a fresh one before its
+    /// commit, settled by the probe during it. Default [`stall::STALL_TIMEOUT`]; `None` waits
+    /// for ever, as libpq does. Never shorter than the statement timeout plus
+    /// [`STALL_GRACE`]. SQLite: ignored.
+    pub stall_timeout: Option<Duration>,
     /// How long [`Database::open`] waits for another process's migrations (see
     /// [`migrate::MIGRATION_LOCK_WAIT`]).
     pub migration_lock_wait: Duration,
@@ -122,11 +130,16 @@ impl Default for ConnectOptions {
             pool_timeout: Duration::from_secs(30),
             statement_timeout: None,
             idle_in_transaction_timeout: IDLE_IN_TRANSACTION_TIMEOUT,
+            stall_timeout: Some(stall::STALL_TIMEOUT),
             migration_lock_wait: migrate::MIGRATION_LOCK_WAIT,
             redactor: Redactor::new(),
         }
     }
 }
+
+/// How much longer than its statement timeout a statement may go unanswered before its
+/// connection counts as stalled: the server's own cancellation needs a moment to arrive.
+pub const STALL_GRACE: Duration = Duration::from_secs(5);
 
 /// Default of [`ConnectOptions::idle_in_transaction_timeout`]: far above the longest pause
 /// roachbank's own work makes between two statements of a transaction (drawing the ids of a
@@ -163,6 +176,7 @@ pub struct DbConnectionManager {
     instrumentation: Option<InstrumentationFactory>,
     sqlite_busy_timeout: Duration,
     statement_timeout: Option<Duration>,
+    stall_timeout: Option<Duration>,
     idle_in_transaction_timeout: Duration,
     /// The URL's own password and `options.redactor`'s secrets.
     redactor: Redactor,
@@ -180,6 +194,7 @@ impl DbConnectionManager {
             sqlite_busy_timeout: options.sqlite_busy_timeout,
             statement_timeout: options.statement_timeout,
             idle_in_transaction_timeout: options.idle_in_transaction_timeout,
+            stall_timeout: options.stall_timeout,
             redactor,
         }
     }
@@ -192,15 +207,35 @@ impl DbConnectionManager {
     /// Opens and sets up one connection; the error message is on one line and carries no
     /// password.
     pub fn establish(&self) -> Result<DbConnection, DbError> {
-        self.connect_inner().map_err(|err| DbError::Connect {
-            url: self.config.redacted(),
-            message: one_line(&self.redactor.scrub(&err.to_string())),
-        })
+        self.establish_with_stall_bound(self.stall_bound())
     }
 
-    fn connect_inner(&self) -> Result<DbConnection, diesel::ConnectionError> {
+    /// [`DbConnectionManager::establish`] with its own stall bound (`None`: unwatched), for a
+    /// session whose statements wait longer by design (the migration lock's).
+    pub fn establish_with_stall_bound(
+        &self,
+        stall_bound: Option<Duration>,
+    ) -> Result<DbConnection, DbError> {
+        self.connect_inner(stall_bound)
+            .map_err(|err| DbError::Connect {
+                url: self.config.redacted(),
+                message: one_line(&self.redactor.scrub(&err.to_string())),
+            })
+    }
+
+    fn connect_inner(
+        &self,
+        stall_bound: Option<Duration>,
+    ) -> Result<DbConnection, diesel::ConnectionError> {
+        let mut watch = None;
         let mut conn = match self.config.backend() {
-            Backend::Server => DbConnection::Postgresql(self.establish_server()?),
+            Backend::Server => {
+                let (pg, socket) = stall::establish(|| self.establish_server());
+                watch = socket
+                    .zip(stall_bound)
+                    .map(|(socket, bound)| StallWatch::new(socket, bound));
+                DbConnection::Postgresql(pg?)
+            }
             Backend::Sqlite => {
                 let mut sqlite = SqliteConnection::establish(self.config.connection_string())?;
                 self.set_up_sqlite(&mut sqlite)
@@ -208,10 +243,11 @@ impl DbConnectionManager {
                 DbConnection::Sqlite(sqlite)
             }
         };
-        if self.echo || self.instrumentation.is_some() {
+        if self.echo || self.instrumentation.is_some() || watch.is_some() {
             conn.set_instrumentation(ConnectionHooks {
                 echo: self.echo.then(|| self.redactor.clone()),
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
+                stall: watch,
             });
         }
         if let DbConnection::Postgresql(pg) = &mut conn {
@@ -237,6 +273,15 @@ impl DbConnectionManager {
 }
 
 impl DbConnectionManager {
+    /// How long a statement may go unanswered before its connection counts as stalled: the
+    /// stall timeout, or the statement timeout and [`STALL_GRACE`] if that is longer (the
+    /// server cancels the statement itself then, and answers).
+    pub fn stall_bound(&self) -> Option<Duration> {
+        let server_answers_by = self.statement_timeout.map(|timeout| timeout + STALL_GRACE);
+        self.stall_timeout
+            .map(|stall| server_answers_by.map_or(stall, |by| stall.max(by)))
+    }
+
     /// Connects to the server the URL names. When a draining CockroachDB node refuses the
     /// session ("server is not accepting clients, try another node", 57P01, on which libpq does
     /// not move on) and the URL lists other hosts, tries again starting from each next host in
@@ -358,7 +403,13 @@ impl Database {
         accept(flavor).map_err(DbError::Unsupported)?;
         let migrations_applied =
             migrate::run_embedded_migrations(&mut first, options.migration_lock_wait, || {
-                manager.establish().map_err(|error| error.to_string())
+                // The lock's UPDATE may wait the whole lock wait for another process.
+                let bound = manager
+                    .stall_bound()
+                    .map(|bound| bound.max(options.migration_lock_wait + STALL_GRACE));
+                manager
+                    .establish_with_stall_bound(bound)
+                    .map_err(|error| error.to_string())
             })?;
         drop(first);
         let pool = r2d2::Pool::builder()
@@ -404,10 +455,18 @@ impl Database {
 struct ConnectionHooks {
     echo: Option<Redactor>,
     extra: Option<Box<dyn Instrumentation>>,
+    stall: Option<StallWatch>,
 }
 
 impl Instrumentation for ConnectionHooks {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let Some(watch) = &self.stall {
+            match event {
+                InstrumentationEvent::StartQuery { .. } => watch.statement_started(),
+                InstrumentationEvent::FinishQuery { .. } => watch.statement_finished(),
+                _ => {}
+            }
+        }
         if let Some(redactor) = &self.echo {
             echo_event(redactor, &event);
         }

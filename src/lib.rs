@@ -30,4 +30,5 @@ pub mod models;
 pub mod points;
 pub mod retry;
 pub mod schema;
+pub mod stall;
 pub mod transfer_run;

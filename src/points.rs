@@ -33,6 +33,15 @@ const SLOT_REDRAWS: u32 = 8;
 /// INSERT in one explicit transaction (`performance-best-practices-overview`).
 pub const COCKROACH_MAX_CHUNK_ROWS: u64 = 2_500;
 
+/// Largest chunk, in rows, on any database: what `--chunk-size` accepts and what
+/// [`add_points_with`] clamps to, so memory stays bounded whatever the caller asks. A chunk is
+/// held as `Point`s (32 bytes a row: 3.2 MB) plus the statements or COPY data being sent, and up
+/// to [`SERVER_LOADERS`] chunks are in flight: `points 800000 --chunk-size 100000` on PostgreSQL
+/// peaked at 38 MiB RSS with COPY and 62 MiB with INSERT (14–16 MiB at 1,000 rows). Ten times the
+/// largest benchmarked chunk (10,000 rows, where COPY is already 1.9× faster than at 1,000;
+/// README, Performance), and a retry replays at most this many rows.
+pub const MAX_CHUNK_ROWS: u64 = 100_000;
+
 /// How a chunk is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadMethod {
@@ -74,12 +83,12 @@ impl LoadMethod {
     }
 }
 
-/// The chunk size actually used for `requested` on `flavor` (see
-/// [`COCKROACH_MAX_CHUNK_ROWS`]).
+/// The chunk size actually used for `requested` on `flavor`: at least 1 and at most
+/// [`MAX_CHUNK_ROWS`], or [`COCKROACH_MAX_CHUNK_ROWS`] on CockroachDB.
 pub fn effective_chunk_size(flavor: Flavor, requested: u64) -> u64 {
     match flavor {
         Flavor::CockroachDb => requested.clamp(1, COCKROACH_MAX_CHUNK_ROWS),
-        Flavor::PostgreSql | Flavor::Sqlite => requested.max(1),
+        Flavor::PostgreSql | Flavor::Sqlite => requested.clamp(1, MAX_CHUNK_ROWS),
     }
 }
 
@@ -115,8 +124,8 @@ pub fn add_points(
     add_points_with(db, policy, count, chunk_size, method, on_chunk)
 }
 
-/// Adds `count` random points in chunks of `chunk_size` rows (capped on CockroachDB, see
-/// [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
+/// Adds `count` random points in chunks of `chunk_size` rows (at most [`MAX_CHUNK_ROWS`], and
+/// fewer on CockroachDB: see [`effective_chunk_size`]), each chunk in its own transaction, written by `method`;
 /// `on_chunk` is told the rows done so far after every commit.
 ///
 /// On a server, up to [`SERVER_LOADERS`] chunks are in flight at once (as many as the pool has

@@ -89,6 +89,18 @@ pub fn run_transfers(
 ) -> TransferReport {
     let length = length.into();
     let started = Instant::now();
+    // A timed run ends on time: no transfer starts a retry after it.
+    let policy = &match length {
+        RunLength::Duration(duration) => RetryPolicy {
+            deadline: Some(
+                policy
+                    .deadline
+                    .map_or(started + duration, |end| end.min(started + duration)),
+            ),
+            ..*policy
+        },
+        RunLength::Count(_) => *policy,
+    };
     let next = AtomicU64::new(0);
     let failed = AtomicU64::new(0);
     let unknown = AtomicU64::new(0);

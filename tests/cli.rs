@@ -7,13 +7,14 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
+use std::io::Read;
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output, Stdio};
 use std::sync::Once;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::bin::{
-    assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
-    run_timed, stderr_of, stdout_of, temp_dir,
+    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, describe,
+    dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, DEFAULT_DEADLINE,
 };
 use support::{not_run_on_cockroachdb, TestDb, TestSqlite};
 
@@ -79,7 +80,11 @@ fn assert_transfer_summary(output: &Output, count: u64) {
         summary.starts_with(&format!("transfers: {count} done, ")),
         "summary does not say {count} done: {summary:?}"
     );
-    for part in ["retries", "transfers/s", "p50", "p99"] {
+    assert!(
+        summary.contains(" retries, ") || summary.contains(" 1 retry, "),
+        "summary lacks the retries: {summary:?}"
+    );
+    for part in ["transfers/s", "p50", "p99"] {
         assert!(
             summary.contains(part),
             "summary lacks {part:?}: {summary:?}"
@@ -722,4 +727,177 @@ fn help_exits_zero_and_lists_every_command() {
         );
     }
     assert!(dir_entries(dir.path()).is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Standard output closed or full
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the binary like `run` (cleaned environment, killed after [`DEFAULT_DEADLINE`]) but with
+/// its stdout set up by `stdout`, which gets the spawned child (to close its pipe, say).
+/// The returned output's stdout is empty.
+fn run_with_stdout(
+    dir: &Path,
+    args: &[&str],
+    stdout: Stdio,
+    after_spawn: impl FnOnce(&mut std::process::Child),
+) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roachbank"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the roachbank binary");
+    after_spawn(&mut child);
+    let mut stderr = child.stderr.take().expect("child stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for roachbank") {
+            break status;
+        }
+        if started.elapsed() > DEFAULT_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("roachbank {args:?} still running after {DEFAULT_DEADLINE:?}; killed it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: Vec::new(),
+        stderr: err_reader.join().expect("read child stderr"),
+    }
+}
+
+/// `roachbank transfer --count 10 | head -0`: the reader is gone before the first line. Like
+/// other Unix tools the command ends quietly; the transfers it was asked for are all made, and
+/// its exit status (0) says so, as it would have with the output read.
+#[test]
+fn transfer_into_a_closed_pipe_ends_quietly_with_exit_0_and_every_transfer_made() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let seed = run(cwd, &["--database-url", &sqlite.url, "seed"], &[]);
+    assert_success(&seed);
+    let ledger_before = sqlite_count(&sqlite.path, "transfers");
+
+    let args = ["--database-url", &sqlite.url, "transfer", "--count", "10"];
+    // The pipe is closed right after the start, long before the first transfer commits.
+    let output = run_with_stdout(cwd, &args, Stdio::piped(), |child| {
+        drop(child.stdout.take());
+    });
+    assert_no_panic(&output);
+    assert_ne!(output.status.code(), Some(101), "{}", describe(&output));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(stderr_of(&output), "", "{}", describe(&output));
+    assert_eq!(
+        sqlite_count(&sqlite.path, "transfers") - ledger_before,
+        10,
+        "all ten transfers must be made and recorded"
+    );
+}
+
+/// `roachbank balance >/dev/full`: one line on stderr naming standard output, exit 1.
+#[test]
+fn balance_to_a_full_disk_fails_with_one_line_about_standard_output() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    assert_success(&run(cwd, &["--database-url", &sqlite.url, "seed"], &[]));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let output = run_with_stdout(
+        cwd,
+        &["--database-url", &sqlite.url, "balance"],
+        Stdio::from(full),
+        |_| {},
+    );
+    let line = assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        line.starts_with("roachbank: error: cannot write to standard output: "),
+        "{}",
+        describe(&output)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Limits and wording
+// ---------------------------------------------------------------------------------------------
+
+/// `--chunk-size` is at most 100,000 rows (memory stays bounded whatever the flags): one more is
+/// a usage error that writes nothing, the maximum itself loads, and `--help` states it.
+#[test]
+fn points_chunk_size_is_at_most_100000_a_usage_error_beyond_and_help_says_so() {
+    let dir = temp_dir();
+    let output = run(dir.path(), &["points", "10", "--chunk-size", "100001"], &[]);
+    let line = assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(line.contains("100001"), "{line}");
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "wrote {:?} (error: {line})",
+        dir_entries(dir.path())
+    );
+
+    let sqlite = TestSqlite::new();
+    let at_max = run(
+        sqlite.dir.path(),
+        &[
+            "--database-url",
+            &sqlite.url,
+            "points",
+            "1000",
+            "--chunk-size",
+            "100000",
+        ],
+        &[],
+    );
+    assert_success(&at_max);
+    assert!(
+        stdout_of(&at_max).contains("points: 1000 rows in 1 chunk,"),
+        "{}",
+        describe(&at_max)
+    );
+    assert_eq!(sqlite_count(&sqlite.path, "points"), 1000);
+
+    let help = run(dir.path(), &["points", "--help"], &[]);
+    assert_success(&help);
+    assert!(
+        stdout_of(&help).contains("at most 100,000"),
+        "points --help must state the maximum chunk size: {}",
+        describe(&help)
+    );
+}
+
+/// One account, one row, one chunk, one ledger row: summaries say so in the singular.
+#[test]
+fn summaries_of_one_thing_use_the_singular() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let url = sqlite.url.as_str();
+    let expectations: &[(&[&str], &str)] = &[
+        (&["seed", "--accounts", "1"], "seeded 1 account holding "),
+        (&["points", "1"], "points: 1 row in 1 chunk, 0 retries, "),
+        (&["check"], "check: OK — 1 account, 1 ledger row, "),
+    ];
+    for (args, start) in expectations {
+        let output = run(cwd, &[&["--database-url", url], *args].concat(), &[]);
+        assert_success(&output);
+        assert!(
+            stdout_of(&output).starts_with(start),
+            "expected {start:?}: {}",
+            describe(&output)
+        );
+    }
 }

@@ -43,6 +43,7 @@ fn policy() -> RetryPolicy {
         max_retries: 50,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_secs(1),
+        ..RetryPolicy::default()
     }
 }
 
@@ -404,9 +405,11 @@ fn transfers_ride_out_a_server_restart_and_the_books_balance() {
     let started_before = db.psql("SELECT pg_postmaster_start_time()");
     let ((report, reported), before_restart, restarted_at, restart_took) = thread::scope(|scope| {
         let run = scope.spawn(|| {
+            // Long enough after the restart (at 2 s) for every transfer it interrupted to be
+            // retried before the run ends: a timed run starts no retry after its end.
             run_transfers(
                 &database,
-                RunLength::Duration(Duration::from_secs(6)),
+                RunLength::Duration(Duration::from_secs(10)),
                 WORKERS,
             )
         });
@@ -584,10 +587,11 @@ fn open_for_partition(url: &str, flavor: Flavor) -> Database {
 }
 
 /// Runs `work` on `database` in a thread; fails the test if it has not returned within
-/// [`IDLE_BOUND`] + [`SETTLE_MARGIN`] (it would hang on the zombie transaction for ever
-/// otherwise). Returns the database back and what `work` returned.
+/// `bound` + [`SETTLE_MARGIN`] (it would hang for ever otherwise). Returns the database back
+/// and what `work` returned.
 fn settles_in_bounded_time<T: Send + 'static>(
     label: &str,
+    bound: Duration,
     database: Database,
     work: impl FnOnce(&Database) -> T + Send + 'static,
 ) -> (Database, T) {
@@ -598,8 +602,8 @@ fn settles_in_bounded_time<T: Send + 'static>(
     });
     while !call.is_finished() {
         assert!(
-            started.elapsed() < IDLE_BOUND + SETTLE_MARGIN,
-            "{label}: still waiting after {:?}: it hangs on the zombie transaction",
+            started.elapsed() < bound + SETTLE_MARGIN,
+            "{label}: still waiting after {:?}: it hangs",
             started.elapsed()
         );
         thread::sleep(Duration::from_millis(50));
@@ -619,7 +623,7 @@ fn transfer_with_commit_swallowed(flavor: Flavor, statement: &str) {
     let database = open_for_partition(&url, flavor);
     let before = balances(&db);
     proxy.swallow(statement);
-    let (database, result) = settles_in_bounded_time(&label, database, |database| {
+    let (database, result) = settles_in_bounded_time(&label, IDLE_BOUND, database, |database| {
         bank::transfer(database, &policy())
     });
     assert_eq!(
@@ -646,7 +650,7 @@ fn seed_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_appl
     let (db, proxy, url) = bank_behind_proxy("faults_swallowed_seed", 0);
     let database = open_for_partition(&url, Flavor::PostgreSql);
     proxy.swallow("COMMIT");
-    let (database, result) = settles_in_bounded_time(label, database, |database| {
+    let (database, result) = settles_in_bounded_time(label, IDLE_BOUND, database, |database| {
         bank::seed(database, &policy(), ACCOUNTS)
     });
     assert_eq!(
@@ -676,7 +680,7 @@ fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly
     let (db, proxy, url) = bank_behind_proxy("faults_swallowed_points", 0);
     let database = open_for_partition(&url, Flavor::PostgreSql);
     proxy.swallow("COMMIT");
-    let (_database, result) = settles_in_bounded_time(label, database, |database| {
+    let (_database, result) = settles_in_bounded_time(label, IDLE_BOUND, database, |database| {
         points::add_points(database, &policy(), N, 500, &mut |_| {})
     });
     assert_eq!(
@@ -832,6 +836,7 @@ fn a_commit_lost_every_time_is_retried_a_bounded_number_of_times_reported_unknow
         max_retries: MAX_RETRIES,
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(100),
+        ..RetryPolicy::default()
     };
     let clock = Instant::now();
     let (in_time, result) = thread::scope(|scope| {
@@ -1118,4 +1123,187 @@ fn points_load_exactly_n_rows_under_a_backend_killer() {
         ),
         format!("{N},0,{}", N - 1)
     );
+}
+
+/// Why the frozen-backend tests run only on the throwaway PostgreSQL.
+const NEEDS_OWN_BACKENDS: &str =
+    "freezes the server's backend processes with SIGSTOP, which needs the throwaway PostgreSQL";
+
+/// Stops a backend process (SIGSTOP) until dropped (SIGCONT): the server's side of a
+/// connection stops answering while its kernel still acknowledges — what neither libpq's
+/// timeouts nor TCP keepalives notice, as with a frozen server or a proxy that stops forwarding.
+struct FrozenBackends(Vec<i64>);
+
+impl FrozenBackends {
+    fn freeze(pids: Vec<i64>) -> FrozenBackends {
+        for pid in &pids {
+            signal("STOP", *pid);
+        }
+        FrozenBackends(pids)
+    }
+}
+
+impl Drop for FrozenBackends {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            signal("CONT", *pid);
+        }
+    }
+}
+
+fn signal(name: &str, pid: i64) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}: {status}");
+}
+
+/// Whether the frozen-backend tests can run here (they say why not otherwise).
+fn can_freeze_backends(test: &str) -> bool {
+    if not_run_on_cockroachdb(test, NEEDS_OWN_BACKENDS) {
+        return false;
+    }
+    if !server().is_throwaway() {
+        eprintln!("NOT RUN on TEST_DATABASE_URL's PostgreSQL: {test}: {NEEDS_OWN_BACKENDS}");
+        return false;
+    }
+    true
+}
+
+/// How long a statement may go unanswered in the frozen-backend tests.
+const STALL_BOUND: Duration = Duration::from_secs(2);
+
+/// A fresh bank of 10 accounts, opened with `workers` pooled connections and [`STALL_BOUND`].
+fn bank_with_stall_bound(name: &str, workers: u32) -> (TestDb, Database) {
+    let db = TestDb::new(name);
+    let (direct, _) = open(&db.url, 1, None);
+    seed(&direct, 10);
+    drop(direct);
+    let (database, _) = open_with(
+        &db.url,
+        ConnectOptions {
+            pool_size: workers,
+            stall_timeout: Some(STALL_BOUND),
+            ..ConnectOptions::default()
+        },
+    );
+    (db, database)
+}
+
+/// The backend processes serving `database` (a test database's name) now, but for psql's own.
+fn backends_of(database: &str) -> Vec<i64> {
+    server()
+        .psql(
+            &admin_database(),
+            &format!(
+                "SELECT pid FROM pg_stat_activity WHERE datname = '{database}' \
+                 AND pid <> pg_backend_pid()"
+            ),
+        )
+        .lines()
+        .map(|pid| pid.trim().parse().expect("a pid"))
+        .collect()
+}
+
+#[test]
+fn a_transfer_whose_connection_stops_answering_is_retried_on_a_fresh_one_within_the_stall_bound() {
+    const TEST: &str =
+        "a_transfer_whose_connection_stops_answering_is_retried_on_a_fresh_one_within_the_stall_bound";
+    if !can_freeze_backends(TEST) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (db, database) = bank_with_stall_bound("faults_frozen_backend", 1);
+    // The pool's one connection, opened now, is the one the transfer will be given.
+    drop(database.pool().get().expect("a pooled connection"));
+    let _frozen = FrozenBackends::freeze(backends_of(&db.name));
+    let (database, result) = settles_in_bounded_time(TEST, STALL_BOUND, database, |database| {
+        bank::transfer(database, &policy())
+    });
+    let committed = result.unwrap_or_else(|err| panic!("{TEST}: expected Ok, got {err:?}"));
+    assert!(committed.attempts >= 2, "the stalled attempt was retried");
+    assert_books_balance(&db, &database, std::slice::from_ref(&committed.value), TEST);
+}
+
+#[test]
+fn a_timed_run_whose_connections_stop_answering_returns_within_its_duration_and_the_stall_bound() {
+    const TEST: &str =
+        "a_timed_run_whose_connections_stop_answering_returns_within_its_duration_and_the_stall_bound";
+    const RUN: Duration = Duration::from_secs(2);
+    if !can_freeze_backends(TEST) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (db, database) = bank_with_stall_bound("faults_frozen_run", 2);
+    let name = db.name.clone();
+    // Half-way through the run, every backend serving it freezes, for good.
+    let freezer = thread::spawn(move || {
+        thread::sleep(RUN / 2);
+        FrozenBackends::freeze(backends_of(&name))
+    });
+    let (database, report) =
+        settles_in_bounded_time(TEST, RUN + STALL_BOUND, database, |database| {
+            transfer_run::run_transfers(database, &policy(), RunLength::Duration(RUN), 2, &|_| {})
+        });
+    let frozen = freezer.join().expect("the freezer");
+    assert!(!frozen.0.is_empty(), "{TEST}: some backend was frozen");
+    let summary = &report.summary;
+    assert!(
+        summary.done > 0,
+        "{TEST}: transfers committed before the freeze"
+    );
+    assert!(
+        summary.elapsed < RUN + STALL_BOUND + SETTLE_MARGIN,
+        "{TEST}: the run took {:?}",
+        summary.elapsed
+    );
+    drop(frozen);
+    assert_audit_consistent(&database, TEST);
+}
+
+#[test]
+fn cli_transfer_duration_returns_within_its_duration_and_the_stall_timeout_when_the_server_freezes()
+{
+    const TEST: &str =
+        "cli_transfer_duration_returns_within_its_duration_and_the_stall_timeout_when_the_server_freezes";
+    if !can_freeze_backends(TEST) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (db, database) = bank_with_stall_bound("faults_frozen_cli", 1);
+    drop(database);
+    let name = db.name.clone();
+    // A second into the three-second run, every backend serving it freezes, for good.
+    let freezer = thread::spawn(move || {
+        thread::sleep(Duration::from_secs(1));
+        FrozenBackends::freeze(backends_of(&name))
+    });
+    let dir = support::bin::temp_dir();
+    let (output, took) = support::bin::run_timed(
+        dir.path(),
+        &[
+            "transfer",
+            "--duration",
+            "3s",
+            "--workers",
+            "2",
+            "--stall-timeout",
+            "2s",
+            "--database-url",
+            &db.url,
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    let frozen = freezer.join().expect("the freezer");
+    assert!(!frozen.0.is_empty(), "{TEST}: some backend was frozen");
+    support::bin::assert_no_panic(&output);
+    assert!(
+        took < Duration::from_secs(3) + STALL_BOUND + SETTLE_MARGIN,
+        "{TEST}: `transfer --duration 3s --stall-timeout 2s` took {took:?}: {}",
+        support::bin::describe(&output)
+    );
+    let stdout = support::bin::stdout_of(&output);
+    assert!(stdout.contains("transfers"), "{TEST}: a summary: {stdout}");
 }

@@ -20,6 +20,7 @@ on_sqlite_and_postgresql!(
     on_chunk_sees_strictly_increasing_totals_ending_at_n,
     a_chunk_beyond_the_bind_parameter_limit_is_split_not_refused,
     two_runs_add_up_in_distinct_id_slots,
+    a_chunk_size_above_100000_rows_is_clamped_to_100000,
 );
 
 /// Adds `n` points in chunks of `chunk`; returns the report and the totals `on_chunk` saw.
@@ -121,4 +122,15 @@ fn two_runs_add_up_in_distinct_id_slots(target: Target) {
         target.count(&format!("SELECT MAX({index}) FROM points")),
         99
     );
+}
+
+/// The library bounds memory whatever its caller asks: a chunk size of `u64::MAX` loads 100,001
+/// rows in two chunks of at most 100,000 rows (the CLI refuses more; see `MAX_CHUNK_ROWS`).
+fn a_chunk_size_above_100000_rows_is_clamped_to_100000(target: Target) {
+    let db = target.open(1);
+    let (report, seen) = points(&db, 100_001, u64::MAX);
+    assert_eq!(report.rows, 100_001);
+    assert_eq!(report.chunks, 2, "chunks of at most 100,000 rows");
+    assert_eq!(seen.first(), Some(&100_000), "the first chunk: {seen:?}");
+    assert_points_table(&target, 100_001);
 }

@@ -81,6 +81,7 @@ fn quick_policy(max_retries: u32) -> RetryPolicy {
         max_retries,
         initial_backoff: Duration::from_micros(100),
         max_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
     }
 }
 
@@ -647,6 +648,7 @@ fn sqlite_busy_is_retried_until_the_other_writer_lets_go() {
         max_retries: 50,
         initial_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
+        ..RetryPolicy::default()
     };
     let committed = run_transaction(&database, &policy, |conn| insert_account(conn, 1, 1))
         .expect("commits once the other writer is done");

@@ -157,7 +157,7 @@ where
                 };
                 match resolve(db, policy, probe) {
                     Some(Some(value)) => return Ok(Committed { value, attempts }),
-                    Some(None) if attempts <= policy.max_retries => {
+                    Some(None) if policy.may_retry(attempts) => {
                         // Not committed (yet): go again, on a fresh connection, after a wait.
                         unknown_outcome = Some(cause);
                         open = false;
@@ -177,7 +177,7 @@ where
             }
             Attempt::Retry { cause, next } => (cause, next),
         };
-        if attempts > policy.max_retries {
+        if !policy.may_retry(attempts) {
             abandon(&mut current);
             drop(current);
             return match unknown_outcome {

@@ -1,7 +1,7 @@
 //! How many times a transaction is retried, and how long to wait between tries.
 
 use rand::Rng;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Bounds and backoff for [`run_transaction`](crate::retry::run_transaction).
 ///
@@ -19,6 +19,10 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Upper bound of any wait.
     pub max_backoff: Duration,
+    /// No retry starts after this instant (`None`: `max_retries` alone bounds them), for a
+    /// caller with a deadline of its own (`transfer --duration`). The attempt running at the
+    /// deadline finishes; a statement cannot outlast the connection's stall timeout.
+    pub deadline: Option<Instant>,
 }
 
 impl Default for RetryPolicy {
@@ -27,11 +31,18 @@ impl Default for RetryPolicy {
             max_retries: 50,
             initial_backoff: Duration::from_millis(2),
             max_backoff: Duration::from_secs(1),
+            deadline: None,
         }
     }
 }
 
 impl RetryPolicy {
+    /// Whether another attempt may follow `attempts` attempts: within `max_retries`, and
+    /// before the deadline if there is one.
+    pub fn may_retry(&self, attempts: u32) -> bool {
+        attempts <= self.max_retries && self.deadline.map_or(true, |end| Instant::now() < end)
+    }
+
     /// The wait before retry number `retry` (1-based), drawn with full jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
         let ceiling = self.backoff_ceiling(retry);
@@ -61,6 +72,7 @@ mod tests {
             max_retries: 10,
             initial_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(50),
+            deadline: None,
         };
         assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(10));
         assert_eq!(policy.backoff_ceiling(2), Duration::from_millis(20));
@@ -70,6 +82,23 @@ mod tests {
         for retry in 1..20 {
             assert!(policy.backoff(retry) <= policy.backoff_ceiling(retry));
         }
+    }
+
+    #[test]
+    fn no_retry_starts_after_the_deadline() {
+        let unbounded = RetryPolicy::default();
+        assert!(unbounded.may_retry(50));
+        assert!(!unbounded.may_retry(51));
+        let past = RetryPolicy {
+            deadline: Some(Instant::now()),
+            ..RetryPolicy::default()
+        };
+        assert!(!past.may_retry(1));
+        let future = RetryPolicy {
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            ..RetryPolicy::default()
+        };
+        assert!(future.may_retry(1));
     }
 
     #[test]
