@@ -2,7 +2,7 @@
 //! run in one transaction so that every figure comes from the same snapshot.
 
 use crate::db::{Database, DbConnection};
-use crate::retry::{run_transaction, Committed, RetryPolicy, TransactionError};
+use crate::retry::{run_read_only_transaction, Committed, RetryPolicy, TransactionError};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
@@ -112,7 +112,7 @@ pub fn audit(
     db: &Database,
     policy: &RetryPolicy,
 ) -> Result<Committed<AuditReport>, TransactionError<diesel::result::Error>> {
-    run_transaction(db, policy, audit_in_transaction)
+    run_read_only_transaction(db, policy, audit_in_transaction)
 }
 
 /// The body of [`audit`], for a caller's transaction.

@@ -1,12 +1,12 @@
 //! The tutorial's bank: create accounts with random ids and balances, move half of one random
 //! account's money to another, and sum it all up. Every function runs through
-//! [`run_transaction`]; money only moves together with its row in the `transfers` ledger.
+//! [`run_transaction`](crate::retry::run_transaction); money only moves together with its row in the `transfers` ledger.
 
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{
-    run_transaction, run_transaction_exactly_once, Committed, DatabaseErrorSource, RetryPolicy,
-    TransactionError,
+    run_read_only_transaction, run_transaction_exactly_once, Committed, DatabaseErrorSource,
+    RetryPolicy, TransactionError,
 };
 use crate::schema::{accounts, transfers};
 use diesel::dsl::{count_star, max, min, sql};
@@ -392,7 +392,7 @@ pub fn balance(
     db: &Database,
     policy: &RetryPolicy,
 ) -> Result<Committed<BalanceSummary>, TransactionError<BankError>> {
-    run_transaction(db, policy, |conn| {
+    run_read_only_transaction(db, policy, |conn| {
         let (accounts, total, min, max) = accounts::table
             .select((
                 count_star(),

@@ -9,6 +9,7 @@
 #[macro_use]
 mod support;
 
+use diesel::Connection;
 use roachbank::bank::{self, BankError, ID_SPACE, OPENING_BALANCE_SPACE};
 use roachbank::db::{Database, DbError};
 use roachbank::migrate::MigrationError;
@@ -409,4 +410,39 @@ fn eight_workers_make_4000_transfers_on_postgresql_conserving_money() {
 #[test]
 fn four_workers_make_400_transfers_on_sqlite_conserving_money() {
     stress(Target::sqlite(), 400, 4);
+}
+
+#[test]
+fn balance_and_the_audit_on_sqlite_read_at_once_while_another_writer_holds_the_lock() {
+    let target = Target::sqlite();
+    let db = target.open(1);
+    let money = seed(&db, 20);
+    let Target::Sqlite(file) = &target else {
+        unreachable!("a SQLite target")
+    };
+    // Another connection (as another process would) holds SQLite's write lock, uncommitted.
+    let mut writer = diesel::SqliteConnection::establish(file.path.to_str().unwrap())
+        .expect("a second connection to the file");
+    diesel::connection::SimpleConnection::batch_execute(
+        &mut writer,
+        "BEGIN IMMEDIATE; UPDATE accounts SET balance = balance + 1",
+    )
+    .expect("take the write lock");
+    // A reader that queued for the write lock would wait out the 5 s busy timeout.
+    let started = std::time::Instant::now();
+    let summary = bank::balance(&db, &policy()).expect("balance").value;
+    let report = roachbank::audit::audit(&db, &policy())
+        .expect("audit")
+        .value;
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "the reads waited {took:?} for the writer"
+    );
+    assert_eq!(
+        summary.total, money,
+        "the last committed state, not the writer's"
+    );
+    assert!(report.is_consistent(), "{report:?}");
+    diesel::connection::SimpleConnection::batch_execute(&mut writer, "ROLLBACK").unwrap();
 }

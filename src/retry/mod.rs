@@ -70,7 +70,29 @@ where
     F: FnMut(&mut DbConnection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    run(db, policy, work, None)
+    run(db, policy, work, None, Access::ReadWrite)
+}
+
+/// [`run_transaction`] for work that only reads: the transaction is begun `READ ONLY` on
+/// CockroachDB and PostgreSQL, and as a plain deferred `BEGIN` on SQLite, whose WAL readers
+/// never wait for a writer (where `BEGIN IMMEDIATE` would queue behind every one).
+pub fn run_read_only_transaction<T, E, F>(
+    db: &Database,
+    policy: &RetryPolicy,
+    work: F,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    F: FnMut(&mut DbConnection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    run(db, policy, work, None, Access::ReadOnly)
+}
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    ReadWrite,
+    ReadOnly,
 }
 
 /// A "did it commit?" check for [`run_transaction_exactly_once`]: looks, on a fresh connection
@@ -100,7 +122,7 @@ where
     P: FnMut(&mut DbConnection) -> Result<Option<T>, E>,
     E: DatabaseErrorSource,
 {
-    run(db, policy, work, Some(&mut probe))
+    run(db, policy, work, Some(&mut probe), Access::ReadWrite)
 }
 
 /// How often a commit probe is tried (on lost connections or conflicts) before giving up.
@@ -111,6 +133,7 @@ fn run<T, E, F>(
     policy: &RetryPolicy,
     mut work: F,
     mut probe: Option<CommitProbe<'_, T, E>>,
+    access: Access,
 ) -> Result<Committed<T>, TransactionError<E>>
 where
     F: FnMut(&mut DbConnection) -> Result<T, E>,
@@ -140,7 +163,7 @@ where
         let outcome = if open {
             run_and_commit(&mut current, flavor, &mut work)
         } else {
-            match begin(&mut current, flavor) {
+            match begin(&mut current, flavor, access) {
                 Ok(()) => run_and_commit(&mut current, flavor, &mut work),
                 Err(error) => Attempt::before_commit(Some(classify(&error)), E::from(error)),
             }
@@ -292,12 +315,15 @@ impl<T, E> Attempt<T, E> {
     }
 }
 
-fn begin(conn: &mut DbConnection, flavor: Flavor) -> Result<(), DieselError> {
+fn begin(conn: &mut DbConnection, flavor: Flavor, access: Access) -> Result<(), DieselError> {
     match conn {
         DbConnection::Postgresql(pg) => {
             AnsiTransactionManager::begin_transaction_sql(
                 pg,
-                "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                match access {
+                    Access::ReadWrite => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+                    Access::ReadOnly => "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+                },
             )?;
             if flavor == Flavor::CockroachDb {
                 if let Err(error) = pg.batch_execute("SAVEPOINT cockroach_restart") {
@@ -307,9 +333,13 @@ fn begin(conn: &mut DbConnection, flavor: Flavor) -> Result<(), DieselError> {
             }
             Ok(())
         }
-        DbConnection::Sqlite(sqlite) => {
-            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")
-        }
+        DbConnection::Sqlite(sqlite) => AnsiTransactionManager::begin_transaction_sql(
+            sqlite,
+            match access {
+                Access::ReadWrite => "BEGIN IMMEDIATE",
+                Access::ReadOnly => "BEGIN",
+            },
+        ),
     }
 }
 
