@@ -63,6 +63,15 @@ pub enum MigrationError {
         /// How long this process waited.
         waited: Duration,
     },
+    /// The schema needs migrations that could not be applied (a user with read rights only,
+    /// say).
+    #[error("the database needs {pending} more migration{} and they could not be applied ({reason}): run roachbank once as a user allowed to create tables in it (its owner; `roachbank init` sets one up)", if *.pending == 1 { "" } else { "s" })]
+    NeedsMigrating {
+        /// How many migrations are pending.
+        pending: usize,
+        /// Why applying them failed.
+        reason: String,
+    },
     /// Applying a migration (or taking the lock) failed.
     #[error("applying migrations failed: {0}")]
     Failed(String),
@@ -82,43 +91,54 @@ where
 {
     match conn {
         DbConnection::Postgresql(pg) => {
-            if up_to_date(pg)? {
+            let pending = pending_migrations(pg)?;
+            if pending == 0 {
                 return Ok(0);
             }
+            // A user with read rights only gets here only if the schema needs migrating.
+            let needs_migrating = |error: MigrationError| match error {
+                MigrationError::Failed(reason) => {
+                    MigrationError::NeedsMigrating { pending, reason }
+                }
+                other => other,
+            };
             let mut lock_conn = connect().map_err(MigrationError::Failed)?;
             let DbConnection::Postgresql(lock_pg) = &mut lock_conn else {
                 return Err(MigrationError::Failed(
                     "the migration lock needs a server connection".into(),
                 ));
             };
-            let _lock = MigrationLock::acquire(lock_pg, lock_wait)?;
+            let _lock = MigrationLock::acquire(lock_pg, lock_wait).map_err(needs_migrating)?;
             refuse_newer_schema(pg, &POSTGRES_MIGRATIONS)?;
             pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
                 .map(|applied| applied.len())
-                .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
+                .map_err(|e| {
+                    needs_migrating(MigrationError::Failed(crate::db::one_line(&e.to_string())))
+                })
         }
         DbConnection::Sqlite(sqlite) => migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS),
     }
 }
 
-/// Whether every embedded migration is applied already, read without DDL and without the lock
-/// (the common case: every command after the first). A schema newer than this build is refused
-/// here; any other trouble (no migrations table yet, say) answers "not known to be up to date".
-fn up_to_date(pg: &mut PgConnection) -> Result<bool, MigrationError> {
+/// How many embedded migrations are not applied yet, read without DDL and without the lock
+/// (so that on an up-to-date database — every command after the first — a user with read
+/// rights only gets through). A schema newer than this build is refused here; if the
+/// migrations table cannot be read (none yet, say), all of them are pending.
+fn pending_migrations(pg: &mut PgConnection) -> Result<usize, MigrationError> {
     #[derive(QueryableByName)]
     struct Version {
         #[diesel(sql_type = Text)]
         version: String,
     }
+    let known = known_versions::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?;
     let Ok(applied) =
         diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load::<Version>(pg)
     else {
-        return Ok(false);
+        return Ok(known.len());
     };
     let applied: BTreeSet<String> = applied.into_iter().map(|row| row.version).collect();
-    let known = known_versions::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?;
     check_not_newer(&applied, &known)?;
-    Ok(known.is_subset(&applied))
+    Ok(known.difference(&applied).count())
 }
 
 /// The migration lock on a server: its row updated in a transaction left open on a connection

@@ -446,3 +446,62 @@ fn balance_and_the_audit_on_sqlite_read_at_once_while_another_writer_holds_the_l
     assert!(report.is_consistent(), "{report:?}");
     diesel::connection::SimpleConnection::batch_execute(&mut writer, "ROLLBACK").unwrap();
 }
+
+/// `url` with its user replaced by `user` (the suite's URLs are `postgresql://USER@host…`).
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (_, host_and_rest) = rest.split_once('@').expect("a user in the URL");
+    format!("{scheme}://{user}@{host_and_rest}")
+}
+
+#[test]
+fn a_role_with_read_rights_only_reads_an_up_to_date_bank_and_is_told_when_it_needs_migrating() {
+    if support::not_run_on_cockroachdb(
+        "a_role_with_read_rights_only_reads_an_up_to_date_bank_and_is_told_when_it_needs_migrating",
+        "roles without a password and PostgreSQL's default privileges on schema public",
+    ) {
+        return;
+    }
+    let target = Target::postgresql("read_only_role");
+    let money = seed(&target.open(1), 10);
+    let Target::Postgresql(db) = &target else {
+        unreachable!("a PostgreSQL target")
+    };
+    let reader = format!("reader_{}", &db.name[db.name.len() - 12..]);
+    db.psql(&format!(
+        "CREATE ROLE {reader} LOGIN; \
+         GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}"
+    ));
+    let as_reader = try_open(&as_user(target.url(), &reader), 1)
+        .unwrap_or_else(|err| panic!("a reader opens an up-to-date bank: {err}"));
+    let summary = bank::balance(&as_reader, &policy()).expect("balance as the reader");
+    assert_eq!((summary.value.accounts, summary.value.total), (10, money));
+    assert!(roachbank::audit::audit(&as_reader, &policy())
+        .expect("check as the reader")
+        .value
+        .is_consistent());
+
+    // A database that still needs its migrations: one line saying so, nothing changed.
+    let fresh = Target::postgresql("read_only_role_fresh");
+    let Target::Postgresql(fresh_db) = &fresh else {
+        unreachable!("a PostgreSQL target")
+    };
+    fresh_db.psql(&format!(
+        "GRANT CONNECT ON DATABASE \"{}\" TO {reader}",
+        fresh_db.name
+    ));
+    match try_open(&as_user(fresh.url(), &reader), 1) {
+        Err(err) => {
+            let text = err.to_string();
+            assert!(text.contains("needs 3 more migrations"), "{text}");
+            assert_eq!(text.lines().count(), 1, "{text}");
+        }
+        Ok(_) => panic!("a role that may not create tables migrated a new database"),
+    }
+    assert_eq!(
+        fresh.count("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'"),
+        0,
+        "nothing was created"
+    );
+    db.psql(&format!("DROP OWNED BY {reader}; DROP ROLE {reader}"));
+}
