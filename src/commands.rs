@@ -1,6 +1,7 @@
 //! One function per command: call the library, print what it did.
 
 use crate::cli::Command;
+use crate::interrupt::Interrupt;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::audit::{self, AuditReport};
@@ -39,8 +40,15 @@ const TRANSFER_LINES_UP_TO: u64 = 10;
 /// Long transfer runs print a progress line this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs `command` against `db`.
-pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()> {
+/// Runs `command` against `db`. Transfer and points runs stop early once `interrupt` has a
+/// signal, and say so; the other commands are one transaction each and run to their end (`main`
+/// then exits with the signal's code).
+pub fn run(
+    command: &Command,
+    db: &Database,
+    policy: &RetryPolicy,
+    interrupt: &Interrupt,
+) -> Result<()> {
     match *command {
         Command::Seed { accounts } => seed(db, policy, accounts),
         Command::Transfer {
@@ -50,12 +58,19 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
             check: audit_after,
         } => {
             let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            let transferred = transfer(db, policy, length, workers);
-            // The audit runs whatever happened to the transfers: that is when it matters most.
-            let audited = if audit_after {
-                check(db, policy)
-            } else {
-                Ok(())
+            let transferred = transfer(db, policy, length, workers, interrupt);
+            // The audit runs whatever happened to the transfers (that is when it matters most),
+            // unless the user asked the run to stop.
+            let audited = match interrupt.received() {
+                _ if !audit_after => Ok(()),
+                None => check(db, policy),
+                Some(signal) => {
+                    note!(
+                        "roachbank: {}: the audit (--check) did not run; run `roachbank check`",
+                        signal.name()
+                    );
+                    Ok(())
+                }
             };
             match transferred {
                 // Unprinted output is the least of the failures: a failed audit outranks it.
@@ -69,7 +84,7 @@ pub fn run(command: &Command, db: &Database, policy: &RetryPolicy) -> Result<()>
             method,
         } => {
             let method = method.map_or_else(|| LoadMethod::fastest_for(db.flavor()), Into::into);
-            add_points(db, policy, count, chunk_size, method)
+            add_points(db, policy, count, chunk_size, method, interrupt)
         }
         Command::Balance => balance(db, policy),
         Command::Check => check(db, policy),
@@ -141,7 +156,13 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     Ok(())
 }
 
-fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32) -> Result<()> {
+fn transfer(
+    db: &Database,
+    policy: &RetryPolicy,
+    length: RunLength,
+    workers: u32,
+    interrupt: &Interrupt,
+) -> Result<()> {
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
     let started = Instant::now();
     let progress = Mutex::new((started, 0u64));
@@ -177,8 +198,22 @@ fn transfer(db: &Database, policy: &RetryPolicy, length: RunLength, workers: u32
             );
         }
     };
-    let report = transfer_run::run_transfers(db, policy, length, workers, &on_transfer);
+    let report = transfer_run::run_transfers_cancellable(
+        db,
+        policy,
+        length,
+        workers,
+        interrupt.flag(),
+        &on_transfer,
+    );
     let summary = &report.summary;
+    if let Some(signal) = interrupt.received() {
+        note!(
+            "roachbank: {}: stopped after {:.1} s; no transfer started after it, those in flight committed or rolled back",
+            signal.name(),
+            summary.elapsed.as_secs_f64(),
+        );
+    }
     let printed = match unprinted.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(error) => Err(error),
         None => say!(
@@ -264,6 +299,7 @@ fn add_points(
     count: u64,
     chunk_size: u64,
     method: LoadMethod,
+    interrupt: &Interrupt,
 ) -> Result<()> {
     let effective = points::effective_chunk_size(db.flavor(), chunk_size);
     if effective != chunk_size {
@@ -284,11 +320,29 @@ fn add_points(
     } else {
         ProgressBar::hidden()
     };
-    let result = points::add_points_with(db, policy, count, chunk_size, method, &mut |done| {
-        progress.set_position(done)
-    });
+    let result = points::add_points_cancellable(
+        db,
+        policy,
+        count,
+        chunk_size,
+        method,
+        interrupt.flag(),
+        &mut |done| progress.set_position(done),
+    );
     progress.finish_and_clear();
     let report = result.context("points failed")?;
+    if let Some(signal) = interrupt.received() {
+        if report.rows < count {
+            note!(
+                "roachbank: {}: stopped after {} of {count} row{} ({} chunk{}) committed, each exactly once; no chunk started after it",
+                signal.name(),
+                report.rows,
+                plural(count),
+                report.chunks,
+                plural(report.chunks),
+            );
+        }
+    }
     say!(
         "points: {} row{} in {} chunk{}, {}, {:.2} s, {:.0} rows/s",
         report.rows,

@@ -23,18 +23,29 @@ impl ConnInfo {
     /// Parses `conninfo` with libpq; `None` if libpq refuses it (the connection attempt will
     /// then report why).
     pub fn parse(conninfo: &str) -> Option<ConnInfo> {
-        let conninfo = CString::new(conninfo).ok()?;
+        ConnInfo::try_parse(conninfo).ok()
+    }
+
+    /// Parses `conninfo` with libpq, or gives libpq's reason for refusing it — the very
+    /// message a connection attempt with it would fail with. That message may quote the
+    /// string, or the piece of it libpq could not read, password included: scrub it before
+    /// showing it.
+    pub fn try_parse(conninfo: &str) -> Result<ConnInfo, String> {
+        let conninfo = CString::new(conninfo)
+            .map_err(|_| "the connection string contains a NUL byte".to_string())?;
         let mut error: *mut std::os::raw::c_char = std::ptr::null_mut();
         // SAFETY: `conninfo` is a valid NUL-terminated string; libpq returns either NULL (and
         // maybe an error message we must free) or an array ending in an entry whose keyword is
         // NULL, which we read and then free with PQconninfoFree.
         unsafe {
             let parsed = pq_sys::PQconninfoParse(conninfo.as_ptr(), &mut error);
-            if !error.is_null() {
+            let message = (!error.is_null()).then(|| {
+                let message = CStr::from_ptr(error).to_string_lossy().trim().to_string();
                 pq_sys::PQfreemem(error.cast());
-            }
+                message
+            });
             if parsed.is_null() {
-                return None;
+                return Err(message.unwrap_or_else(|| "libpq cannot parse it".to_string()));
             }
             let mut options = Vec::new();
             let mut entry = parsed;
@@ -50,7 +61,7 @@ impl ConnInfo {
                 entry = entry.add(1);
             }
             pq_sys::PQconninfoFree(parsed);
-            Some(ConnInfo { options })
+            Ok(ConnInfo { options })
         }
     }
 
@@ -134,6 +145,15 @@ mod tests {
         // The string it writes reads back the same.
         let again = ConnInfo::parse(&rotated.to_conninfo_string()).unwrap();
         assert_eq!(again, rotated);
+    }
+
+    #[test]
+    fn libpq_says_why_it_refuses_a_string() {
+        let error = ConnInfo::try_parse("postgresql://u:p%zz@h/db").unwrap_err();
+        assert!(error.contains("invalid percent-encoded token"), "{error}");
+        assert!(ConnInfo::try_parse("postgresql://h/db?nonsense=1").is_err());
+        assert!(ConnInfo::try_parse("a\0b").is_err());
+        assert!(ConnInfo::parse("postgresql://u:p%zz@h/db").is_none());
     }
 
     #[test]

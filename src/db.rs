@@ -478,11 +478,15 @@ impl Instrumentation for ConnectionHooks {
 
 /// Prints one instrumentation event for `--echo`, scrubbed: connection attempts (diesel's
 /// `StartEstablishConnection`/`FinishEstablishConnection`, which carry the full URL, password
-/// included), statements with their binds, and statement errors.
+/// included — redacted where libpq would take a password from it even if `redactor` does not
+/// know it, then scrubbed), statements with their binds, and statement errors.
 fn echo_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
     match event {
         InstrumentationEvent::StartEstablishConnection { url, .. } => {
-            eprintln!("roachbank: connecting to {}", redactor.scrub(url));
+            eprintln!(
+                "roachbank: connecting to {}",
+                redactor.scrub(&crate::config::redact_url(url))
+            );
         }
         InstrumentationEvent::FinishEstablishConnection {
             url,
@@ -491,7 +495,7 @@ fn echo_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
         } => {
             eprintln!(
                 "roachbank: connecting to {} failed: {}",
-                redactor.scrub(url),
+                redactor.scrub(&crate::config::redact_url(url)),
                 one_line(&redactor.scrub(&error.to_string()))
             );
         }

@@ -13,9 +13,95 @@ macro_rules! note {
 mod cli;
 mod commands;
 
+/// Ctrl-C (SIGINT) and SIGTERM. The first one stops the command between transactions: no new
+/// transfer or chunk starts, those in flight commit or roll back (each statement bounded by the
+/// stall timeout), the summary so far is printed, and the process exits 130 (SIGINT) or 143
+/// (SIGTERM). A single-transaction command (seed, balance, check, init) runs to its end and
+/// prints its result before that exit. A second signal while the first is handled kills the
+/// process at once, as if no handler were installed (the database rolls back whatever was not
+/// committed).
+mod interrupt {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::flag;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A signal that asked the command to stop.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Signal {
+        /// Ctrl-C.
+        Int,
+        /// `kill`, a service manager, a container stop.
+        Term,
+    }
+
+    impl Signal {
+        fn number(self) -> i32 {
+            match self {
+                Signal::Int => SIGINT,
+                Signal::Term => SIGTERM,
+            }
+        }
+
+        /// 128 + the signal's number, as a shell reports a process the signal killed.
+        pub fn exit_code(self) -> u8 {
+            128 + self.number() as u8
+        }
+
+        /// "SIGINT", "SIGTERM".
+        pub fn name(self) -> &'static str {
+            match self {
+                Signal::Int => "SIGINT",
+                Signal::Term => "SIGTERM",
+            }
+        }
+    }
+
+    /// The handlers' flags: `stop`, set by the first signal, for the library to poll; and which
+    /// signal it was.
+    pub struct Interrupt {
+        stop: Arc<AtomicBool>,
+        signal: Arc<AtomicUsize>,
+    }
+
+    impl Interrupt {
+        /// Installs the handlers for SIGINT and SIGTERM.
+        pub fn install() -> std::io::Result<Interrupt> {
+            let stop = Arc::new(AtomicBool::new(false));
+            let signal = Arc::new(AtomicUsize::new(0));
+            for sig in [SIGINT, SIGTERM] {
+                // Order matters (signal-hook runs a signal's actions in registration order): the
+                // default action first, armed only once an earlier signal has set `stop`; then
+                // which signal, before `stop`, so that whoever sees `stop` sees it.
+                flag::register_conditional_default(sig, Arc::clone(&stop))?;
+                flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+                flag::register(sig, Arc::clone(&stop))?;
+            }
+            Ok(Interrupt { stop, signal })
+        }
+
+        /// The flag the library's long runs poll between transactions.
+        pub fn flag(&self) -> &AtomicBool {
+            &self.stop
+        }
+
+        /// The signal received, if one was.
+        pub fn received(&self) -> Option<Signal> {
+            if !self.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.signal.load(Ordering::SeqCst) {
+                n if n == SIGTERM as usize => Some(Signal::Term),
+                _ => Some(Signal::Int),
+            }
+        }
+    }
+}
+
 use clap::Parser;
 use cli::{Cli, Command};
 use commands::StdoutError;
+use interrupt::Interrupt;
 use roachbank::config::{Backend, DatabaseConfig, Redactor, UrlSource};
 use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, DbError, Flavor};
 use roachbank::init::InitPlan;
@@ -43,12 +129,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // From here on, before anything is read or written, Ctrl-C and SIGTERM stop the command
+    // between transactions instead of killing the process: see `interrupt`.
+    let interrupt = match Interrupt::install() {
+        Ok(interrupt) => interrupt,
+        Err(err) => {
+            note!("roachbank: error: cannot handle signals: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
     if let Err(err) = dotenvy::dotenv() {
         if !err.not_found() {
-            note!(
-                "roachbank: error: cannot read .env: {}",
-                one_line(&err.to_string())
-            );
+            note!("roachbank: error: cannot read .env: {}", dotenv_error(&err));
             return ExitCode::from(EXIT_USAGE);
         }
     }
@@ -96,11 +188,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    match run(&cli, &config, init_plan.as_ref(), &redactor) {
-        Ok(()) => ExitCode::SUCCESS,
+    // A failure outranks an interruption (its line says what went wrong, and exit 1 says it);
+    // otherwise a command cut short by a signal exits 128 + its number, as a shell reports a
+    // process the signal killed: 130 for SIGINT, 143 for SIGTERM.
+    let interrupted = || match interrupt.received() {
+        Some(signal) => ExitCode::from(signal.exit_code()),
+        None => ExitCode::SUCCESS,
+    };
+    match run(&cli, &config, init_plan.as_ref(), &redactor, &interrupt) {
+        Ok(()) => interrupted(),
         // The reader has gone (`| head -1`): end quietly, like other Unix tools. The work was
         // done before its output was written, so the exit status says it succeeded.
-        Err(err) if stdout_error_kind(&err) == Some(ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
+        Err(err) if stdout_error_kind(&err) == Some(ErrorKind::BrokenPipe) => interrupted(),
         Err(err) => {
             note!("roachbank: error: {}", redactor.scrub(&error_line(&err)));
             // Asking a database for what it cannot do is bad usage, like SQLite's refusal above.
@@ -117,6 +216,7 @@ fn run(
     config: &DatabaseConfig,
     init_plan: Option<&InitPlan>,
     redactor: &Redactor,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<()> {
     if config.source() == UrlSource::Default {
         note!(
@@ -143,7 +243,50 @@ fn run(
         max_retries: cli.max_retries,
         ..RetryPolicy::default()
     };
-    commands::run(&cli.command, &db, &policy)
+    commands::run(&cli.command, &db, &policy, interrupt)
+}
+
+/// A `.env` that cannot be read, without the offending line: dotenvy's message quotes it, and it
+/// may hold a password (`DATABASE_URL=postgresql://u:secret@…` with a stray quote). Only the
+/// file's line number is kept; an I/O error (no content in it) is printed as it is.
+fn dotenv_error(err: &dotenvy::Error) -> String {
+    match err {
+        dotenvy::Error::LineParse(content, index) => {
+            // dotenvy gives the line itself (a multi-line value starts at its first line) and the
+            // byte offset of the error in it; find its line number in the file.
+            match line_number_of(content) {
+                Some(line) => format!("line {line} is not KEY=VALUE"),
+                None => format!("a line is not KEY=VALUE (error at byte {index} of it)"),
+            }
+        }
+        dotenvy::Error::Io(io) => one_line(&io.to_string()),
+        // Its text may quote the variable's value.
+        dotenvy::Error::EnvVar(_) => "a variable it uses is not valid Unicode".to_string(),
+        _ => "it is not a valid .env file".to_string(),
+    }
+}
+
+/// The 1-based number of the line of `.env` (the one dotenvy reads: in this directory or the
+/// nearest parent) where `content` starts, if the file can be read again and holds it.
+fn line_number_of(content: &str) -> Option<usize> {
+    let first = content.lines().next().filter(|first| !first.is_empty())?;
+    let mut dir = std::env::current_dir().ok()?;
+    loop {
+        let candidate = dir.join(".env");
+        if candidate.is_file() {
+            let text = std::fs::read_to_string(candidate).ok()?;
+            // dotenvy drops a trailing comment; the whole line first, then the line it began.
+            let lines: Vec<&str> = text.lines().collect();
+            return lines
+                .iter()
+                .position(|line| *line == first)
+                .or_else(|| lines.iter().position(|line| line.starts_with(first)))
+                .map(|index| index + 1);
+        }
+        if !dir.pop() {
+            return None;
+        }
+    }
 }
 
 /// The kind of the failed write to stdout that `err` is, if it is one.
@@ -196,6 +339,22 @@ mod tests {
 
         fn has_broken(&self, _: &mut ()) -> bool {
             false
+        }
+    }
+
+    /// No `.env` error quotes what the file holds: not the offending line, not a variable's
+    /// value.
+    #[test]
+    fn dotenv_errors_never_quote_the_file() {
+        let secret = "pw-S3cret";
+        let not_unicode = std::ffi::OsString::from(secret);
+        for err in [
+            dotenvy::Error::EnvVar(std::env::VarError::NotUnicode(not_unicode)),
+            dotenvy::Error::LineParse(format!("DATABASE_URL postgresql://u:{secret}@h/db"), 12),
+        ] {
+            let text = dotenv_error(&err);
+            assert!(!text.contains(secret), "{text}");
+            assert!(!text.contains('\n'), "{text}");
         }
     }
 

@@ -8,7 +8,7 @@ use crate::schema::points;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use rand::Rng;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -112,6 +112,22 @@ impl PointsReport {
     }
 }
 
+/// A `points` run that stopped on a failed chunk: why, and what had committed by then. Chunks
+/// are transactions, so every committed row is in the table exactly once and stays there; the
+/// failed chunk left nothing (unless its commit outcome is unknown: see `in_doubt`).
+#[derive(Debug, thiserror::Error)]
+#[error("{cause} ({})", committed_so_far(.committed, *.in_doubt))]
+pub struct PointsError {
+    /// What committed before the run stopped (`elapsed` included): counted once each, whichever
+    /// loader committed them, including chunks that were in flight when the first failed.
+    pub committed: PointsReport,
+    /// Rows of chunks whose commit outcome stayed unknown ([`TransactionError::AmbiguousCommit`]):
+    /// each such chunk is in the table whole or not at all. Not counted in `committed`.
+    pub in_doubt: u64,
+    /// The first failure.
+    pub cause: TransactionError<DieselError>,
+}
+
 /// [`add_points_with`] the fastest method for the database's flavour.
 pub fn add_points(
     db: &Database,
@@ -119,7 +135,7 @@ pub fn add_points(
     count: u64,
     chunk_size: u64,
     on_chunk: &mut (dyn FnMut(u64) + Send),
-) -> Result<PointsReport, TransactionError<DieselError>> {
+) -> Result<PointsReport, PointsError> {
     let method = LoadMethod::fastest_for(db.flavor());
     add_points_with(db, policy, count, chunk_size, method, on_chunk)
 }
@@ -137,6 +153,9 @@ pub fn add_points(
 /// looked up by its ids and retried only if it is absent, so exactly `count` rows land even
 /// when connections die mid-chunk. If another run holds the same slot (a unique violation), a
 /// new slot is drawn and the chunk runs again, so a collision never fails the command.
+///
+/// A failed chunk stops the run: no chunk starts after it, those in flight finish, and the
+/// [`PointsError`] tells what committed. [`add_points_cancellable`] can also be stopped early.
 pub fn add_points_with(
     db: &Database,
     policy: &RetryPolicy,
@@ -144,11 +163,38 @@ pub fn add_points_with(
     chunk_size: u64,
     method: LoadMethod,
     on_chunk: &mut (dyn FnMut(u64) + Send),
-) -> Result<PointsReport, TransactionError<DieselError>> {
-    method.supported_on(db.flavor()).map_err(|reason| {
-        TransactionError::Failed(DieselError::QueryBuilderError(reason.into()))
-    })?;
+) -> Result<PointsReport, PointsError> {
+    let never = AtomicBool::new(false);
+    add_points_cancellable(db, policy, count, chunk_size, method, &never, on_chunk)
+}
+
+/// [`add_points_with`] that also ends early once `cancel` is set (by a signal handler, another
+/// thread, …): no chunk starts after that, while those in flight run to their end (commit or
+/// rollback, each statement bounded by the connection's stall timeout). The report then counts
+/// the chunks that committed, fewer than `count` rows; a caller that needs to know whether the
+/// run was cut short compares `rows` with `count` or reads `cancel`.
+pub fn add_points_cancellable(
+    db: &Database,
+    policy: &RetryPolicy,
+    count: u64,
+    chunk_size: u64,
+    method: LoadMethod,
+    cancel: &AtomicBool,
+    on_chunk: &mut (dyn FnMut(u64) + Send),
+) -> Result<PointsReport, PointsError> {
     let started = Instant::now();
+    method
+        .supported_on(db.flavor())
+        .map_err(|reason| PointsError {
+            committed: PointsReport {
+                rows: 0,
+                chunks: 0,
+                retries: 0,
+                elapsed: started.elapsed(),
+            },
+            in_doubt: 0,
+            cause: TransactionError::Failed(DieselError::QueryBuilderError(reason.into())),
+        })?;
     let chunk_size = effective_chunk_size(db.flavor(), chunk_size);
     let loaders = match db.flavor() {
         Flavor::Sqlite => 1, // one writer at a time anyway
@@ -165,6 +211,7 @@ pub fn add_points_with(
         },
         on_chunk,
         error: None,
+        in_doubt: 0,
     });
     std::thread::scope(|scope| {
         for _ in 0..loaders {
@@ -172,7 +219,10 @@ pub fn add_points_with(
                 let first = next_chunk
                     .fetch_add(1, Ordering::Relaxed)
                     .saturating_mul(chunk_size);
-                if first >= count || lock(&progress).error.is_some() {
+                if first >= count
+                    || cancel.load(Ordering::SeqCst)
+                    || lock(&progress).error.is_some()
+                {
                     break;
                 }
                 let rows = chunk_size.min(count - first);
@@ -187,6 +237,9 @@ pub fn add_points_with(
                         (progress.on_chunk)(progress.report.rows);
                     }
                     Err(error) => {
+                        if matches!(error, TransactionError::AmbiguousCommit { .. }) {
+                            progress.in_doubt += rows;
+                        }
                         progress.error.get_or_insert(error);
                         break;
                     }
@@ -195,12 +248,36 @@ pub fn add_points_with(
         }
     });
     let progress = progress.into_inner().unwrap_or_else(|p| p.into_inner());
-    if let Some(error) = progress.error {
-        return Err(error);
-    }
     let mut report = progress.report;
     report.elapsed = started.elapsed();
-    Ok(report)
+    match progress.error {
+        Some(cause) => Err(PointsError {
+            committed: report,
+            in_doubt: progress.in_doubt,
+            cause,
+        }),
+        None => Ok(report),
+    }
+}
+
+/// "2000 rows in 2 chunks committed before the run stopped, …": what a [`PointsError`] adds to
+/// its cause.
+fn committed_so_far(committed: &PointsReport, in_doubt: u64) -> String {
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    let mut text = format!(
+        "{} row{} in {} chunk{} committed before the run stopped, each exactly once; they stay",
+        committed.rows,
+        plural(committed.rows),
+        committed.chunks,
+        plural(committed.chunks),
+    );
+    if in_doubt > 0 {
+        text.push_str(&format!(
+            "; {in_doubt} more row{} in chunks whose commit outcome is unknown",
+            plural(in_doubt)
+        ));
+    }
+    text
 }
 
 /// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the others
@@ -211,7 +288,10 @@ pub const SERVER_LOADERS: u32 = 4;
 struct Progress<'a> {
     report: PointsReport,
     on_chunk: &'a mut (dyn FnMut(u64) + Send),
+    /// The first failure.
     error: Option<TransactionError<DieselError>>,
+    /// Rows of chunks whose commit outcome is unknown.
+    in_doubt: u64,
 }
 
 fn lock<'m, T>(mutex: &'m Mutex<T>) -> std::sync::MutexGuard<'m, T> {

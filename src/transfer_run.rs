@@ -79,12 +79,29 @@ pub struct TransferReport {
 }
 
 /// Runs random transfers on `workers` threads sharing `db`'s pool for `length`, calling
-/// `on_transfer` after each commit.
+/// `on_transfer` after each commit. [`run_transfers_cancellable`] can also be stopped early.
 pub fn run_transfers(
     db: &Database,
     policy: &RetryPolicy,
     length: impl Into<RunLength>,
     workers: u32,
+    on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
+) -> TransferReport {
+    let never = AtomicBool::new(false);
+    run_transfers_cancellable(db, policy, length, workers, &never, on_transfer)
+}
+
+/// [`run_transfers`] that also ends early once `cancel` is set (by a signal handler, another
+/// thread, …): no transfer starts after that, while those in flight run to their end — commit,
+/// rollback or retries exhausted, each statement bounded by the connection's stall timeout — and
+/// are counted. The report is then that of the shorter run; a caller that needs to know whether
+/// it was cut short reads `cancel`.
+pub fn run_transfers_cancellable(
+    db: &Database,
+    policy: &RetryPolicy,
+    length: impl Into<RunLength>,
+    workers: u32,
+    cancel: &AtomicBool,
     on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
 ) -> TransferReport {
     let length = length.into();
@@ -108,6 +125,7 @@ pub fn run_transfers(
     let first_error = Mutex::new(None);
     let another = || {
         !stop.load(Ordering::Relaxed)
+            && !cancel.load(Ordering::SeqCst)
             && match length {
                 RunLength::Count(count) => next.fetch_add(1, Ordering::Relaxed) < count,
                 RunLength::Duration(duration) => started.elapsed() < duration,

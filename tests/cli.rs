@@ -276,6 +276,50 @@ fn database_url_environment_variable_beats_dotenv() {
     assert!(!cwd.join("bank.db").exists(), "{:?}", dir_entries(cwd));
 }
 
+/// A `.env` that cannot be parsed is named with the line's number, never its content: the line
+/// may hold a password.
+#[test]
+fn in_memory_sqlite_is_refused_in_one_line_and_nothing_is_written() {
+    let dir = temp_dir();
+    for url in ["sqlite://:memory:", "sqlite://file::memory:"] {
+        let output = run(dir.path(), &["seed", "--database-url", url], &[]);
+        let line = assert_one_line_error(&output);
+        assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+        assert!(line.contains("in-memory SQLite"), "{line}");
+        assert!(
+            dir_entries(dir.path()).is_empty(),
+            "{url}: wrote {:?}",
+            dir_entries(dir.path())
+        );
+    }
+}
+
+#[test]
+fn dotenv_parse_error_names_the_line_number_without_its_content() {
+    const SECRET: &str = "Sup3r-S3cret-pw";
+    let dir = temp_dir();
+    let cwd = dir.path();
+    std::fs::write(
+        cwd.join(".env"),
+        format!(
+            "# bank settings\nPGAPPNAME=roachbank\nDATABASE_URL postgresql://bank:{SECRET}@db.example/bank\n"
+        ),
+    )
+    .expect("write .env");
+
+    let output = run(cwd, &["balance"], &[]);
+    let line = assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert_not_leaked(&output, SECRET);
+    assert_eq!(
+        line,
+        "roachbank: error: cannot read .env: line 3 is not KEY=VALUE",
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(dir_entries(cwd), [".env"], "nothing written");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. PostgreSQL
 // ---------------------------------------------------------------------------------------------
@@ -900,4 +944,237 @@ fn summaries_of_one_thing_use_the_singular() {
             describe(&output)
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Interrupted and failed runs say what they did
+// ---------------------------------------------------------------------------------------------
+
+/// Starts the binary with `args` in `dir` (cleaned environment, like `run`), sends it `signal`
+/// (`"INT"`, `"TERM"`) with `kill` after `after`, and waits for it, killing it if it has not
+/// ended [`SIGNAL_DEADLINE`] after the signal. Returns its output and how long it took to end
+/// after the signal.
+fn run_and_signal(dir: &Path, args: &[&str], signal: &str, after: Duration) -> (Output, Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_roachbank"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the roachbank binary");
+    let mut stdout = child.stdout.take().expect("child stdout");
+    let mut stderr = child.stderr.take().expect("child stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stderr.read_to_end(&mut buf);
+        buf
+    });
+    std::thread::sleep(after);
+    assert!(
+        child.try_wait().expect("poll roachbank").is_none(),
+        "roachbank {args:?} ended before the signal: {}",
+        String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
+    );
+    let kill = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("run kill");
+    assert!(kill.success(), "kill -{signal} failed");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for roachbank") {
+            break status;
+        }
+        if signalled.elapsed() > SIGNAL_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "roachbank {args:?} still running {SIGNAL_DEADLINE:?} after SIG{signal}; killed it"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    let output = Output {
+        status,
+        stdout: out_reader.join().expect("read child stdout"),
+        stderr: err_reader.join().expect("read child stderr"),
+    };
+    (output, took)
+}
+
+/// How long a signalled run may take to end: its in-flight transactions finish (milliseconds on
+/// SQLite), then it prints its summary.
+const SIGNAL_DEADLINE: Duration = Duration::from_secs(10);
+
+/// `transfer --duration 30s` stopped by `signal` after a second: it ends within seconds with
+/// `code`, prints the summary of what it did, and the bank is consistent with exactly that many
+/// transfers in the ledger.
+fn interrupted_transfer_prints_its_summary_and_exits(signal: &str, code: i32) {
+    const ACCOUNTS: i64 = 20;
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let url = sqlite.url.as_str();
+    let seed = run(
+        cwd,
+        &[
+            "--database-url",
+            url,
+            "seed",
+            "--accounts",
+            &ACCOUNTS.to_string(),
+        ],
+        &[],
+    );
+    assert_success(&seed);
+
+    let (output, took) = run_and_signal(
+        cwd,
+        &["--database-url", url, "transfer", "--duration", "30s"],
+        signal,
+        Duration::from_secs(1),
+    );
+    assert_no_panic(&output);
+    assert_eq!(output.status.code(), Some(code), "{}", describe(&output));
+    assert!(
+        took < Duration::from_secs(5),
+        "ended {took:?} after SIG{signal}"
+    );
+    let done = number_after(&output, "transfers: ");
+    assert_transfer_summary(&output, done as u64);
+    assert!(done > 0, "no transfer in a second: {}", describe(&output));
+    assert!(
+        stderr_of(&output).contains(&format!("SIG{signal}")),
+        "stderr must say the run was stopped by SIG{signal}: {}",
+        describe(&output)
+    );
+    // Every transfer the summary counts is in the ledger once, and no other.
+    assert_eq!(
+        sqlite_count(&sqlite.path, "transfers"),
+        ACCOUNTS + done,
+        "ledger rows: {ACCOUNTS} deposits plus the {done} transfers done"
+    );
+    let check = run(cwd, &["--database-url", url, "check"], &[]);
+    assert_success(&check);
+    assert!(
+        stdout_of(&check).starts_with("check: OK"),
+        "{}",
+        describe(&check)
+    );
+}
+
+#[test]
+fn transfer_stopped_by_sigint_prints_its_summary_and_exits_130() {
+    interrupted_transfer_prints_its_summary_and_exits("INT", 130);
+}
+
+#[test]
+fn transfer_stopped_by_sigterm_prints_its_summary_and_exits_143() {
+    interrupted_transfer_prints_its_summary_and_exits("TERM", 143);
+}
+
+/// `points 100000000` stopped by Ctrl-C: exit 130, and the summary's row count, a whole number
+/// of committed chunks, is exactly what the table holds.
+#[test]
+fn points_stopped_by_sigint_says_how_many_rows_committed_and_the_table_holds_them() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let (output, took) = run_and_signal(
+        cwd,
+        &[
+            "--database-url",
+            &sqlite.url,
+            "points",
+            "100000000",
+            "--chunk-size",
+            "1000",
+        ],
+        "INT",
+        Duration::from_secs(1),
+    );
+    assert_no_panic(&output);
+    assert_eq!(output.status.code(), Some(130), "{}", describe(&output));
+    assert!(took < Duration::from_secs(5), "ended {took:?} after SIGINT");
+    let rows = number_after(&output, "points: ");
+    assert!(
+        rows > 0 && rows % 1000 == 0,
+        "{rows} rows: a whole number of 1000-row chunks, at least one: {}",
+        describe(&output)
+    );
+    let chunks = rows / 1000;
+    let summary = format!("points: {rows} rows in {chunks} chunk");
+    assert!(
+        stdout_of(&output).starts_with(&summary),
+        "expected {summary:?}: {}",
+        describe(&output)
+    );
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("SIGINT") && stderr.contains(&format!("{rows} of 100000000 rows")),
+        "stderr must say the run was stopped and what committed: {}",
+        describe(&output)
+    );
+    assert_eq!(sqlite_count(&sqlite.path, "points"), rows);
+}
+
+/// A `points` run that fails midway (here a trigger refuses rows beyond 3,000) says in its one
+/// error line how many rows and chunks committed, and the table holds exactly those.
+#[test]
+fn points_failing_midway_says_how_many_rows_and_chunks_committed() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let url = sqlite.url.as_str();
+    // Creates the tables.
+    assert_success(&run(
+        cwd,
+        &["--database-url", url, "seed", "--accounts", "2"],
+        &[],
+    ));
+    let mut conn = SqliteConnection::establish(sqlite.path.to_str().expect("UTF-8 path"))
+        .expect("open the SQLite file");
+    diesel::sql_query(
+        "CREATE TRIGGER points_full BEFORE INSERT ON points \
+         WHEN (SELECT COUNT(*) FROM points) >= 3000 \
+         BEGIN SELECT RAISE(ABORT, 'the points table is full'); END",
+    )
+    .execute(&mut conn)
+    .expect("create the trigger");
+    drop(conn);
+
+    let output = run(
+        cwd,
+        &[
+            "--database-url",
+            url,
+            "points",
+            "10000",
+            "--chunk-size",
+            "1000",
+        ],
+        &[],
+    );
+    let line = assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        line.contains("the points table is full"),
+        "the cause: {}",
+        describe(&output)
+    );
+    assert_eq!(
+        line.matches("3000 rows in 3 chunks committed").count(),
+        1,
+        "the line must say once what committed: {}",
+        describe(&output)
+    );
+    assert_eq!(sqlite_count(&sqlite.path, "points"), 3000);
 }

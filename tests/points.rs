@@ -11,8 +11,11 @@
 mod support;
 
 use roachbank::db::Database;
-use roachbank::points::{add_points, PointsReport, COORDINATE_SPACE};
-use roachbank::retry::RetryPolicy;
+use roachbank::points::{
+    add_points, add_points_cancellable, add_points_with, LoadMethod, PointsReport, COORDINATE_SPACE,
+};
+use roachbank::retry::{RetryPolicy, TransactionError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use support::target::Target;
 
 on_sqlite_and_postgresql!(
@@ -21,6 +24,8 @@ on_sqlite_and_postgresql!(
     a_chunk_beyond_the_bind_parameter_limit_is_split_not_refused,
     two_runs_add_up_in_distinct_id_slots,
     a_chunk_size_above_100000_rows_is_clamped_to_100000,
+    a_cancelled_run_starts_no_chunk_after_it_and_reports_what_committed,
+    a_failed_chunk_stops_the_run_and_the_error_tells_what_committed,
 );
 
 /// Adds `n` points in chunks of `chunk`; returns the report and the totals `on_chunk` saw.
@@ -133,4 +138,104 @@ fn a_chunk_size_above_100000_rows_is_clamped_to_100000(target: Target) {
     assert_eq!(report.chunks, 2, "chunks of at most 100,000 rows");
     assert_eq!(seen.first(), Some(&100_000), "the first chunk: {seen:?}");
     assert_points_table(&target, 100_001);
+}
+
+/// Cancelled after its second chunk: no chunk starts after that (on a server the chunks already
+/// in flight, at most one per loader, still commit), and the report counts exactly what the
+/// table holds, in whole chunks.
+fn a_cancelled_run_starts_no_chunk_after_it_and_reports_what_committed(target: Target) {
+    const N: u64 = 100_000;
+    const CHUNK: u64 = 100;
+    let db = target.open(4);
+    let cancel = AtomicBool::new(false);
+    let method = LoadMethod::fastest_for(db.flavor());
+    let report = add_points_cancellable(
+        &db,
+        &RetryPolicy::default(),
+        N,
+        CHUNK,
+        method,
+        &cancel,
+        &mut |done| {
+            if done >= 2 * CHUNK {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        },
+    )
+    .unwrap_or_else(|err| panic!("a cancelled run is not a failure: {err}"));
+    // At most one more chunk per loader (four on a server, one on SQLite) after the second.
+    assert!(
+        (2 * CHUNK..=6 * CHUNK).contains(&report.rows),
+        "rows after cancelling at the second chunk: {report:?}"
+    );
+    assert_eq!(
+        report.rows,
+        report.chunks * CHUNK,
+        "whole chunks: {report:?}"
+    );
+    assert_points_table(&target, report.rows);
+
+    // Cancelled before it starts: nothing at all.
+    target.execute("DELETE FROM points");
+    let report = add_points_cancellable(
+        &db,
+        &RetryPolicy::default(),
+        N,
+        CHUNK,
+        method,
+        &AtomicBool::new(true),
+        &mut |_| {},
+    )
+    .expect("a cancelled run");
+    assert_eq!((report.rows, report.chunks), (0, 0));
+    assert_points_table(&target, 0);
+}
+
+/// Rows with an index of 3,000 or more are refused (a trigger on SQLite, a CHECK constraint on
+/// a server): the run stops, and its error carries what committed — whole chunks, exactly what
+/// the table holds (on SQLite exactly chunks 0–2; on a server, where four loaders race, the
+/// first failure may come before some of them) — and says it in its text.
+fn a_failed_chunk_stops_the_run_and_the_error_tells_what_committed(target: Target) {
+    let db = target.open(4);
+    match target {
+        Target::Sqlite(_) => target.execute(
+            "CREATE TRIGGER points_full BEFORE INSERT ON points \
+             WHEN NEW.id % 4294967296 >= 3000 \
+             BEGIN SELECT RAISE(ABORT, 'points_full'); END",
+        ),
+        Target::Postgresql(_) => target.execute(
+            "ALTER TABLE points ADD CONSTRAINT points_full CHECK (id % 4294967296 < 3000)",
+        ),
+    }
+    let method = LoadMethod::fastest_for(db.flavor());
+    let err = add_points_with(
+        &db,
+        &RetryPolicy::default(),
+        10_000,
+        1000,
+        method,
+        &mut |_| {},
+    )
+    .expect_err("rows 3000 and above are refused");
+    assert!(
+        matches!(err.cause, TransactionError::Failed(_)),
+        "a refused row is a permanent failure: {err:?}"
+    );
+    assert!(err.to_string().contains("points_full"), "{err}");
+    assert_eq!(err.in_doubt, 0, "{err:?}");
+    let committed = &err.committed;
+    assert_eq!(committed.rows, committed.chunks * 1000, "{err:?}");
+    if let Target::Sqlite(_) = target {
+        assert_eq!(committed.chunks, 3, "{err:?}");
+    }
+    assert!(committed.rows <= 3000, "{err:?}");
+    let said = format!(
+        "{} row{} in {} chunk{} committed",
+        committed.rows,
+        if committed.rows == 1 { "" } else { "s" },
+        committed.chunks,
+        if committed.chunks == 1 { "" } else { "s" },
+    );
+    assert_eq!(err.to_string().matches(&said).count(), 1, "{err}");
+    assert_points_table(&target, committed.rows);
 }

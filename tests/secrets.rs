@@ -57,6 +57,11 @@ struct PasswordUser {
 
 impl PasswordUser {
     fn new() -> PasswordUser {
+        PasswordUser::with_password(USER_PASSWORD)
+    }
+
+    /// A role whose password is `password` (no `'` in it), and a database it owns.
+    fn with_password(password: &str) -> PasswordUser {
         ensure_password_checked_group();
         let tag = format!("{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
         let user = format!("rb_secret_{tag}");
@@ -64,7 +69,7 @@ impl PasswordUser {
         server().psql(
             "postgres",
             &format!(
-                "CREATE ROLE \"{user}\" LOGIN PASSWORD '{USER_PASSWORD}' IN ROLE {PASSWORD_CHECKED_GROUP}"
+                "CREATE ROLE \"{user}\" LOGIN PASSWORD '{password}' IN ROLE {PASSWORD_CHECKED_GROUP}"
             ),
         );
         server().psql(
@@ -216,4 +221,236 @@ fn no_command_prints_a_password_against_reachable_or_unreachable_servers() {
         describe(&output)
     );
     account.extra_roles.push(new_user);
+}
+
+// Passwords holding the characters a URL gives a meaning to (issue 9, item 4). libpq's URI
+// parser (PostgreSQL `fe-connect.c`, `conninfo_uri_parse_options`) ends the userinfo at the
+// first `@` before any `/`, and the password at that `@`: `#`, `?` and `:` may stand in it
+// unencoded, `@` and `/` may not (they are spelled `%40` and `%2F`; written as they are, the
+// rest of the password becomes a host, a port or the database name). In the query, libpq
+// percent-decodes the key as well as the value: `pass%77ord=` sets the password.
+
+/// The role's password: every character a URL gives a meaning to.
+const SPECIAL_PASSWORD: &str = "Hq4#Jv6?Kw8:Lx3@Mz5/Nr7";
+/// [`SPECIAL_PASSWORD`] as a userinfo holds it: `#?:` as they are, `@` and `/` encoded.
+const SPECIAL_PASSWORD_IN_USERINFO: &str = "Hq4#Jv6?Kw8:Lx3%40Mz5%2FNr7";
+/// [`SPECIAL_PASSWORD`] with every special character percent-encoded.
+const SPECIAL_PASSWORD_ENCODED: &str = "Hq4%23Jv6%3FKw8%3ALx3%40Mz5%2FNr7";
+/// A wrong password of the same shape.
+const SPECIAL_WRONG_PASSWORD: &str = "Wq1#Ex2?Ry3:Tz4";
+/// [`SPECIAL_WRONG_PASSWORD`] percent-encoded.
+const SPECIAL_WRONG_PASSWORD_ENCODED: &str = "Wq1%23Ex2%3FRy3%3ATz4";
+/// The admin's password (trusted by the suite's server, so never checked — never shown).
+const SPECIAL_ADMIN_PASSWORD: &str = "Ad1#Bd2?Cd3:Dd4";
+/// Passwords with `@` or `/` unencoded in the userinfo: libpq reads a piece of each as the
+/// password and the rest as a host, a port or the database name; the second is the issue's
+/// `p@ss:w/rd%zz`, which libpq refuses to parse at all.
+const MISREAD_PASSWORDS: &[&str] = &[
+    "Pa1@Qb2:Rc3/Sd4",
+    "Gb3@Hc4:Jd5/Kf6%zz",
+    "Xa1/Yb2",
+    "Va1@Wb2",
+];
+
+/// Every piece of the passwords above between the characters that split them, and the
+/// passwords whole, raw and encoded: none may be printed, in any output.
+fn special_secrets() -> Vec<String> {
+    let mut secrets: Vec<String> = [
+        SPECIAL_PASSWORD,
+        SPECIAL_PASSWORD_IN_USERINFO,
+        SPECIAL_PASSWORD_ENCODED,
+        SPECIAL_WRONG_PASSWORD,
+        SPECIAL_WRONG_PASSWORD_ENCODED,
+        SPECIAL_ADMIN_PASSWORD,
+    ]
+    .iter()
+    .chain(MISREAD_PASSWORDS)
+    .map(|secret| secret.to_string())
+    .collect();
+    let whole = secrets.clone();
+    for password in whole {
+        secrets.extend(
+            password
+                .split(['#', '?', ':', '@', '/', '%'])
+                .filter(|piece| piece.len() >= 3)
+                .map(str::to_string),
+        );
+    }
+    secrets
+}
+
+/// Panics if the output holds any of [`special_secrets`].
+fn assert_no_special_secret(what: &str, output: &Output) {
+    for secret in special_secrets() {
+        assert_not_leaked_as(what, output, &secret);
+    }
+}
+
+fn assert_not_leaked_as(what: &str, output: &Output, secret: &str) {
+    let all = format!("{}{}", stdout_of(output), stderr_of(output));
+    assert!(
+        !all.contains(secret),
+        "{what}: the output shows {secret:?}: {}",
+        describe(output)
+    );
+}
+
+/// Panics unless the command failed with roachbank's error line last.
+fn assert_failed_with_error_line(what: &str, output: &Output) {
+    assert!(!output.status.success(), "{what}: {}", describe(output));
+    assert!(
+        stderr_of(output)
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("roachbank: error: ")),
+        "{what}: {}",
+        describe(output)
+    );
+}
+
+#[test]
+fn a_password_with_hash_question_mark_and_colon_connects_and_is_never_printed() {
+    if not_run_on_cockroachdb(
+        "a_password_with_hash_question_mark_and_colon_connects_and_is_never_printed",
+        "it needs a role whose password the server checks; the insecure CockroachDB the suite \
+         runs against refuses passwords (28P01)",
+    ) {
+        return;
+    }
+    let mut account = PasswordUser::with_password(SPECIAL_PASSWORD);
+    let (user, database) = (account.user.clone(), account.database.clone());
+    let live = format!("{}:{}", server().host(), server().port());
+    let url = format!("postgresql://{user}:{SPECIAL_PASSWORD_IN_USERINFO}@{live}/{database}");
+    let admin = format!("postgresql://postgres:{SPECIAL_ADMIN_PASSWORD}@{live}/postgres");
+
+    // It connects: roachbank's own parameters go into the query string, not into the password
+    // (after its `?`) or the database name; --echo shows the URL with the password as `***`.
+    for command in [&["seed", "--accounts", "2"][..], &["balance"], &["init"]] {
+        let output = run_echo(&url, &admin, command);
+        let what = format!("{command:?} with #?: in the password");
+        assert_success(&output);
+        assert_no_special_secret(&what, &output);
+        let shown = format!(
+            "connecting to postgresql://{user}:***@{live}/{database}?connect_timeout=10\
+             &fallback_application_name=roachbank"
+        );
+        assert!(
+            stderr_of(&output).contains(&shown),
+            "{what}: --echo did not show {shown:?}: {}",
+            describe(&output)
+        );
+    }
+
+    // init giving a new user this password: the CREATE ROLE is echoed, the password is not.
+    let new_user = format!("{user}_new");
+    let new_url =
+        format!("postgresql://{new_user}:{SPECIAL_PASSWORD_IN_USERINFO}@{live}/{database}");
+    let output = run_echo(&new_url, &admin, &["init"]);
+    account.extra_roles.push(new_user.clone());
+    assert_success(&output);
+    assert_no_special_secret("init creating a user", &output);
+    assert!(
+        stderr_of(&output).contains(&format!("CREATE ROLE \"{new_user}\" LOGIN PASSWORD ***")),
+        "{}",
+        describe(&output)
+    );
+
+    // A wrong password of the same shape, and nothing listening.
+    let wrong = format!("postgresql://{user}:{SPECIAL_WRONG_PASSWORD}@{live}/{database}");
+    let output = run_echo(&wrong, &admin, &["balance"]);
+    assert_failed_with_error_line("wrong password", &output);
+    assert_no_special_secret("wrong password", &output);
+    assert!(
+        stderr_of(&output).contains("password authentication failed"),
+        "{}",
+        describe(&output)
+    );
+    let unreachable =
+        format!("postgresql://{user}:{SPECIAL_PASSWORD_IN_USERINFO}@127.0.0.1:1/{database}");
+    let unreachable_admin =
+        format!("postgresql://postgres:{SPECIAL_ADMIN_PASSWORD}@127.0.0.1:1/postgres");
+    for command in [&["balance"][..], &["init"]] {
+        let output = run_echo(&unreachable, &unreachable_admin, command);
+        let what = format!("{command:?} against nothing listening");
+        assert_failed_with_error_line(&what, &output);
+        assert_no_special_secret(&what, &output);
+    }
+}
+
+#[test]
+fn query_passwords_in_every_spelling_libpq_reads_are_never_printed() {
+    if not_run_on_cockroachdb(
+        "query_passwords_in_every_spelling_libpq_reads_are_never_printed",
+        "it needs a role whose password the server checks; the insecure CockroachDB the suite \
+         runs against refuses passwords (28P01)",
+    ) {
+        return;
+    }
+    let account = PasswordUser::with_password(SPECIAL_PASSWORD);
+    let (user, database) = (&account.user, &account.database);
+    let live = format!("{}:{}", server().host(), server().port());
+    // libpq decodes the key as well as the value; the value may hold `#?:@/` as they are, or
+    // percent-encoded.
+    let values = [
+        (SPECIAL_PASSWORD, SPECIAL_WRONG_PASSWORD),
+        (SPECIAL_PASSWORD_ENCODED, SPECIAL_WRONG_PASSWORD_ENCODED),
+    ];
+    for key in ["password", "pass%77ord", "%70assword"] {
+        for (value, wrong_value) in values {
+            let url =
+                format!("postgresql://{user}@{live}/{database}?{key}={value}&sslmode=disable");
+            let output = run_echo(&url, &url, &["balance"]);
+            let what = format!("?{key}={value}");
+            assert_success(&output);
+            assert_no_special_secret(&what, &output);
+            let shown = format!(
+                "connecting to postgresql://{user}@{live}/{database}?{key}=***&sslmode=disable\
+                 &connect_timeout=10&fallback_application_name=roachbank"
+            );
+            assert!(
+                stderr_of(&output).contains(&shown),
+                "{what}: --echo did not show {shown:?}: {}",
+                describe(&output)
+            );
+
+            let wrong = format!("postgresql://{user}@{live}/{database}?{key}={wrong_value}");
+            let output = run_echo(&wrong, &wrong, &["balance"]);
+            let what = format!("?{key}={wrong_value} (wrong)");
+            assert_failed_with_error_line(&what, &output);
+            assert_no_special_secret(&what, &output);
+            assert!(
+                stderr_of(&output).contains("password authentication failed"),
+                "{what}: {}",
+                describe(&output)
+            );
+
+            let unreachable = format!("postgresql://u@127.0.0.1:1/bank?{key}={value}");
+            let output = run_echo(&unreachable, &unreachable, &["balance"]);
+            let what = format!("?{key}={value} against nothing listening");
+            assert_failed_with_error_line(&what, &output);
+            assert_no_special_secret(&what, &output);
+        }
+    }
+}
+
+#[test]
+fn unencoded_at_and_slash_in_a_password_are_never_printed() {
+    // libpq cannot connect with these as meant (it reads part of the password as a host, a port
+    // or the database name, or refuses the URL): the attempt fails, quickly, and shows nothing
+    // of the password — not even the pieces libpq took for something else.
+    let live = format!("{}:{}", server().host(), server().port());
+    for password in MISREAD_PASSWORDS {
+        for host in [live.as_str(), "127.0.0.1:1"] {
+            let url = format!("postgresql://u:{password}@{host}/bank");
+            for args in [&["--echo", "balance"][..], &["check"]] {
+                let dir = temp_dir();
+                let mut all = vec!["--database-url", url.as_str()];
+                all.extend_from_slice(args);
+                let output = run(dir.path(), &all, &[]);
+                let what = format!("{args:?} with {password:?} unencoded against {host}");
+                assert_failed_with_error_line(&what, &output);
+                assert_no_special_secret(&what, &output);
+            }
+        }
+    }
 }
