@@ -107,8 +107,22 @@ pub fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), Strin
     Ok(())
 }
 
-/// `init`: set up the user, the database and the tables, and say what was done.
-pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<()> {
+/// Whether `command` writes to the database and reports work done (`seed`, `transfer`,
+/// `points`, `init`): after such a command succeeds, `main` warns if the server does not make
+/// commits durable.
+pub fn reports_work_done(command: &Command) -> bool {
+    match command {
+        Command::Seed { .. }
+        | Command::Transfer { .. }
+        | Command::Points { .. }
+        | Command::Init { .. } => true,
+        Command::Balance | Command::Check => false,
+    }
+}
+
+/// `init`: set up the user, the database and the tables, and say what was done. Returns the
+/// engine set up.
+pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<Flavor> {
     let report = init::init(plan, options).context("init failed")?;
     for step in &report.steps {
         say!("{}: {}", step.subject, step.outcome)?;
@@ -131,7 +145,7 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<()> {
             plural(n as u64)
         )?,
     }
-    Ok(())
+    Ok(report.flavor)
 }
 
 /// The pool size a command wants.

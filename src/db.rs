@@ -401,8 +401,11 @@ impl Database {
             None => Flavor::detect(&mut first)?,
         };
         accept(flavor).map_err(DbError::Unsupported)?;
-        let migrations_applied =
-            migrate::run_embedded_migrations(&mut first, options.migration_lock_wait, || {
+        let migrations_applied = migrate::run_embedded_migrations(
+            &mut first,
+            flavor,
+            options.migration_lock_wait,
+            || {
                 // The lock's UPDATE may wait the whole lock wait for another process.
                 let bound = manager
                     .stall_bound()
@@ -410,7 +413,8 @@ impl Database {
                 manager
                     .establish_with_stall_bound(bound)
                     .map_err(|error| error.to_string())
-            })?;
+            },
+        )?;
         drop(first);
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))

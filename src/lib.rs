@@ -19,11 +19,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod adopt;
 pub mod audit;
 pub mod bank;
 pub mod config;
 pub mod conninfo;
 pub mod db;
+pub mod durability;
 pub mod init;
 pub mod migrate;
 pub mod models;

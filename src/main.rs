@@ -103,7 +103,11 @@ use cli::{Cli, Command};
 use commands::StdoutError;
 use interrupt::Interrupt;
 use roachbank::config::{Backend, DatabaseConfig, Redactor, UrlSource};
-use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, DbError, Flavor};
+use roachbank::db::{
+    echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, DbError,
+    Flavor,
+};
+use roachbank::durability::{durability_warning, durability_warning_on};
 use roachbank::init::InitPlan;
 use roachbank::retry::RetryPolicy;
 use std::io::ErrorKind;
@@ -234,7 +238,14 @@ fn run(
         ..ConnectOptions::default()
     };
     if let Some(plan) = init_plan {
-        return commands::init(plan, &options);
+        let flavor = commands::init(plan, &options)?;
+        // Asked on a session of the user init set up, as the other commands would ask.
+        if flavor != Flavor::Sqlite {
+            if let Ok(mut conn) = DbConnectionManager::new(config.clone(), &options).establish() {
+                warn_if_not_durable(durability_warning_on(&mut conn, flavor));
+            }
+        }
+        return Ok(());
     }
     let db = Database::open_checked(config.clone(), &options, |flavor| {
         commands::refuse_unsupported(&cli.command, flavor)
@@ -243,7 +254,20 @@ fn run(
         max_retries: cli.max_retries,
         ..RetryPolicy::default()
     };
-    commands::run(&cli.command, &db, &policy, interrupt)
+    commands::run(&cli.command, &db, &policy, interrupt)?;
+    if commands::reports_work_done(&cli.command) {
+        warn_if_not_durable(durability_warning(&db));
+    }
+    Ok(())
+}
+
+/// Prints the warning that the server does not make commits durable, if there is one: once,
+/// after a command that wrote something has succeeded and said what it did (a failed command
+/// prints its one error line and nothing else).
+fn warn_if_not_durable(warning: Option<String>) {
+    if let Some(warning) = warning {
+        note!("roachbank: {warning}");
+    }
 }
 
 /// A `.env` that cannot be read, without the offending line: dotenvy's message quotes it, and it

@@ -19,13 +19,14 @@
 //!   time, so there a failed run is re-checked: if another process has applied everything
 //!   meanwhile, that is success.
 
-use crate::db::DbConnection;
+use crate::adopt;
+use crate::db::{DbConnection, Flavor};
 use diesel::backend::Backend;
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::sql_types::Text;
-use diesel::{PgConnection, QueryableByName, RunQueryDsl};
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -63,6 +64,14 @@ pub enum MigrationError {
         /// How long this process waited.
         waited: Duration,
     },
+    /// A table named like one of roachbank's exists with a shape or rows roachbank cannot adopt.
+    #[error("cannot adopt the existing table {table}: {problem}; nothing was changed")]
+    CannotAdopt {
+        /// The table.
+        table: String,
+        /// What is wrong with it, on one line.
+        problem: String,
+    },
     /// The schema needs migrations that could not be applied (a user with read rights only,
     /// say).
     #[error("the database needs {pending} more migration{} and they could not be applied ({reason}): run roachbank once as a user allowed to create tables in it (its owner; `roachbank init` sets one up)", if *.pending == 1 { "" } else { "s" })]
@@ -83,6 +92,7 @@ pub enum MigrationError {
 /// schema was up to date, or another process brought it up to date meanwhile).
 pub fn run_embedded_migrations<C>(
     conn: &mut DbConnection,
+    flavor: Flavor,
     lock_wait: Duration,
     connect: C,
 ) -> Result<usize, MigrationError>
@@ -95,6 +105,8 @@ where
             if pending == 0 {
                 return Ok(0);
             }
+            // Refuse tables roachbank cannot adopt before writing anything, the lock included.
+            adopt::adopt_server_tables(pg, adopt::Apply::CheckOnly)?;
             // A user with read rights only gets here only if the schema needs migrating.
             let needs_migrating = |error: MigrationError| match error {
                 MigrationError::Failed(reason) => {
@@ -109,15 +121,53 @@ where
                 ));
             };
             let _lock = MigrationLock::acquire(lock_pg, lock_wait).map_err(needs_migrating)?;
-            refuse_newer_schema(pg, &POSTGRES_MIGRATIONS)?;
-            pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
-                .map(|applied| applied.len())
-                .map_err(|e| {
-                    needs_migrating(MigrationError::Failed(crate::db::one_line(&e.to_string())))
-                })
+            // Another process may have migrated (further) while this one waited for the lock.
+            pending_migrations(pg)?;
+            let adopt_and_migrate = |pg: &mut PgConnection| -> Result<usize, MigrationError> {
+                adopt::adopt_server_tables(pg, adopt::Apply::Change)?;
+                pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
+                    .map(|applied| applied.len())
+                    .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
+            };
+            let applied = if flavor == Flavor::PostgreSql {
+                // PostgreSQL's DDL is transactional: a run that fails leaves the database as
+                // it found it. (CockroachDB 25.1+ commits at each DDL statement; there every
+                // statement can run again instead.)
+                in_transaction(pg, adopt_and_migrate)
+            } else {
+                adopt_and_migrate(pg)
+            };
+            applied.map_err(needs_migrating)
         }
-        DbConnection::Sqlite(sqlite) => migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS),
+        DbConnection::Sqlite(sqlite) => {
+            adopt::check_sqlite_tables(sqlite)?;
+            migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS)
+        }
     }
+}
+
+/// Runs `work` in one transaction on `pg`, committed if it succeeds, rolled back otherwise.
+fn in_transaction<T>(
+    pg: &mut PgConnection,
+    work: impl FnOnce(&mut PgConnection) -> Result<T, MigrationError>,
+) -> Result<T, MigrationError> {
+    /// Diesel's transaction wants an error that can hold its own.
+    enum Failure {
+        Migration(MigrationError),
+        Diesel(DieselError),
+    }
+    impl From<DieselError> for Failure {
+        fn from(error: DieselError) -> Self {
+            Failure::Diesel(error)
+        }
+    }
+    pg.transaction(|pg| work(pg).map_err(Failure::Migration))
+        .map_err(|failure| match failure {
+            Failure::Migration(error) => error,
+            Failure::Diesel(error) => {
+                MigrationError::Failed(crate::db::one_line(&error.to_string()))
+            }
+        })
 }
 
 /// How many embedded migrations are not applied yet, read without DDL and without the lock

@@ -78,6 +78,9 @@ pub struct TransferReport {
     pub error: Option<TransactionError<BankError>>,
 }
 
+/// How long after the end of a timed run its transfers may still start a retry.
+pub const RETRY_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs random transfers on `workers` threads sharing `db`'s pool for `length`, calling
 /// `on_transfer` after each commit. [`run_transfers_cancellable`] can also be stopped early.
 pub fn run_transfers(
@@ -106,16 +109,16 @@ pub fn run_transfers_cancellable(
 ) -> TransferReport {
     let length = length.into();
     let started = Instant::now();
-    // A timed run ends on time: no transfer starts a retry after it.
+    // A timed run ends on time: no transfer starts a retry later than RETRY_GRACE after it (a
+    // conflict met at the very end is still retried; a transfer stuck in retries is not).
     let policy = &match length {
-        RunLength::Duration(duration) => RetryPolicy {
-            deadline: Some(
-                policy
-                    .deadline
-                    .map_or(started + duration, |end| end.min(started + duration)),
-            ),
-            ..*policy
-        },
+        RunLength::Duration(duration) => {
+            let end = started + duration + RETRY_GRACE;
+            RetryPolicy {
+                deadline: Some(policy.deadline.map_or(end, |own| own.min(end))),
+                ..*policy
+            }
+        }
         RunLength::Count(_) => *policy,
     };
     let next = AtomicU64::new(0);

@@ -1178,3 +1178,237 @@ fn points_failing_midway_says_how_many_rows_and_chunks_committed() {
     );
     assert_eq!(sqlite_count(&sqlite.path, "points"), 3000);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 14. A server that does not make commits durable
+// ---------------------------------------------------------------------------------------------
+
+/// How the warning starts (after `roachbank: `) when the server does not make commits durable.
+const NOT_DURABLE: &str = "roachbank: warning: the server does not make commits durable";
+
+/// Why the warning tests do not run on CockroachDB.
+const NEEDS_FSYNC_OFF_POSTGRESQL: &str = "needs PostgreSQL with fsync = off and \
+     synchronous_commit = off (the throwaway server); CockroachDB's equivalent, the cluster \
+     setting kv.raft_log.disable_synchronization_unsafe, is off on the suite's cluster";
+
+/// The lines of `output`'s stderr that are the durability warning.
+fn durability_warnings(output: &Output) -> Vec<String> {
+    stderr_of(output)
+        .lines()
+        .filter(|line| line.contains("commits durable"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// On the suite's throwaway server (fsync = off, synchronous_commit = off), each command that
+/// writes and reports work done — seed, transfer, points — succeeds and then warns, once, on
+/// one line naming both settings; the read-only commands do not warn.
+#[test]
+fn commands_that_write_warn_once_when_the_server_does_not_make_commits_durable() {
+    if not_run_on_cockroachdb(
+        "commands_that_write_warn_once_when_the_server_does_not_make_commits_durable",
+        NEEDS_FSYNC_OFF_POSTGRESQL,
+    ) {
+        return;
+    }
+    let db = TestDb::new("cli_not_durable");
+    assert_eq!(
+        db.psql("SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit')"),
+        "off off",
+        "the test needs the throwaway server's settings (tests/support/pg_server.rs)"
+    );
+    let dir = temp_dir();
+    let writes: &[&[&str]] = &[
+        &["seed", "--accounts", "5"],
+        &["transfer", "--count", "2"],
+        &["points", "10"],
+    ];
+    for args in writes {
+        let mut all = vec!["--database-url", db.url.as_str()];
+        all.extend_from_slice(args);
+        let output = run(dir.path(), &all, &[]);
+        assert_success(&output);
+        let stderr = stderr_of(&output);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "roachbank {args:?}: exactly one line on stderr, the warning: {}",
+            describe(&output)
+        );
+        assert!(
+            lines[0].starts_with(NOT_DURABLE)
+                && lines[0].contains("fsync = off")
+                && lines[0].contains("synchronous_commit = off"),
+            "roachbank {args:?}: the warning must name both settings: {}",
+            describe(&output)
+        );
+    }
+    for args in [["balance"], ["check"]] {
+        let mut all = vec!["--database-url", db.url.as_str()];
+        all.extend_from_slice(&args);
+        let output = run(dir.path(), &all, &[]);
+        assert_success(&output);
+        assert_eq!(
+            stderr_of(&output),
+            "",
+            "roachbank {args:?} wrote nothing: no warning: {}",
+            describe(&output)
+        );
+    }
+}
+
+/// A user and a database `init` creates on the suite's server, dropped again.
+struct InitTarget {
+    user: String,
+    database: String,
+}
+
+impl Drop for InitTarget {
+    fn drop(&mut self) {
+        let server = support::server();
+        let _ = server.try_psql(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.database),
+        );
+        let _ = server.try_psql(
+            "postgres",
+            &format!("DROP ROLE IF EXISTS \"{}\"", self.user),
+        );
+    }
+}
+
+/// `init` writes too (the user, the database, the tables): after it succeeds, the same one
+/// warning, asked on the new user's session.
+#[test]
+fn init_warns_once_when_the_server_does_not_make_commits_durable() {
+    if not_run_on_cockroachdb(
+        "init_warns_once_when_the_server_does_not_make_commits_durable",
+        NEEDS_FSYNC_OFF_POSTGRESQL,
+    ) {
+        return;
+    }
+    let server = support::server();
+    let tag = format!("{:010x}", rand::random::<u64>() & 0xff_ffff_ffff);
+    let target = InitTarget {
+        user: format!("rb_durable_user_{tag}"),
+        database: format!("rb_durable_db_{tag}"),
+    };
+    let url = format!(
+        "postgresql://{}@{}:{}/{}",
+        target.user,
+        server.host(),
+        server.port(),
+        target.database
+    );
+    let dir = temp_dir();
+    let output = run(
+        dir.path(),
+        &[
+            "--database-url",
+            &url,
+            "init",
+            "--admin-url",
+            server.admin_url(),
+        ],
+        &[],
+    );
+    assert_success(&output);
+    assert!(
+        stdout_of(&output).contains("database ready"),
+        "{}",
+        describe(&output)
+    );
+    let stderr = stderr_of(&output);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].starts_with(NOT_DURABLE) && lines[0].contains("fsync = off"),
+        "exactly one line on stderr, the warning: {}",
+        describe(&output)
+    );
+}
+
+/// A command that fails prints its one error line, and no warning, even on a server that does
+/// not make commits durable.
+#[test]
+fn a_failing_command_prints_one_error_line_and_no_durability_warning() {
+    if not_run_on_cockroachdb(
+        "a_failing_command_prints_one_error_line_and_no_durability_warning",
+        NEEDS_FSYNC_OFF_POSTGRESQL,
+    ) {
+        return;
+    }
+    let db = TestDb::new("cli_not_durable_fails");
+    let dir = temp_dir();
+    let output = run(
+        dir.path(),
+        &["--database-url", &db.url, "transfer", "--count", "2"],
+        &[],
+    );
+    let line = assert_one_line_error(&output);
+    assert!(line.contains("seed"), "{}", describe(&output));
+    assert!(
+        durability_warnings(&output).is_empty(),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// On a server with PostgreSQL's default durability (fsync and synchronous_commit on), the
+/// same commands say nothing on stderr.
+#[test]
+fn a_server_that_makes_commits_durable_gets_no_warning() {
+    if not_run_on_cockroachdb(
+        "a_server_that_makes_commits_durable_gets_no_warning",
+        "starts its own PostgreSQL server with fsync on (support::start_durable_server)",
+    ) {
+        return;
+    }
+    let durable = support::start_durable_server();
+    durable.psql("postgres", "CREATE DATABASE bank");
+    assert_eq!(
+        durable.psql(
+            "bank",
+            "SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit')"
+        ),
+        "on on"
+    );
+    let url = durable.url_for("bank");
+    let dir = temp_dir();
+    let commands: &[&[&str]] = &[
+        &["seed", "--accounts", "5"],
+        &["transfer", "--count", "2"],
+        &["points", "10"],
+    ];
+    for args in commands {
+        let mut all = vec!["--database-url", url.as_str()];
+        all.extend_from_slice(args);
+        let output = run(dir.path(), &all, &[]);
+        assert_success(&output);
+        assert_eq!(
+            stderr_of(&output),
+            "",
+            "roachbank {args:?} on a durable server: nothing on stderr: {}",
+            describe(&output)
+        );
+    }
+}
+
+/// SQLite (WAL, synchronous = FULL) makes every commit durable: no warning.
+#[test]
+fn sqlite_gets_no_durability_warning() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let commands: &[&[&str]] = &[
+        &["seed", "--accounts", "5"],
+        &["transfer", "--count", "2"],
+        &["points", "10"],
+    ];
+    for args in commands {
+        let mut all = vec!["--database-url", sqlite.url.as_str()];
+        all.extend_from_slice(args);
+        let output = run(cwd, &all, &[]);
+        assert_success(&output);
+        assert_eq!(stderr_of(&output), "", "{}", describe(&output));
+    }
+}

@@ -25,7 +25,7 @@ use roachbank::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, Flavor};
 use roachbank::points;
 use roachbank::retry::{classify, ErrorClass, RetryPolicy, TransactionError};
-use roachbank::transfer_run::{self, RunLength, TransferOutcome, TransferReport};
+use roachbank::transfer_run::{self, RunLength, TransferOutcome, TransferReport, RETRY_GRACE};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1242,10 +1242,14 @@ fn a_timed_run_whose_connections_stop_answering_returns_within_its_duration_and_
         thread::sleep(RUN / 2);
         FrozenBackends::freeze(backends_of(&name))
     });
-    let (database, report) =
-        settles_in_bounded_time(TEST, RUN + STALL_BOUND, database, |database| {
+    let (database, report) = settles_in_bounded_time(
+        TEST,
+        RUN + RETRY_GRACE + STALL_BOUND,
+        database,
+        |database| {
             transfer_run::run_transfers(database, &policy(), RunLength::Duration(RUN), 2, &|_| {})
-        });
+        },
+    );
     let frozen = freezer.join().expect("the freezer");
     assert!(!frozen.0.is_empty(), "{TEST}: some backend was frozen");
     let summary = &report.summary;
@@ -1254,7 +1258,7 @@ fn a_timed_run_whose_connections_stop_answering_returns_within_its_duration_and_
         "{TEST}: transfers committed before the freeze"
     );
     assert!(
-        summary.elapsed < RUN + STALL_BOUND + SETTLE_MARGIN,
+        summary.elapsed < RUN + RETRY_GRACE + STALL_BOUND + SETTLE_MARGIN,
         "{TEST}: the run took {:?}",
         summary.elapsed
     );
@@ -1300,7 +1304,7 @@ fn cli_transfer_duration_returns_within_its_duration_and_the_stall_timeout_when_
     assert!(!frozen.0.is_empty(), "{TEST}: some backend was frozen");
     support::bin::assert_no_panic(&output);
     assert!(
-        took < Duration::from_secs(3) + STALL_BOUND + SETTLE_MARGIN,
+        took < Duration::from_secs(3) + RETRY_GRACE + STALL_BOUND + SETTLE_MARGIN,
         "{TEST}: `transfer --duration 3s --stall-timeout 2s` took {took:?}: {}",
         support::bin::describe(&output)
     );
