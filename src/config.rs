@@ -733,7 +733,7 @@ fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
 }
 
 /// Byte range of the path (`/db`, possibly empty) of a URL, where libpq finds it: from the end
-/// of the host list to the `?` of the query or the end (see [`UriLayout`]: a password's `?`
+/// of the host list to the `?` of the query or the end (see `UriLayout`: a password's `?`
 /// or `#`, a multi-host list's `:` and `,` are not taken for it). `(len, len)` for a string
 /// that is not such a URL.
 pub fn url_path_range(url: &str) -> (usize, usize) {
