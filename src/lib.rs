@@ -19,7 +19,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod adopt;
 pub mod audit;
 pub mod bank;
 pub mod config;

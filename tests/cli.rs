@@ -7,14 +7,13 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 use support::bin::{
-    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, describe,
-    dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, DEFAULT_DEADLINE,
+    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, command, describe,
+    dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, Started, DEFAULT_DEADLINE,
 };
 use support::{not_run_on_cockroachdb, TestDb, TestSqlite};
 
@@ -778,49 +777,17 @@ fn help_exits_zero_and_lists_every_command() {
 // ---------------------------------------------------------------------------------------------
 
 /// Runs the binary like `run` (cleaned environment, killed after [`DEFAULT_DEADLINE`]) but with
-/// its stdout set up by `stdout`, which gets the spawned child (to close its pipe, say).
-/// The returned output's stdout is empty.
+/// its stdout set up by `stdout`; `after_spawn` gets the spawned child (to close its pipe, say).
+/// The returned output's stdout is empty unless it stayed piped.
 fn run_with_stdout(
     dir: &Path,
     args: &[&str],
     stdout: Stdio,
     after_spawn: impl FnOnce(&mut std::process::Child),
 ) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roachbank"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the roachbank binary");
-    after_spawn(&mut child);
-    let mut stderr = child.stderr.take().expect("child stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for roachbank") {
-            break status;
-        }
-        if started.elapsed() > DEFAULT_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("roachbank {args:?} still running after {DEFAULT_DEADLINE:?}; killed it");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: Vec::new(),
-        stderr: err_reader.join().expect("read child stderr"),
-    }
+    let mut command = command(dir, args, &[]);
+    command.stdout(stdout);
+    Started::start(command, after_spawn).wait(DEFAULT_DEADLINE)
 }
 
 /// `roachbank transfer --count 10 | head -0`: the reader is gone before the first line. Like
@@ -955,35 +922,15 @@ fn summaries_of_one_thing_use_the_singular() {
 /// ended [`SIGNAL_DEADLINE`] after the signal. Returns its output and how long it took to end
 /// after the signal.
 fn run_and_signal(dir: &Path, args: &[&str], signal: &str, after: Duration) -> (Output, Duration) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_roachbank"))
-        .args(args)
-        .current_dir(dir)
-        .env_remove("DATABASE_URL")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the roachbank binary");
-    let mut stdout = child.stdout.take().expect("child stdout");
-    let mut stderr = child.stderr.take().expect("child stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
+    let mut child = Started::start(command(dir, args, &[]), |_| {});
     std::thread::sleep(after);
-    assert!(
-        child.try_wait().expect("poll roachbank").is_none(),
-        "roachbank {args:?} ended before the signal: {}",
-        String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
-    );
+    if child.has_ended() {
+        let output = child.wait(Duration::ZERO);
+        panic!(
+            "roachbank {args:?} ended before the signal: {}",
+            describe(&output)
+        );
+    }
     let kill = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(child.id().to_string())
@@ -991,26 +938,8 @@ fn run_and_signal(dir: &Path, args: &[&str], signal: &str, after: Duration) -> (
         .expect("run kill");
     assert!(kill.success(), "kill -{signal} failed");
     let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for roachbank") {
-            break status;
-        }
-        if signalled.elapsed() > SIGNAL_DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "roachbank {args:?} still running {SIGNAL_DEADLINE:?} after SIG{signal}; killed it"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = signalled.elapsed();
-    let output = Output {
-        status,
-        stdout: out_reader.join().expect("read child stdout"),
-        stderr: err_reader.join().expect("read child stderr"),
-    };
-    (output, took)
+    let output = child.wait(SIGNAL_DEADLINE);
+    (output, signalled.elapsed())
 }
 
 /// How long a signalled run may take to end: its in-flight transactions finish (milliseconds on

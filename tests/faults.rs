@@ -571,19 +571,45 @@ fn assert_attempts_fit_the_cut(cut: Cut, attempts: u32, ledger_inserts: u64, lab
 const IDLE_BOUND: Duration = Duration::from_secs(2);
 const SETTLE_MARGIN: Duration = Duration::from_secs(10);
 
-/// Opens `url` (through a proxy) for a partition test: the server ends a transaction of ours
-/// left idle for [`IDLE_BOUND`].
-fn open_for_partition(url: &str, flavor: Flavor) -> Database {
-    open_with(
-        url,
+/// A fresh bank of `accounts` accounts behind a proxy that will swallow the next `statement`
+/// (a commit), opened with the `flavor` protocol: the server ends a transaction of ours left
+/// idle for [`IDLE_BOUND`].
+fn partitioned_bank(
+    name: &str,
+    accounts: u64,
+    flavor: Flavor,
+    statement: &str,
+) -> (TestDb, CuttingProxy, Database) {
+    let (db, proxy, url) = bank_behind_proxy(name, accounts);
+    let (database, _) = open_with(
+        &url,
         ConnectOptions {
             pool_size: 2,
             flavor_override: Some(flavor),
             idle_in_transaction_timeout: IDLE_BOUND,
             ..ConnectOptions::default()
         },
-    )
-    .0
+    );
+    proxy.swallow(statement);
+    (db, proxy, database)
+}
+
+/// Runs `work` behind the partition of [`partitioned_bank`]: it must settle within the idle
+/// bound (and a margin), after the proxy swallowed exactly one commit, and succeed.
+fn settle_under_partition<T: Send + 'static, E: std::fmt::Debug + Send + 'static>(
+    label: &str,
+    proxy: &CuttingProxy,
+    database: Database,
+    work: impl FnOnce(&Database) -> Result<T, E> + Send + 'static,
+) -> (Database, T) {
+    let (database, result) = settles_in_bounded_time(label, IDLE_BOUND, database, work);
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "{label}: the partition swallowed one commit"
+    );
+    let value = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    (database, value)
 }
 
 /// Runs `work` on `database` in a thread; fails the test if it has not returned within
@@ -619,19 +645,11 @@ fn settles_in_bounded_time<T: Send + 'static>(
 fn transfer_with_commit_swallowed(flavor: Flavor, statement: &str) {
     let label = format!("{flavor}, {statement:?} swallowed");
     let _serial = one_at_a_time();
-    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_commit", 10);
-    let database = open_for_partition(&url, flavor);
+    let (db, proxy, database) = partitioned_bank("faults_swallowed_commit", 10, flavor, statement);
     let before = balances(&db);
-    proxy.swallow(statement);
-    let (database, result) = settles_in_bounded_time(&label, IDLE_BOUND, database, |database| {
+    let (database, committed) = settle_under_partition(&label, &proxy, database, |database| {
         bank::transfer(database, &policy())
     });
-    assert_eq!(
-        proxy.cuts(),
-        1,
-        "{label}: the partition swallowed one commit"
-    );
-    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
     let transfer = &committed.value;
     assert_books_balance(&db, &database, std::slice::from_ref(transfer), &label);
     let mut expected = before;
@@ -647,29 +665,12 @@ fn seed_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_appl
     const ACCOUNTS: u64 = 50;
     let label = "seed, COMMIT swallowed";
     let _serial = one_at_a_time();
-    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_seed", 0);
-    let database = open_for_partition(&url, Flavor::PostgreSql);
-    proxy.swallow("COMMIT");
-    let (database, result) = settles_in_bounded_time(label, IDLE_BOUND, database, |database| {
+    let (db, proxy, database) =
+        partitioned_bank("faults_swallowed_seed", 0, Flavor::PostgreSql, "COMMIT");
+    let (database, committed) = settle_under_partition(label, &proxy, database, |database| {
         bank::seed(database, &policy(), ACCOUNTS)
     });
-    assert_eq!(
-        proxy.cuts(),
-        1,
-        "{label}: the partition swallowed one commit"
-    );
-    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
-    assert_eq!(committed.value.accounts, ACCOUNTS);
-    assert_eq!(count(&db, "SELECT count(*) FROM accounts"), ACCOUNTS as i64);
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM transfers WHERE source_id IS NULL"
-        ),
-        ACCOUNTS as i64,
-        "{label}: one deposit per account"
-    );
-    assert_audit_consistent(&database, label);
+    assert_seeded_once(&db, &database, &committed.value, ACCOUNTS, label);
 }
 
 #[test]
@@ -677,18 +678,11 @@ fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly
     const N: u64 = 2_000;
     let label = "points, COMMIT swallowed";
     let _serial = one_at_a_time();
-    let (db, proxy, url) = bank_behind_proxy("faults_swallowed_points", 0);
-    let database = open_for_partition(&url, Flavor::PostgreSql);
-    proxy.swallow("COMMIT");
-    let (_database, result) = settles_in_bounded_time(label, IDLE_BOUND, database, |database| {
+    let (db, proxy, database) =
+        partitioned_bank("faults_swallowed_points", 0, Flavor::PostgreSql, "COMMIT");
+    let (_database, report) = settle_under_partition(label, &proxy, database, |database| {
         points::add_points(database, &policy(), N, 500, &mut |_| {})
     });
-    assert_eq!(
-        proxy.cuts(),
-        1,
-        "{label}: the partition swallowed one commit"
-    );
-    let report = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
     assert_eq!(report.rows, N);
     assert_eq!(
         count(&db, "SELECT count(*) FROM points"),
@@ -1016,6 +1010,34 @@ fn a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_fail
     }
 }
 
+/// A seed that reported `seeded` created exactly `accounts` accounts, once: each with one
+/// deposit, holding the money reported, the books consistent.
+fn assert_seeded_once(
+    db: &TestDb,
+    database: &Database,
+    seeded: &bank::SeedReport,
+    accounts: u64,
+    label: &str,
+) {
+    assert_audit_consistent(database, label);
+    assert_eq!(seeded.accounts, accounts, "{label}");
+    assert_eq!(
+        count(db, "SELECT count(*) FROM accounts"),
+        accounts as i64,
+        "{label}"
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM transfers WHERE source_id IS NULL"),
+        accounts as i64,
+        "{label}: one deposit per account"
+    );
+    assert_eq!(
+        count(db, "SELECT COALESCE(SUM(balance), 0) FROM accounts"),
+        seeded.money,
+        "{label}: the reported money is what the accounts hold"
+    );
+}
+
 /// One `bank::seed` of `ACCOUNTS` through a proxy that cuts the connection on `COMMIT`.
 fn seed_with_commit_cut(cut: Cut) {
     const ACCOUNTS: u64 = 50;
@@ -1042,26 +1064,7 @@ fn seed_with_commit_cut(cut: Cut) {
         "{label}: {} accounts, money {}, attempts {}",
         committed.value.accounts, committed.value.money, committed.attempts
     );
-    assert_audit_consistent(&database, &label);
-    assert_eq!(committed.value.accounts, ACCOUNTS, "{label}");
-    assert_eq!(
-        count(&db, "SELECT count(*) FROM accounts"),
-        ACCOUNTS as i64,
-        "{label}"
-    );
-    assert_eq!(
-        count(
-            &db,
-            "SELECT count(*) FROM transfers WHERE source_id IS NULL"
-        ),
-        ACCOUNTS as i64,
-        "{label}: one deposit per account"
-    );
-    assert_eq!(
-        count(&db, "SELECT COALESCE(SUM(balance), 0) FROM accounts"),
-        committed.value.money,
-        "{label}: the reported money is what the accounts hold"
-    );
+    assert_seeded_once(&db, &database, &committed.value, ACCOUNTS, &label);
     assert_attempts_fit_the_cut(cut, committed.attempts, tally.ledger_inserts(), &label);
 }
 

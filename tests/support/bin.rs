@@ -4,7 +4,8 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Longest any single command may run before the test gives up on it (and kills it).
@@ -18,14 +19,9 @@ pub fn temp_dir() -> tempfile::TempDir {
         .expect("create a temporary directory")
 }
 
-/// Runs the binary with `args` in `dir`, with `envs` added to a cleaned environment; gives up
-/// (killing the child) after `deadline`. Returns the output and how long the child ran.
-pub fn run_timed(
-    dir: &Path,
-    args: &[&str],
-    envs: &[(&str, &str)],
-    deadline: Duration,
-) -> (Output, Duration) {
+/// The binary as a command: `args`, run in `dir`, with `envs` added to a cleaned environment,
+/// stdin closed, stdout and stderr piped.
+pub fn command(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roachbank"));
     command
         .args(args)
@@ -51,41 +47,97 @@ pub fn run_timed(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    command
+}
+
+/// A started binary whose piped output is read in the background.
+pub struct Started {
+    child: Child,
+    args: Vec<String>,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
+
+impl Started {
+    /// Spawns `command`, hands the child to `after_spawn` (which may take its stdout, to close
+    /// the pipe), then reads whatever pipes are left.
+    pub fn start(mut command: Command, after_spawn: impl FnOnce(&mut Child)) -> Started {
+        let args = command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        let mut child = command.spawn().expect("start the roachbank binary");
+        after_spawn(&mut child);
+        Started {
+            stdout: child.stdout.take().map(read_to_end),
+            stderr: child.stderr.take().map(read_to_end),
+            child,
+            args,
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child has ended.
+    pub fn has_ended(&mut self) -> bool {
+        self.child.try_wait().expect("poll roachbank").is_some()
+    }
+
+    /// Waits for the child to end, killing it (and failing the test, with what it said on
+    /// stderr) if it is still running `within` from now.
+    pub fn wait(mut self, within: Duration) -> Output {
+        let waiting = Instant::now();
+        let status: ExitStatus = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for roachbank") {
+                break status;
+            }
+            if waiting.elapsed() > within {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "roachbank {:?} still running after {within:?}; killed it\nstderr so far: {}",
+                    self.args,
+                    String::from_utf8_lossy(&joined(self.stderr.take()))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Output {
+            status,
+            stdout: joined(self.stdout.take()),
+            stderr: joined(self.stderr.take()),
+        }
+    }
+}
+
+fn read_to_end(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn joined(reader: Option<JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    reader
+        .map(|reader| reader.join().expect("read the child's output"))
+        .unwrap_or_default()
+}
+
+/// Runs the binary with `args` in `dir`, with `envs` added to a cleaned environment; gives up
+/// (killing the child) after `deadline`. Returns the output and how long the child ran.
+pub fn run_timed(
+    dir: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    deadline: Duration,
+) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = command.spawn().expect("start the roachbank binary");
-    let mut stdout = child.stdout.take().expect("child stdout");
-    let mut stderr = child.stderr.take().expect("child stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stdout.read_to_end(&mut buf);
-        buf
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.read_to_end(&mut buf);
-        buf
-    });
-    let status: ExitStatus = loop {
-        if let Some(status) = child.try_wait().expect("wait for roachbank") {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "roachbank {args:?} still running after {deadline:?}; killed it\nstderr so far: {}",
-                String::from_utf8_lossy(&err_reader.join().unwrap_or_default())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    let output = Output {
-        status,
-        stdout: out_reader.join().expect("read child stdout"),
-        stderr: err_reader.join().expect("read child stderr"),
-    };
-    (output, elapsed)
+    let output = Started::start(command(dir, args, envs), |_| {}).wait(deadline);
+    (output, started.elapsed())
 }
 
 /// Runs the binary with `args` in `dir`, `DATABASE_URL` removed, `envs` added.
@@ -188,23 +240,15 @@ pub fn dir_entries(dir: &Path) -> Vec<String> {
     names
 }
 
-/// Starts `count` copies of the binary with `args` at once (with `DATABASE_URL` removed) and
-/// waits for them all; their outputs in start order.
+/// Starts `count` copies of the binary with `args` at once (in the current directory, cleaned
+/// environment) and waits for them all; their outputs in start order.
 pub fn run_at_once(count: usize, args: &[&str]) -> Vec<Output> {
-    let children: Vec<_> = (0..count)
-        .map(|_| {
-            Command::new(env!("CARGO_BIN_EXE_roachbank"))
-                .args(args)
-                .env_remove("DATABASE_URL")
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn roachbank")
-        })
+    let dir = std::env::current_dir().expect("the current directory");
+    let started: Vec<Started> = (0..count)
+        .map(|_| Started::start(command(&dir, args, &[]), |_| {}))
         .collect();
-    children
+    started
         .into_iter()
-        .map(|child| child.wait_with_output().expect("wait for roachbank"))
+        .map(|child| child.wait(DEFAULT_DEADLINE))
         .collect()
 }

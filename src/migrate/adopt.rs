@@ -8,7 +8,7 @@
 //! transfer), a missing column, rows that break a rule — is refused in one line before anything
 //! is written.
 
-use crate::migrate::MigrationError;
+use super::MigrationError;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
@@ -145,8 +145,7 @@ pub(crate) fn adopt_server_tables(
          WHERE table_schema = current_schema() \
            AND table_name IN ('accounts', 'points', 'transfers')",
     )
-    .load(pg)
-    .map_err(failed)?;
+    .load(pg)?;
     let fit = |data_type: &str, kind: Kind| match (kind, data_type) {
         (Kind::Integer, "bigint") | (Kind::Float, "double precision") => Fit::Same,
         (Kind::Integer, "integer" | "smallint") | (Kind::Float, "real") => Fit::Narrower,
@@ -173,6 +172,7 @@ pub(crate) fn adopt_server_tables(
                     need,
                     "IS NULL",
                     "a NULL",
+                    "every value set",
                 )?;
                 changes.push(format!(
                     "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL",
@@ -187,6 +187,7 @@ pub(crate) fn adopt_server_tables(
                 balance,
                 "< 0",
                 "a negative",
+                "no value below 0",
             )?;
             changes.push(
                 "ALTER TABLE accounts ADD CONSTRAINT accounts_balance_check CHECK (balance >= 0)"
@@ -196,7 +197,7 @@ pub(crate) fn adopt_server_tables(
     }
     if apply == Apply::Change {
         for change in changes {
-            pg.batch_execute(&change).map_err(failed)?;
+            pg.batch_execute(&change)?;
         }
     }
     Ok(())
@@ -215,7 +216,7 @@ pub(crate) fn check_sqlite_tables(sqlite: &mut SqliteConnection) -> Result<(), M
                  FROM pragma_table_info('{table}')"
             ))
             .load::<Found>(sqlite)
-            .map_err(failed)?,
+            ?,
         );
     }
     // SQLite's type affinity rules (https://www.sqlite.org/datatype3.html, 3.1).
@@ -244,6 +245,7 @@ pub(crate) fn check_sqlite_tables(sqlite: &mut SqliteConnection) -> Result<(), M
                     need,
                     "IS NULL",
                     "a NULL",
+                    "every value set",
                 )?;
             }
         }
@@ -254,14 +256,11 @@ pub(crate) fn check_sqlite_tables(sqlite: &mut SqliteConnection) -> Result<(), M
                 &NEEDED[1],
                 "< 0",
                 "a negative",
+                "no value below 0",
             )?;
         }
     }
     Ok(())
-}
-
-fn failed(error: diesel::result::Error) -> MigrationError {
-    MigrationError::Failed(crate::db::one_line(&error.to_string()))
 }
 
 fn existing_tables(found: &[Found]) -> Vec<&'static str> {
@@ -332,17 +331,18 @@ fn refuse_unfillable_columns(found: &[Found], table: &str) -> Result<(), Migrati
 type RowCounter<'c> = &'c mut dyn FnMut(&str) -> diesel::QueryResult<i64>;
 
 /// Refuses the table if any row's `need.column` matches `condition` (`IS NULL`, `< 0`).
+/// `what` names the offending value (`a NULL`), `rule` what roachbank needs instead.
 fn refuse_rows(
     count_rows: RowCounter<'_>,
     need: &Needed,
     condition: &str,
     what: &str,
+    rule: &str,
 ) -> Result<(), MigrationError> {
     let count = count_rows(&format!(
         "SELECT COUNT(*) AS count FROM {} WHERE {} {condition}",
         need.table, need.column
-    ))
-    .map_err(failed)?;
+    ))?;
     if count == 0 {
         return Ok(());
     }
@@ -353,11 +353,7 @@ fn refuse_rows(
             if count == 1 { "" } else { "s" },
             if count == 1 { "has" } else { "have" },
             need.column,
-            if what == "a NULL" {
-                "every value set"
-            } else {
-                "no value below 0"
-            },
+            rule,
             if count == 1 { "it" } else { "them" }
         ),
     ))
@@ -378,8 +374,7 @@ fn server_has_balance_check(pg: &mut PgConnection) -> Result<bool, MigrationErro
          WHERE c.constraint_type = 'CHECK' AND c.table_schema = current_schema() \
            AND c.table_name = 'accounts' AND u.column_name = 'balance'",
     )
-    .get_result(pg)
-    .map_err(failed)?;
+    .get_result(pg)?;
     Ok(checks > 0)
 }
 
@@ -391,5 +386,5 @@ fn sqlite_has_balance_check(sqlite: &mut SqliteConnection) -> Result<bool, Migra
          WHERE type = 'table' AND name = 'accounts' AND sql LIKE '%CHECK (balance >= 0)%'",
     )
     .map(|count| count > 0)
-    .map_err(failed)
+    .map_err(MigrationError::from)
 }

@@ -19,7 +19,8 @@
 //!   time, so there a failed run is re-checked: if another process has applied everything
 //!   meanwhile, that is success.
 
-use crate::adopt;
+mod adopt;
+
 use crate::db::{DbConnection, Flavor};
 use diesel::backend::Backend;
 use diesel::connection::SimpleConnection;
@@ -86,6 +87,18 @@ pub enum MigrationError {
     Failed(String),
 }
 
+/// Diesel's transaction needs an error that can hold its own: a statement's failure.
+impl From<DieselError> for MigrationError {
+    fn from(error: DieselError) -> Self {
+        failed(error)
+    }
+}
+
+/// [`MigrationError::Failed`] with `error`'s text on one line.
+fn failed(error: impl std::fmt::Display) -> MigrationError {
+    MigrationError::Failed(crate::db::one_line(&error.to_string()))
+}
+
 /// Brings the schema up to date, refusing a schema newer than this build. On a server,
 /// `connect` opens the second connection that holds the migration lock; it is called only
 /// when a migration is pending, and waits at most `lock_wait` for another process's lock. Returns how many migrations this call applied (0 when the
@@ -127,13 +140,13 @@ where
                 adopt::adopt_server_tables(pg, adopt::Apply::Change)?;
                 pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
                     .map(|applied| applied.len())
-                    .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
+                    .map_err(failed)
             };
             let applied = if flavor == Flavor::PostgreSql {
                 // PostgreSQL's DDL is transactional: a run that fails leaves the database as
                 // it found it. (CockroachDB 25.1+ commits at each DDL statement; there every
                 // statement can run again instead.)
-                in_transaction(pg, adopt_and_migrate)
+                pg.transaction(adopt_and_migrate)
             } else {
                 adopt_and_migrate(pg)
             };
@@ -144,30 +157,6 @@ where
             migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS)
         }
     }
-}
-
-/// Runs `work` in one transaction on `pg`, committed if it succeeds, rolled back otherwise.
-fn in_transaction<T>(
-    pg: &mut PgConnection,
-    work: impl FnOnce(&mut PgConnection) -> Result<T, MigrationError>,
-) -> Result<T, MigrationError> {
-    /// Diesel's transaction wants an error that can hold its own.
-    enum Failure {
-        Migration(MigrationError),
-        Diesel(DieselError),
-    }
-    impl From<DieselError> for Failure {
-        fn from(error: DieselError) -> Self {
-            Failure::Diesel(error)
-        }
-    }
-    pg.transaction(|pg| work(pg).map_err(Failure::Migration))
-        .map_err(|failure| match failure {
-            Failure::Migration(error) => error,
-            Failure::Diesel(error) => {
-                MigrationError::Failed(crate::db::one_line(&error.to_string()))
-            }
-        })
 }
 
 /// How many embedded migrations are not applied yet, read without DDL and without the lock
@@ -291,7 +280,7 @@ where
         let outcome = refuse_newer_schema(conn, migrations).and_then(|()| {
             conn.run_pending_migrations(EmbeddedMigrationsRef(migrations))
                 .map(|applied| applied.len())
-                .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))
+                .map_err(failed)
         });
         match outcome {
             Ok(applied) => return Ok(applied),
@@ -325,7 +314,7 @@ where
     let known = known_versions::<DB>(migrations)?;
     let applied: BTreeSet<String> = conn
         .applied_migrations()
-        .map_err(|e| MigrationError::Failed(crate::db::one_line(&e.to_string())))?
+        .map_err(failed)?
         .iter()
         .map(|version| version.to_string())
         .collect();
@@ -339,7 +328,7 @@ where
     EmbeddedMigrations: MigrationSource<DB>,
 {
     Ok(MigrationSource::<DB>::migrations(migrations)
-        .map_err(|e| MigrationError::Failed(e.to_string()))?
+        .map_err(failed)?
         .iter()
         .map(|m| m.name().version().to_string())
         .collect())
