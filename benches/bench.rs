@@ -12,11 +12,11 @@
 mod support;
 
 use roachbank::bank;
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::bank::points::{self, LoadMethod};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database};
-use roachbank::points::{self, LoadMethod};
 use roachbank::retry::RetryPolicy;
-use roachbank::transfer_run::{run_transfers, RunLength};
+use roachbank::workload::{run_transfers, RunLength};
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -5,8 +5,18 @@
 //! client-side retry protocol (and PostgreSQL's and SQLite's equivalents): bounded, typed,
 //! never retrying a commit whose outcome is unknown.
 //!
+//! Layers, top to bottom; each imports only from the ones below it:
+//!
+//! * [`workload`] — many transactions at once: workers, progress, rates, latency histograms;
+//! * [`bank`] and [`init`] — the tutorial's domain (accounts and transfers, the ledger audit,
+//!   points) and setting a server up for it;
+//! * [`retry`] and [`migrate`] — `run_transaction`, and the embedded migrations that
+//!   [`db::Database::open`](crate::migrate) applies;
+//! * [`db`] — connections, their flavour, error classification, the connection URL, redaction;
+//! * [`schema`] and [`models`] — the tables, as Diesel sees them.
+//!
 //! ```no_run
-//! use roachbank::config::DatabaseConfig;
+//! use roachbank::db::config::DatabaseConfig;
 //! use roachbank::db::{ConnectOptions, Database};
 //! use roachbank::retry::{run_transaction, RetryPolicy};
 //!
@@ -19,17 +29,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod audit;
 pub mod bank;
-pub mod config;
-pub mod conninfo;
 pub mod db;
-pub mod durability;
 pub mod init;
 pub mod migrate;
 pub mod models;
-pub mod points;
 pub mod retry;
 pub mod schema;
-pub mod stall;
-pub mod transfer_run;
+pub mod workload;

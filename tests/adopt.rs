@@ -5,8 +5,8 @@
 mod support;
 
 use roachbank::bank;
-use roachbank::db::DbError;
 use roachbank::migrate::MigrationError;
+use roachbank::migrate::OpenError;
 use roachbank::retry::RetryPolicy;
 use support::target::{try_open, Target};
 use support::{not_run_on_cockroachdb, server};
@@ -19,9 +19,9 @@ const TUTORIAL_TABLES: &str = "\
     INSERT INTO accounts (id, balance) VALUES (1, 100), (2, 250), (3, 0); \
     INSERT INTO points (x, y, z) VALUES (1.5, 2.5, 3.5), (4.0, 5.0, 6.0)";
 
-fn expect_refusal(result: Result<roachbank::db::Database, DbError>) -> (String, String) {
+fn expect_refusal(result: Result<roachbank::db::Database, OpenError>) -> (String, String) {
     match result {
-        Err(DbError::Migration(MigrationError::CannotAdopt { table, problem })) => {
+        Err(OpenError::Migration(MigrationError::CannotAdopt { table, problem })) => {
             let line = format!("cannot adopt {table}: {problem}");
             assert_eq!(line.lines().count(), 1, "{line}");
             (table, problem)
@@ -63,7 +63,9 @@ fn the_tutorials_tables_are_adopted_keeping_every_row_and_its_statements_still_w
         3,
         "one opening deposit per account"
     );
-    let audit = roachbank::audit::audit(&db, &policy).expect("audit").value;
+    let audit = roachbank::bank::audit::audit(&db, &policy)
+        .expect("audit")
+        .value;
     assert!(audit.is_consistent(), "{audit:?}");
 
     // roachbank's shape: 64-bit, NOT NULL, balance never negative.

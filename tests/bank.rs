@@ -11,10 +11,10 @@ mod support;
 
 use diesel::Connection;
 use roachbank::bank::{self, BankError, ID_SPACE, OPENING_BALANCE_SPACE};
-use roachbank::db::{Database, DbError};
-use roachbank::migrate::MigrationError;
+use roachbank::db::Database;
+use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::retry::{RetryPolicy, TransactionError};
-use roachbank::transfer_run::{self, TransferOutcome, TransferReport};
+use roachbank::workload::{self as transfer_run, TransferOutcome, TransferReport};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use support::target::{try_open, Target};
@@ -367,7 +367,7 @@ fn open_refuses_a_schema_newer_than_this_build(target: Target) {
     ));
     let latest = target.embedded_migrations().pop().unwrap();
     match try_open(target.url(), 1) {
-        Err(DbError::Migration(MigrationError::SchemaTooNew { applied, known })) => {
+        Err(OpenError::Migration(MigrationError::SchemaTooNew { applied, known })) => {
             assert_eq!(applied, FUTURE_VERSION);
             assert_eq!(known, latest);
         }
@@ -431,7 +431,7 @@ fn balance_and_the_audit_on_sqlite_read_at_once_while_another_writer_holds_the_l
     // A reader that queued for the write lock would wait out the 5 s busy timeout.
     let started = std::time::Instant::now();
     let summary = bank::balance(&db, &policy()).expect("balance").value;
-    let report = roachbank::audit::audit(&db, &policy())
+    let report = roachbank::bank::audit::audit(&db, &policy())
         .expect("audit")
         .value;
     let took = started.elapsed();
@@ -476,7 +476,7 @@ fn a_role_with_read_rights_only_reads_an_up_to_date_bank_and_is_told_when_it_nee
         .unwrap_or_else(|err| panic!("a reader opens an up-to-date bank: {err}"));
     let summary = bank::balance(&as_reader, &policy()).expect("balance as the reader");
     assert_eq!((summary.value.accounts, summary.value.total), (10, money));
-    assert!(roachbank::audit::audit(&as_reader, &policy())
+    assert!(roachbank::bank::audit::audit(&as_reader, &policy())
         .expect("check as the reader")
         .value
         .is_consistent());

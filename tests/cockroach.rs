@@ -16,11 +16,11 @@ mod support;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
+use roachbank::bank::points::{self, LoadMethod};
 use roachbank::bank::{self, COCKROACH_SEED_CHUNK};
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
-use roachbank::migrate::{MigrationError, MIGRATION_LOCK_TABLE, POSTGRES_MIGRATIONS};
-use roachbank::points::{self, LoadMethod};
+use roachbank::migrate::{MigrationError, OpenError, MIGRATION_LOCK_TABLE, POSTGRES_MIGRATIONS};
 use roachbank::retry::RetryPolicy;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,7 +31,7 @@ use support::target::Target;
 use support::{not_run_on_postgresql, server, with_param};
 
 /// Opens `target` as the library does, as CockroachDB (a no-op override on a real one).
-fn open_as_cockroachdb(target: &Target, options: ConnectOptions) -> Result<Database, DbError> {
+fn open_as_cockroachdb(target: &Target, options: ConnectOptions) -> Result<Database, OpenError> {
     Database::open(
         DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap(),
         &ConnectOptions {
@@ -190,7 +190,7 @@ fn an_open_waits_for_the_migration_lock_no_longer_than_its_bound() {
     );
     let took = started.elapsed();
     match result {
-        Err(DbError::Migration(MigrationError::LockTimeout { .. })) => {}
+        Err(OpenError::Migration(MigrationError::LockTimeout { .. })) => {}
         Err(other) => panic!("expected LockTimeout, got {other}"),
         Ok(_) => panic!("the open migrated while another session held the lock"),
     }
@@ -235,7 +235,7 @@ fn points_copy_on_cockroachdb_is_refused_before_anything_is_written() {
         |flavor| LoadMethod::Copy.supported_on(flavor),
     );
     match result {
-        Err(DbError::Unsupported(reason)) => {
+        Err(OpenError::Unsupported(reason)) => {
             assert!(reason.contains("CockroachDB"), "{reason}");
             assert!(reason.contains("--method insert"), "{reason}");
             assert_eq!(reason.lines().count(), 1, "{reason}");
@@ -425,7 +425,7 @@ fn a_draining_node_first_in_a_multi_host_url_is_passed_over_for_the_next_host() 
         DatabaseConfig::parse(&alone, UrlSource::Flag).unwrap(),
         &ConnectOptions::default(),
     ) {
-        Err(err @ DbError::Connect { .. }) => {
+        Err(err @ OpenError::Db(DbError::Connect { .. })) => {
             let text = err.to_string();
             assert!(text.contains("not accepting clients"), "{text}");
             assert_eq!(text.lines().count(), 1, "{text}");

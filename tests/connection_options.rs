@@ -8,7 +8,7 @@ mod support;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection};
 use std::process::Output;
 use std::time::{Duration, Instant};

@@ -19,13 +19,16 @@ use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use rand::Rng;
-use roachbank::audit;
+use roachbank::bank::audit;
+use roachbank::bank::points;
 use roachbank::bank::{self, Transfer};
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{classify, ErrorClass};
 use roachbank::db::{ConnectOptions, Database, Flavor};
-use roachbank::points;
-use roachbank::retry::{classify, ErrorClass, RetryPolicy, TransactionError};
-use roachbank::transfer_run::{self, RunLength, TransferOutcome, TransferReport, RETRY_GRACE};
+use roachbank::retry::{RetryPolicy, TransactionError};
+use roachbank::workload::{
+    self as transfer_run, RunLength, TransferOutcome, TransferReport, RETRY_GRACE,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -11,12 +11,12 @@
 mod support;
 
 use diesel::prelude::*;
-use roachbank::audit::{self, AuditReport, Discrepancy, MAX_LISTED_ACCOUNTS};
 use roachbank::bank;
+use roachbank::bank::audit::{self, AuditReport, Discrepancy, MAX_LISTED_ACCOUNTS};
 use roachbank::db::Database;
 use roachbank::models::LedgerEntry;
 use roachbank::retry::RetryPolicy;
-use roachbank::transfer_run::{self, TransferOutcome};
+use roachbank::workload::{self as transfer_run, TransferOutcome};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

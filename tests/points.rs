@@ -10,10 +10,10 @@
 #[macro_use]
 mod support;
 
-use roachbank::db::Database;
-use roachbank::points::{
+use roachbank::bank::points::{
     add_points, add_points_cancellable, add_points_with, LoadMethod, PointsReport, COORDINATE_SPACE,
 };
+use roachbank::db::Database;
 use roachbank::retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::target::Target;

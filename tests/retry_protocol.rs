@@ -12,7 +12,7 @@ mod support;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::retry::{
     run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError,

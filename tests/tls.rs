@@ -8,7 +8,7 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
-use roachbank::config::{DatabaseConfig, UrlSource};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection};
 use roachbank::retry::{run_transaction, RetryPolicy};
 use std::path::Path;

@@ -20,6 +20,9 @@
 //!   meanwhile, that is success.
 
 mod adopt;
+mod open;
+
+pub use open::OpenError;
 
 use crate::db::{DbConnection, Flavor};
 use diesel::backend::Backend;
@@ -42,8 +45,8 @@ pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 pub const MIGRATION_LOCK_TABLE: &str = "__roachbank_migration_lock";
 
 /// How long a process waits by default for another one's migrations before giving up with
-/// [`MigrationError::LockTimeout`].
-pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+/// [`MigrationError::LockTimeout`] (the default of `ConnectOptions::migration_lock_wait`).
+pub use crate::db::manager::MIGRATION_LOCK_WAIT;
 
 /// How often a failed SQLite migration run is re-checked before giving up.
 const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
@@ -258,7 +261,7 @@ fn is_concurrent_ddl_race(error: &DieselError) -> bool {
             _,
         ) => true,
         DieselError::DatabaseError(_, info) => {
-            crate::retry::classify(error) == crate::retry::ErrorClass::Retryable
+            crate::db::classify(error) == crate::db::ErrorClass::Retryable
                 || info.message().contains("already exists")
         }
         _ => false,

@@ -29,10 +29,10 @@
 mod error;
 mod policy;
 
-pub use error::{classify, DatabaseErrorSource, ErrorClass, TransactionError};
+pub use error::{DatabaseErrorSource, TransactionError};
 pub use policy::RetryPolicy;
 
-use crate::db::{Database, DbConnection, Flavor, PooledConnection};
+use crate::db::{classify, Database, DbConnection, ErrorClass, Flavor, PooledConnection};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::result::Error as DieselError;
 

@@ -1,7 +1,7 @@
 //! A PostgreSQL server for the integration tests: either the one named by
 //! `TEST_DATABASE_URL`, or a throwaway server started by the test binary itself.
 
-use roachbank::config::url_path_range;
+use roachbank::db::config::url_path_range;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -11,8 +11,9 @@ use diesel::dsl::sql;
 use diesel::migration::MigrationSource;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Nullable};
-use roachbank::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, Flavor};
+use roachbank::migrate::OpenError;
 use roachbank::migrate::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Display;
@@ -59,7 +60,7 @@ pub enum Target {
 }
 
 /// Opens `url` the way the CLI does, with `pool_size` connections.
-pub fn try_open(url: &str, pool_size: u32) -> Result<Database, DbError> {
+pub fn try_open(url: &str, pool_size: u32) -> Result<Database, OpenError> {
     Database::open(
         DatabaseConfig::parse(url, UrlSource::Flag).unwrap(),
         &ConnectOptions {

@@ -1,9 +1,9 @@
 //! The command line, as clap definitions.
 
 use clap::{Parser, Subcommand};
+use roachbank::bank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use roachbank::bank::MAX_SEED_ACCOUNTS;
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
-use roachbank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load

@@ -2,6 +2,8 @@
 //! account's money to another, and sum it all up. Every function runs through
 //! [`run_transaction`](crate::retry::run_transaction); money only moves together with its row in the `transfers` ledger.
 
+pub mod audit;
+pub mod points;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{
@@ -62,7 +64,7 @@ impl DatabaseErrorSource for BankError {
 
 /// Accounts per transaction when seeding CockroachDB: each account is two rows (the account
 /// and its opening deposit) and four keys with the ledger's indexes, so a chunk stays within the
-/// transaction size CockroachDB is comfortable with (see [`crate::points::COCKROACH_MAX_CHUNK_ROWS`])
+/// transaction size CockroachDB is comfortable with (see [`crate::bank::points::COCKROACH_MAX_CHUNK_ROWS`])
 /// and a 40001 replays one chunk, not the whole seed.
 pub const COCKROACH_SEED_CHUNK: u64 = 2_500;
 

@@ -1,17 +1,16 @@
 //! One function per command: call the library, print what it did.
 
-use crate::cli::Command;
-use crate::interrupt::Interrupt;
+use super::args::Command;
+use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use roachbank::audit::{self, AuditReport};
 use roachbank::bank;
+use roachbank::bank::audit::{self, AuditReport};
+use roachbank::bank::points::{self, LoadMethod};
 use roachbank::db::{ConnectOptions, Database, Flavor};
 use roachbank::init::{self, InitPlan};
-use roachbank::points;
-use roachbank::points::LoadMethod;
 use roachbank::retry::RetryPolicy;
-use roachbank::transfer_run::{self, RunLength, TransferOutcome};
+use roachbank::workload::{self as transfer_run, RunLength, TransferOutcome};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! embedded SQLite default, turned into a backend and a connection string; and redaction of
 //! passwords for anything that is displayed.
 
-use crate::conninfo::{escape_value, ConnInfo};
+use super::conninfo::{escape_value, ConnInfo};
 use std::fmt;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -353,7 +353,7 @@ impl Redactor {
     /// Also scrubs `config`'s URL (shown redacted) and every password it holds, in every form
     /// libpq takes one from it or a user may have meant one (see [`redact_url`]): raw as
     /// written, percent-decoded, percent-encoded, as a rotated `key='value'` string carries
-    /// it (crate::conninfo), and whatever libpq reads out of a password's text as a host, port
+    /// it (super::conninfo), and whatever libpq reads out of a password's text as a host, port
     /// or database name or quotes of it in refusing the URL.
     pub fn add_config(&mut self, config: &DatabaseConfig) {
         let url = config.connection_string();

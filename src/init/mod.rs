@@ -24,10 +24,11 @@
 //! The new user's password, when the URL has one, is sent in a `CREATE ROLE` statement; every
 //! form of it is scrubbed from `--echo` output and errors.
 
-use crate::config::{Backend, DatabaseConfig, Redactor, MAX_IDENTIFIER_BYTES};
+use crate::db::config::{Backend, DatabaseConfig, Redactor, MAX_IDENTIFIER_BYTES};
 use crate::db::{
     one_line, ConnectOptions, Database, DbConnection, DbConnectionManager, DbError, Flavor,
 };
+use crate::migrate::OpenError;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
@@ -109,9 +110,12 @@ pub enum InitError {
         /// Advice when the reason is missing rights (empty otherwise).
         hint: &'static str,
     },
-    /// Connecting (as the admin or as the user) or migrating failed.
+    /// Connecting (as the admin or as the user) failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Opening the database as the user, which migrates it, failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
 }
 
 impl InitError {
@@ -664,7 +668,7 @@ pub fn quote_literal(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UrlSource;
+    use crate::db::config::UrlSource;
 
     fn config(url: &str) -> DatabaseConfig {
         DatabaseConfig::parse(url, UrlSource::Flag).unwrap()

@@ -1,0 +1,63 @@
+//! An open database: its pool, its flavour and its configuration.
+
+use super::config::DatabaseConfig;
+use super::{ConnectOptions, DbConnectionManager, Flavor, Pool};
+
+/// An open database: its pool and its flavour. Opened by `Database::open`, which the
+/// migrations layer defines (`src/migrate/open.rs`) because opening migrates.
+pub struct Database {
+    pool: Pool,
+    flavor: Flavor,
+    config: DatabaseConfig,
+    migrations_applied: usize,
+}
+
+impl Database {
+    /// A database reached through `manager`, whose engine is `flavor`: builds the pool that
+    /// every transaction draws from, sized by `options`. Connections are made as they are
+    /// needed; [`Database::open`](crate::migrate) connects once first, to fail fast, and
+    /// migrates.
+    pub fn with_pool(
+        manager: DbConnectionManager,
+        flavor: Flavor,
+        options: &ConnectOptions,
+        migrations_applied: usize,
+    ) -> Database {
+        let config = manager.config().clone();
+        let pool = r2d2::Pool::builder()
+            .max_size(options.pool_size.max(1))
+            .min_idle(Some(0))
+            .connection_timeout(options.pool_timeout)
+            // No `SELECT 1` before every checkout: run_transaction already retries work whose
+            // connection turns out dead before COMMIT, on a fresh one.
+            .test_on_check_out(false)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build_unchecked(manager);
+        Database {
+            pool,
+            flavor,
+            config,
+            migrations_applied,
+        }
+    }
+
+    /// How many migrations [`Database::open`] applied (0: the schema was up to date).
+    pub fn migrations_applied(&self) -> usize {
+        self.migrations_applied
+    }
+
+    /// The connection pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The engine on the other end.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// The configuration this database was opened with.
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,27 @@
+//! Connections, the lowest layer: one connection type over CockroachDB/PostgreSQL and SQLite
+//! and its flavour, the r2d2 pool that hands connections out with their per-connection set-up,
+//! the classification of database errors, the connection URL and the redaction of its secrets.
+//! Nothing here knows about transactions, migrations or the bank.
+
+pub mod classify;
+pub mod config;
+pub mod connection;
+pub mod conninfo;
+pub mod database;
+pub mod durability;
+pub mod echo;
+pub mod error;
+pub mod flavor;
+pub mod manager;
+pub mod stall;
+
+pub use classify::{classify, ErrorClass};
+pub use connection::DbConnection;
+pub use database::Database;
+pub use echo::echo_connection_events;
+pub use error::{one_line, DbError};
+pub use flavor::Flavor;
+pub use manager::{
+    statement_timeout_millis, ConnectOptions, DbConnectionManager, InstrumentationFactory, Pool,
+    PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT, MAX_STATEMENT_TIMEOUT, STALL_GRACE,
+};

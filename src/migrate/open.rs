@@ -1,0 +1,72 @@
+//! Opening the database: connect once (failing fast with the driver's own reason), detect the
+//! flavour, refuse work the flavour cannot do, apply the embedded migrations, build the pool.
+//! It lives here, above `db`, because opening migrates.
+
+use super::{run_embedded_migrations, MigrationError};
+use crate::db::config::DatabaseConfig;
+use crate::db::{ConnectOptions, Database, DbConnectionManager, DbError, Flavor, STALL_GRACE};
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// No connection could be made, or a query failed while preparing the database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Applying the embedded migrations failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// The work asked for cannot run on this database (see [`Database::open_checked`]).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<diesel::result::Error> for OpenError {
+    fn from(error: diesel::result::Error) -> Self {
+        OpenError::Db(DbError::Query(error))
+    }
+}
+
+impl Database {
+    /// Connects (failing fast with the driver's own reason), detects the flavour, applies the
+    /// embedded migrations (refusing a schema newer than this build knows), then builds the pool.
+    pub fn open(config: DatabaseConfig, options: &ConnectOptions) -> Result<Database, OpenError> {
+        Database::open_checked(config, options, |_| Ok(()))
+    }
+
+    /// [`Database::open`] that first asks `accept` whether the work at hand can run on the
+    /// detected flavour: a refusal (its reason) is returned as [`OpenError::Unsupported`] before
+    /// anything is written — no migration, no table.
+    pub fn open_checked<A>(
+        config: DatabaseConfig,
+        options: &ConnectOptions,
+        accept: A,
+    ) -> Result<Database, OpenError>
+    where
+        A: FnOnce(Flavor) -> Result<(), String>,
+    {
+        let manager = DbConnectionManager::new(config, options);
+        let mut first = manager.establish()?;
+        let flavor = match options.flavor_override {
+            Some(flavor) => flavor,
+            None => Flavor::detect(&mut first)?,
+        };
+        accept(flavor).map_err(OpenError::Unsupported)?;
+        let migrations_applied =
+            run_embedded_migrations(&mut first, flavor, options.migration_lock_wait, || {
+                // The lock's UPDATE may wait the whole lock wait for another process.
+                let bound = manager
+                    .stall_bound()
+                    .map(|bound| bound.max(options.migration_lock_wait + STALL_GRACE));
+                manager
+                    .establish_with_stall_bound(bound)
+                    .map_err(|error| error.to_string())
+            })?;
+        drop(first);
+        Ok(Database::with_pool(
+            manager,
+            flavor,
+            options,
+            migrations_applied,
+        ))
+    }
+}
