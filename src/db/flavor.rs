@@ -30,15 +30,18 @@ impl Flavor {
     pub fn detect(conn: &mut DbConnection) -> QueryResult<Flavor> {
         match conn {
             DbConnection::Sqlite(_) => Ok(Flavor::Sqlite),
-            DbConnection::Postgresql(pg) => {
-                let version: String =
-                    diesel::select(diesel::dsl::sql::<Text>("version()")).get_result(pg)?;
-                Ok(if version.contains("CockroachDB") {
-                    Flavor::CockroachDb
-                } else {
-                    Flavor::PostgreSql
-                })
-            }
+            DbConnection::Postgresql(pg) => Flavor::detect_server(pg),
         }
+    }
+
+    /// Tells CockroachDB from PostgreSQL by `SELECT version()`.
+    pub fn detect_server(pg: &mut PgConnection) -> QueryResult<Flavor> {
+        let version: String =
+            diesel::select(diesel::dsl::sql::<Text>("version()")).get_result(pg)?;
+        Ok(if version.contains("CockroachDB") {
+            Flavor::CockroachDb
+        } else {
+            Flavor::PostgreSql
+        })
     }
 }

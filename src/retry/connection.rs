@@ -1,0 +1,195 @@
+//! The protocol's statements, per engine, as methods of the connection: how to begin, commit,
+//! restart and abandon a transaction on CockroachDB, PostgreSQL and SQLite. The retry loop calls
+//! these and never looks at the backend itself.
+
+use crate::db::{classify, DbConnection, ErrorClass, Flavor};
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::result::Error as DieselError;
+
+/// The name of CockroachDB's client-side retry savepoint.
+pub const RESTART_SAVEPOINT: &str = "cockroach_restart";
+
+/// Whether a transaction may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads and writes: SERIALIZABLE on a server, `BEGIN IMMEDIATE` (the write lock up front)
+    /// on SQLite.
+    ReadWrite,
+    /// Only reads: `READ ONLY` on a server, a plain deferred `BEGIN` on SQLite, whose WAL
+    /// readers never wait for a writer.
+    ReadOnly,
+}
+
+/// Why a commit did not go through.
+#[derive(Debug)]
+pub enum CommitError {
+    /// A conflict that rolled the transaction back (on CockroachDB, back to the savepoint if the
+    /// transaction is still open): retry.
+    Conflict(DieselError),
+    /// The commit was sent and its outcome is unknown (lost connection, 40003).
+    Ambiguous(DieselError),
+    /// Anything else; the transaction was not committed.
+    Failed(DieselError),
+}
+
+impl CommitError {
+    /// What a failed `RELEASE SAVEPOINT` or `COMMIT` means: a conflict means the server rolled
+    /// back (PostgreSQL ends the transaction on a failed COMMIT; diesel rolls SQLite back), a
+    /// lost connection or 40003 leaves the outcome unknown.
+    fn from_error(error: DieselError) -> CommitError {
+        match classify(&error) {
+            ErrorClass::Retryable => CommitError::Conflict(error),
+            ErrorClass::Ambiguous | ErrorClass::ConnectionLost => CommitError::Ambiguous(error),
+            ErrorClass::Permanent => CommitError::Failed(error),
+        }
+    }
+}
+
+/// A Diesel connection `run_transaction` can drive: Diesel's own `PgConnection` and
+/// `SqliteConnection`, and roachbank's [`DbConnection`] over both.
+pub trait RetryConnection {
+    /// The protocol to use when nobody said which engine this is: PostgreSQL's (SERIALIZABLE
+    /// transactions retried whole, which is correct on CockroachDB too) for a server
+    /// connection, SQLite's for SQLite.
+    fn default_flavor(&self) -> Flavor;
+
+    /// Which engine is on the other end: `SELECT version()` on a server, SQLite by type.
+    fn detect_flavor(&mut self) -> QueryResult<Flavor>;
+
+    /// Begins a transaction the way `flavor` needs: `BEGIN ISOLATION LEVEL SERIALIZABLE` on a
+    /// server (`READ ONLY` for [`Access::ReadOnly`]) followed on CockroachDB by
+    /// `SAVEPOINT cockroach_restart`; `BEGIN IMMEDIATE` (or `BEGIN`) on SQLite.
+    fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()>;
+
+    /// Commits: on CockroachDB `RELEASE SAVEPOINT cockroach_restart` (the real commit), then
+    /// `COMMIT`, which only closes the transaction; elsewhere `COMMIT`.
+    fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError>;
+
+    /// CockroachDB: `ROLLBACK TO SAVEPOINT cockroach_restart`, keeping the transaction (and its
+    /// priority) open for the next attempt. An error where there is no such savepoint.
+    fn rollback_to_restart(&mut self) -> QueryResult<()>;
+
+    /// Rolls back whatever transaction is open. A connection whose rollback fails is left
+    /// marked broken by Diesel, so a pool discards it instead of handing out an open
+    /// transaction.
+    fn abandon(&mut self);
+
+    /// Whether Diesel's transaction manager has a transaction open.
+    fn in_transaction(&mut self) -> bool;
+}
+
+/// The statement that begins a transaction for `flavor` and `access`.
+fn begin_statement(flavor: Flavor, access: Access) -> &'static str {
+    match (flavor, access) {
+        (Flavor::Sqlite, Access::ReadWrite) => "BEGIN IMMEDIATE",
+        (Flavor::Sqlite, Access::ReadOnly) => "BEGIN",
+        (_, Access::ReadWrite) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        (_, Access::ReadOnly) => "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+    }
+}
+
+/// [`RetryConnection`] for the connections Diesel manages with its ANSI transaction manager
+/// (`PgConnection`, `SqliteConnection`).
+macro_rules! ansi_retry_connection {
+    ($connection:ty, $default:expr, $detect:expr) => {
+        impl RetryConnection for $connection {
+            fn default_flavor(&self) -> Flavor {
+                $default
+            }
+
+            fn detect_flavor(&mut self) -> QueryResult<Flavor> {
+                $detect(self)
+            }
+
+            fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
+                AnsiTransactionManager::begin_transaction_sql(
+                    self,
+                    begin_statement(flavor, access),
+                )?;
+                if flavor == Flavor::CockroachDb {
+                    let savepoint = format!("SAVEPOINT {RESTART_SAVEPOINT}");
+                    if let Err(error) = self.batch_execute(&savepoint) {
+                        self.abandon();
+                        return Err(error);
+                    }
+                }
+                Ok(())
+            }
+
+            fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError> {
+                if flavor == Flavor::CockroachDb {
+                    self.batch_execute(&format!("RELEASE SAVEPOINT {RESTART_SAVEPOINT}"))
+                        .map_err(CommitError::from_error)?;
+                    // RELEASE was the commit. COMMIT only closes the transaction; if it fails
+                    // the data is committed all the same and Diesel marks the connection for
+                    // the pool to drop.
+                    let _ = AnsiTransactionManager::commit_transaction(self);
+                    return Ok(());
+                }
+                AnsiTransactionManager::commit_transaction(self).map_err(CommitError::from_error)
+            }
+
+            fn rollback_to_restart(&mut self) -> QueryResult<()> {
+                if !self.in_transaction() {
+                    return Err(DieselError::NotInTransaction);
+                }
+                self.batch_execute(&format!("ROLLBACK TO SAVEPOINT {RESTART_SAVEPOINT}"))
+            }
+
+            fn abandon(&mut self) {
+                if self.in_transaction() {
+                    let _ = AnsiTransactionManager::rollback_transaction(self);
+                }
+            }
+
+            fn in_transaction(&mut self) -> bool {
+                matches!(
+                    AnsiTransactionManager::transaction_manager_status_mut(self)
+                        .transaction_depth(),
+                    Ok(Some(_))
+                )
+            }
+        }
+    };
+}
+
+ansi_retry_connection!(PgConnection, Flavor::PostgreSql, Flavor::detect_server);
+ansi_retry_connection!(
+    SqliteConnection,
+    Flavor::Sqlite,
+    |_: &mut SqliteConnection| Ok(Flavor::Sqlite)
+);
+
+impl RetryConnection for DbConnection {
+    fn default_flavor(&self) -> Flavor {
+        match self {
+            DbConnection::Postgresql(pg) => pg.default_flavor(),
+            DbConnection::Sqlite(sqlite) => sqlite.default_flavor(),
+        }
+    }
+
+    fn detect_flavor(&mut self) -> QueryResult<Flavor> {
+        Flavor::detect(self)
+    }
+
+    fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
+        crate::on_concrete_connection!(self, conn => conn.begin(flavor, access))
+    }
+
+    fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError> {
+        crate::on_concrete_connection!(self, conn => conn.commit(flavor))
+    }
+
+    fn rollback_to_restart(&mut self) -> QueryResult<()> {
+        crate::on_concrete_connection!(self, conn => conn.rollback_to_restart())
+    }
+
+    fn abandon(&mut self) {
+        crate::on_concrete_connection!(self, conn => conn.abandon())
+    }
+
+    fn in_transaction(&mut self) -> bool {
+        crate::on_concrete_connection!(self, conn => conn.in_transaction())
+    }
+}

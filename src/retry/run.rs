@@ -1,0 +1,104 @@
+//! The retry loop: attempts on a connection until one commits, a new connection when one is
+//! lost, and the answer when giving up.
+
+use super::attempt::{attempt, Attempt, Next};
+use super::connection::{Access, RetryConnection};
+use super::error::{DatabaseErrorSource, TransactionError};
+use super::policy::RetryPolicy;
+use super::settle::{self, CommitProbe, Outcome};
+use super::source::ConnectionSource;
+use super::Committed;
+
+/// Runs `work` until it commits or the policy says stop (see the [module documentation](super)).
+pub(super) fn run<S, T, E, F>(
+    mut source: S,
+    policy: &RetryPolicy,
+    mut work: F,
+    mut probe: Option<CommitProbe<'_, S::Connection, T, E>>,
+    access: Access,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    S: ConnectionSource,
+    F: FnMut(&mut S::Connection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    let known_flavor = source.flavor();
+    let mut attempts = 0;
+    // Set once a commit's outcome was unknown and the probe did not find it: that commit may
+    // still land late, so from then on giving up means "unknown", never "failed".
+    let mut unknown: Option<E> = None;
+    let error = 'connections: loop {
+        let mut conn = match source.checkout() {
+            Ok(conn) => conn,
+            Err(error) => break TransactionError::Connection(error),
+        };
+        let flavor = known_flavor.unwrap_or_else(|| conn.default_flavor());
+        let mut open = false; // a CockroachDB transaction kept open across retries
+        loop {
+            attempts += 1;
+            let next = match attempt(&mut *conn, flavor, access, open, &mut work) {
+                Attempt::Committed(value) => return Ok(Committed { value, attempts }),
+                Attempt::Retry { next, .. } if policy.may_retry(attempts) => next,
+                Attempt::Retry { cause: last, .. } => {
+                    conn.abandon();
+                    break 'connections TransactionError::RetriesExhausted { attempts, last };
+                }
+                Attempt::Failed(cause) => {
+                    conn.abandon();
+                    break 'connections TransactionError::Failed(cause);
+                }
+                Attempt::Ambiguous(error) => {
+                    conn.abandon();
+                    drop(conn); // the probe needs a connection from the pool
+                    let cause = E::from(error);
+                    match settle::probe(&mut source, policy, probe.as_deref_mut()) {
+                        Outcome::Committed(value) => return Ok(Committed { value, attempts }),
+                        Outcome::NotFound if policy.may_retry(attempts) => unknown = Some(cause),
+                        _ => return Err(TransactionError::AmbiguousCommit { attempts, cause }),
+                    }
+                    std::thread::sleep(policy.backoff(attempts));
+                    continue 'connections; // not committed (yet): again, on a fresh connection
+                }
+            };
+            open = match next {
+                Next::SameTransaction if conn.rollback_to_restart().is_ok() => true,
+                Next::SameTransaction | Next::NewTransaction => {
+                    conn.abandon();
+                    std::thread::sleep(policy.backoff(attempts));
+                    false
+                }
+                Next::NewConnection => {
+                    drop(conn); // broken: the pool discards it
+                    std::thread::sleep(policy.backoff(attempts));
+                    continue 'connections;
+                }
+            };
+        }
+    };
+    give_up(&mut source, policy, probe, unknown, attempts, error)
+}
+
+/// The answer when giving up with `error`. If an earlier commit's outcome was unknown, that
+/// commit may have landed late (and made this attempt fail on its key), so the probe is asked
+/// once more: found, it committed; otherwise the outcome is reported unknown, never as `error`.
+fn give_up<S, T, E, P>(
+    source: &mut S,
+    policy: &RetryPolicy,
+    probe: Option<&mut P>,
+    unknown: Option<E>,
+    attempts: u32,
+    error: TransactionError<E>,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    S: ConnectionSource,
+    E: DatabaseErrorSource,
+    P: FnMut(&mut S::Connection) -> Result<Option<T>, E> + ?Sized,
+{
+    let Some(cause) = unknown else {
+        return Err(error);
+    };
+    match settle::probe(source, policy, probe) {
+        Outcome::Committed(value) => Ok(Committed { value, attempts }),
+        _ => Err(TransactionError::AmbiguousCommit { attempts, cause }),
+    }
+}

@@ -1,0 +1,57 @@
+//! Settling a commit whose outcome is unknown: ask the caller's probe, on a fresh connection,
+//! whether the work's effect is there.
+
+use super::error::DatabaseErrorSource;
+use super::policy::RetryPolicy;
+use super::source::ConnectionSource;
+use crate::db::{classify, ErrorClass};
+
+/// A "did it commit?" check for
+/// [`run_transaction_exactly_once`](super::run_transaction_exactly_once): looks, on a fresh
+/// connection and outside any transaction the helper opened, for the effect of the work —
+/// usually a row under an id the caller chose before the transaction — and returns the
+/// committed value if it is there, `None` if it is not.
+pub type CommitProbe<'p, C, T, E> = &'p mut dyn FnMut(&mut C) -> Result<Option<T>, E>;
+
+/// How often a commit probe is tried (on lost connections or conflicts) before giving up.
+const PROBE_TRIES: u32 = 10;
+
+/// What the probe found out about an unknown commit.
+pub(super) enum Outcome<T> {
+    /// It committed; the value the probe read back.
+    Committed(T),
+    /// It did not commit (yet: a late commit of it may still land).
+    NotFound,
+    /// No answer: no probe, the server stayed away, or the probe failed for good.
+    Unknown,
+}
+
+/// Runs `probe`, if there is one, on a fresh connection from `source` until it answers.
+pub(super) fn probe<S, T, E, P>(
+    source: &mut S,
+    policy: &RetryPolicy,
+    probe: Option<&mut P>,
+) -> Outcome<T>
+where
+    S: ConnectionSource,
+    E: DatabaseErrorSource,
+    P: FnMut(&mut S::Connection) -> Result<Option<T>, E> + ?Sized,
+{
+    let Some(probe) = probe else {
+        return Outcome::Unknown;
+    };
+    for round in 1..=PROBE_TRIES {
+        if let Ok(mut conn) = source.checkout() {
+            match probe(&mut conn) {
+                Ok(Some(value)) => return Outcome::Committed(value),
+                Ok(None) => return Outcome::NotFound,
+                Err(error) => match error.database_error().map(classify) {
+                    Some(ErrorClass::Retryable | ErrorClass::ConnectionLost) => {}
+                    _ => return Outcome::Unknown,
+                },
+            }
+        }
+        std::thread::sleep(policy.backoff(round));
+    }
+    Outcome::Unknown
+}

@@ -1,0 +1,146 @@
+//! Where `run_transaction` gets its connections — roachbank's [`Database`], a caller's own r2d2
+//! pool of Diesel connections, or a single connection — and which engine is behind them, which
+//! picks the protocol.
+
+use super::connection::RetryConnection;
+use crate::db::{Database, Flavor, PooledConnection};
+use diesel::r2d2::{ConnectionManager, PooledConnection as DieselPooledConnection, R2D2Connection};
+use std::ops::DerefMut;
+
+/// A supply of connections for [`run_transaction`](super::run_transaction).
+///
+/// Implemented for `&Database`, for any `&r2d2::Pool<ConnectionManager<C>>` and `&mut C` where
+/// `C` is a [`RetryConnection`] (`PgConnection`, `SqliteConnection`, roachbank's
+/// `DbConnection`), and for [`Flavored`], which wraps any of these with a flavour detected or
+/// given.
+pub trait ConnectionSource {
+    /// The connection the work runs on.
+    type Connection: RetryConnection;
+    /// A connection handed out for one or more attempts; dropping it gives it back.
+    type Checkout<'s>: DerefMut<Target = Self::Connection>
+    where
+        Self: 's;
+
+    /// The engine behind the connections, if the source knows it. If not, each connection's
+    /// [`RetryConnection::default_flavor`] decides.
+    fn flavor(&self) -> Option<Flavor> {
+        None
+    }
+
+    /// A connection for the next attempt. A pool hands out a fresh one (after a lost connection
+    /// the old one is dropped, and the pool discards it); a single connection is itself, so a
+    /// lost one is not replaced and the transaction ends when its retries run out.
+    fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error>;
+}
+
+impl ConnectionSource for &Database {
+    type Connection = crate::db::DbConnection;
+    type Checkout<'s>
+        = PooledConnection
+    where
+        Self: 's;
+
+    fn flavor(&self) -> Option<Flavor> {
+        Some(Database::flavor(self))
+    }
+
+    fn checkout(&mut self) -> Result<PooledConnection, r2d2::Error> {
+        self.pool().get()
+    }
+}
+
+impl<C> ConnectionSource for &r2d2::Pool<ConnectionManager<C>>
+where
+    C: RetryConnection + R2D2Connection + 'static,
+{
+    type Connection = C;
+    type Checkout<'s>
+        = DieselPooledConnection<ConnectionManager<C>>
+    where
+        Self: 's;
+
+    fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        self.get()
+    }
+}
+
+impl<C: RetryConnection> ConnectionSource for &mut C {
+    type Connection = C;
+    type Checkout<'s>
+        = &'s mut C
+    where
+        Self: 's;
+
+    fn checkout(&mut self) -> Result<&mut C, r2d2::Error> {
+        Ok(&mut **self)
+    }
+}
+
+/// A source of connections with the flavour of the engine behind them, given or detected once:
+/// what lets a plain `PgConnection` pool use CockroachDB's `cockroach_restart` protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Flavored<S> {
+    source: S,
+    flavor: Flavor,
+}
+
+impl<S: ConnectionSource> Flavored<S> {
+    /// `source`, whose engine is known to be `flavor`.
+    pub fn new(source: S, flavor: Flavor) -> Flavored<S> {
+        Flavored { source, flavor }
+    }
+
+    /// `source`, with its engine's flavour asked of the server once (`SELECT version()` on a
+    /// connection it hands out).
+    pub fn detect(mut source: S) -> Result<Flavored<S>, DetectError> {
+        let flavor = source.checkout()?.detect_flavor()?;
+        Ok(Flavored { source, flavor })
+    }
+}
+
+/// Why [`Flavored::detect`] could not tell the flavour.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// No connection could be had.
+    #[error("no database connection: {0}")]
+    Connection(#[from] r2d2::Error),
+    /// `SELECT version()` failed.
+    #[error("cannot tell the database's flavour: {0}")]
+    Query(#[from] diesel::result::Error),
+}
+
+impl<S: ConnectionSource> ConnectionSource for Flavored<S> {
+    type Connection = S::Connection;
+    type Checkout<'s>
+        = S::Checkout<'s>
+    where
+        Self: 's;
+
+    fn flavor(&self) -> Option<Flavor> {
+        Some(self.flavor)
+    }
+
+    fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        self.source.checkout()
+    }
+}
+
+/// A flavoured pool shared by reference, as `&Database` is: `run_transaction(&bank, …)`.
+impl<C> ConnectionSource for &Flavored<&r2d2::Pool<ConnectionManager<C>>>
+where
+    C: RetryConnection + R2D2Connection + 'static,
+{
+    type Connection = C;
+    type Checkout<'s>
+        = DieselPooledConnection<ConnectionManager<C>>
+    where
+        Self: 's;
+
+    fn flavor(&self) -> Option<Flavor> {
+        Some(self.flavor)
+    }
+
+    fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        self.source.get()
+    }
+}

@@ -1,0 +1,276 @@
+//! `run_transaction` from a Rust user's own code: a plain Diesel r2d2 pool of `PgConnection`s
+//! (PostgreSQL's protocol, or CockroachDB's once the flavour is detected or given), a single
+//! `SqliteConnection`, and roachbank's own multi-backend connection — against real databases,
+//! with none of roachbank's opening, migrations or pool.
+
+mod support;
+
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::result::Error as DieselError;
+use roachbank::db::{DbConnection, Flavor};
+use roachbank::retry::{
+    run_transaction, run_transaction_exactly_once, ConnectionSource, Flavored, RetryPolicy,
+    TransactionError,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::proxy::CuttingProxy;
+use support::{not_run_on_cockroachdb, server, target::Target, TestDb, TestSqlite};
+
+diesel::table! {
+    /// A user's own table, unknown to roachbank.
+    wallets (id) {
+        id -> BigInt,
+        cents -> BigInt,
+    }
+}
+
+const CREATE_WALLETS: &str = "CREATE TABLE wallets (id INT8 PRIMARY KEY, cents INT8 NOT NULL)";
+
+/// Why the conflict-injecting tests do not run on CockroachDB (see tests/retry_protocol.rs,
+/// whose `*_server_injected_*` tests use CockroachDB's own hook instead).
+const NEEDS_PLPGSQL_INJECTOR: &str =
+    "conflicts are injected by a test-only PL/pgSQL function raising 40001";
+
+/// The transaction-control statements a pool's connections send, in order.
+#[derive(Clone, Default, Debug)]
+struct ControlLog(Arc<Mutex<Vec<String>>>);
+
+impl ControlLog {
+    fn statements(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Instrumentation for ControlLog {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        const CONTROL: &[&str] = &["BEGIN", "SAVEPOINT", "ROLLBACK", "RELEASE", "COMMIT"];
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            let sql = query.to_string();
+            if CONTROL.iter().any(|word| sql.starts_with(word)) {
+                self.0.lock().unwrap().push(sql);
+            }
+        }
+    }
+}
+
+impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for ControlLog {
+    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.set_instrumentation(self.clone());
+        Ok(())
+    }
+}
+
+/// A plain Diesel pool on `url`, one connection, recording transaction control.
+fn plain_pool(url: &str) -> (Pool<ConnectionManager<PgConnection>>, ControlLog) {
+    let log = ControlLog::default();
+    let pool = Pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(10))
+        .connection_customizer(Box::new(log.clone()))
+        .build(ConnectionManager::<PgConnection>::new(url))
+        .expect("a plain Diesel pool");
+    (pool, log)
+}
+
+/// A fresh database with the `wallets` table and `fail_first(k)`, which raises 40001 on its
+/// first `k` calls (a sequence counts them: rollbacks do not undo it).
+fn database_with_injector(test: &str) -> TestDb {
+    let db = TestDb::new(test);
+    db.psql(&format!(
+        "{CREATE_WALLETS};
+         CREATE SEQUENCE injected_conflicts;
+         CREATE FUNCTION fail_first(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+         DECLARE n BIGINT := nextval('injected_conflicts');
+         BEGIN
+           IF n <= k THEN
+             RAISE EXCEPTION 'restart transaction: injected conflict % of %', n, k
+               USING ERRCODE = '40001';
+           END IF;
+           RETURN n;
+         END $$;"
+    ));
+    db
+}
+
+/// Inserts wallet `id` after `fail_first(2)`: two conflicts, then a commit.
+fn insert_after_two_conflicts(conn: &mut PgConnection, id: i64) -> QueryResult<usize> {
+    diesel::sql_query("SELECT fail_first(2)").execute(conn)?;
+    diesel::insert_into(wallets::table)
+        .values((wallets::id.eq(id), wallets::cents.eq(100)))
+        .execute(conn)
+}
+
+fn wallet_count(db: &TestDb) -> i64 {
+    db.psql("SELECT count(*) FROM wallets").parse().unwrap()
+}
+
+fn quick_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 5,
+        initial_backoff: Duration::from_micros(100),
+        max_backoff: Duration::from_millis(5),
+        ..RetryPolicy::default()
+    }
+}
+
+fn strings(statements: &[&str]) -> Vec<String> {
+    statements.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn a_plain_diesel_pg_pool_retries_40001_in_new_serializable_transactions_and_commits_once() {
+    const TEST: &str =
+        "a_plain_diesel_pg_pool_retries_40001_in_new_serializable_transactions_and_commits_once";
+    if not_run_on_cockroachdb(TEST, NEEDS_PLPGSQL_INJECTOR) {
+        return;
+    }
+    let db = database_with_injector("plain_pg_pool");
+    let (pool, log) = plain_pool(&db.url);
+    let committed = run_transaction(&pool, &quick_policy(), |conn| {
+        insert_after_two_conflicts(conn, 7)
+    })
+    .expect("retried to a commit");
+    assert_eq!(committed.attempts, 3);
+    assert_eq!(wallet_count(&db), 1, "exactly one committed effect");
+    let begin = "BEGIN ISOLATION LEVEL SERIALIZABLE";
+    assert_eq!(
+        log.statements(),
+        strings(&[begin, "ROLLBACK", begin, "ROLLBACK", begin, "COMMIT"])
+    );
+}
+
+#[test]
+fn a_diesel_pg_pool_flavoured_as_cockroachdb_retries_through_the_restart_savepoint() {
+    const TEST: &str =
+        "a_diesel_pg_pool_flavoured_as_cockroachdb_retries_through_the_restart_savepoint";
+    if not_run_on_cockroachdb(TEST, NEEDS_PLPGSQL_INJECTOR) {
+        return;
+    }
+    let db = database_with_injector("flavoured_pg_pool");
+    let (pool, log) = plain_pool(&db.url);
+    // PostgreSQL accepts the same statements; the flavour is given, not detected.
+    let bank = Flavored::new(&pool, Flavor::CockroachDb);
+    let committed = run_transaction(&bank, &quick_policy(), |conn| {
+        insert_after_two_conflicts(conn, 8)
+    })
+    .expect("retried to a commit");
+    assert_eq!(committed.attempts, 3);
+    assert_eq!(wallet_count(&db), 1, "exactly one committed effect");
+    let restart = "ROLLBACK TO SAVEPOINT cockroach_restart";
+    assert_eq!(
+        log.statements(),
+        strings(&[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SAVEPOINT cockroach_restart",
+            restart,
+            restart,
+            "RELEASE SAVEPOINT cockroach_restart",
+            "COMMIT",
+        ])
+    );
+}
+
+#[test]
+fn flavored_detect_asks_the_server_which_engine_it_is() {
+    let db = TestDb::new("flavored_detect");
+    let (pool, _log) = plain_pool(&db.url);
+    let bank = Flavored::detect(&pool).expect("detect the flavour");
+    let expected = if server().is_cockroachdb() {
+        Flavor::CockroachDb
+    } else {
+        Flavor::PostgreSql
+    };
+    assert_eq!(ConnectionSource::flavor(&bank), Some(expected));
+}
+
+#[test]
+fn exactly_once_with_a_plain_pool_finds_a_commit_whose_answer_was_lost() {
+    let db = TestDb::new("plain_pool_exactly_once");
+    db.psql(CREATE_WALLETS);
+    let server = server();
+    let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+    let url = db.url.replacen(
+        &format!("{}:{}", server.host(), server.port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    );
+    let (pool, _log) = plain_pool(&url);
+    proxy.cut_after("COMMIT");
+    let mut runs = 0;
+    let committed = run_transaction_exactly_once(
+        &pool,
+        &quick_policy(),
+        |conn| {
+            runs += 1;
+            diesel::insert_into(wallets::table)
+                .values((wallets::id.eq(11), wallets::cents.eq(5)))
+                .execute(conn)
+                .map(|_| 11_i64)
+        },
+        |conn| {
+            wallets::table
+                .find(11)
+                .select(wallets::id)
+                .first::<i64>(conn)
+                .optional()
+        },
+    )
+    .expect("the probe settles the lost answer");
+    assert_eq!(proxy.cuts(), 1, "the proxy cut the link after COMMIT");
+    assert_eq!(committed.value, 11);
+    assert_eq!(committed.attempts, 1);
+    assert_eq!(runs, 1, "never run twice");
+    assert_eq!(wallet_count(&db), 1, "applied exactly once");
+}
+
+#[test]
+fn a_single_sqlite_connection_commits_and_rolls_back_a_failed_transaction() {
+    let file = TestSqlite::new();
+    let mut conn = SqliteConnection::establish(file.path.to_str().unwrap()).unwrap();
+    conn.batch_execute(CREATE_WALLETS).unwrap();
+    let insert = |conn: &mut SqliteConnection, id: i64| {
+        diesel::insert_into(wallets::table)
+            .values((wallets::id.eq(id), wallets::cents.eq(1)))
+            .execute(conn)
+    };
+    let committed = run_transaction(&mut conn, &quick_policy(), |conn| insert(conn, 1))
+        .expect("a plain SQLite connection commits");
+    assert_eq!(committed.attempts, 1);
+    let failed = run_transaction(&mut conn, &quick_policy(), |conn| {
+        insert(conn, 2)?;
+        insert(conn, 1) // duplicate key: not retryable
+    });
+    match failed {
+        Err(TransactionError::Failed(DieselError::DatabaseError(..))) => {}
+        other => panic!("expected the duplicate key unchanged, got {other:?}"),
+    }
+    let ids: Vec<i64> = wallets::table
+        .select(wallets::id)
+        .order(wallets::id)
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(ids, vec![1], "the failed transaction left nothing behind");
+}
+
+#[test]
+fn roachbanks_own_connection_runs_its_variants_protocol() {
+    for target in [Target::sqlite(), Target::postgresql("own_connection")] {
+        let db = target.open(1);
+        let mut conn: r2d2::PooledConnection<_> = db.pool().get().unwrap();
+        let conn: &mut DbConnection = &mut conn;
+        let committed = run_transaction(conn, &quick_policy(), |conn| {
+            diesel::insert_into(roachbank::schema::accounts::table)
+                .values((
+                    roachbank::schema::accounts::id.eq(1),
+                    roachbank::schema::accounts::balance.eq(10),
+                ))
+                .execute(conn)
+        })
+        .unwrap_or_else(|err| panic!("{}: {err}", target.url()));
+        assert_eq!(committed.attempts, 1);
+        assert_eq!(target.count("SELECT count(*) FROM accounts"), 1);
+    }
+}
