@@ -1,3 +1,5 @@
+#![warn(missing_docs)]
+
 //! roachbank: CockroachDB's "bank" tutorial (Python + SQLAlchemy) in Rust with Diesel.
 //!
 //! The same commands run on CockroachDB, PostgreSQL and an embedded SQLite file, every

@@ -1,5 +1,9 @@
 //! The connection type: one connection to whichever database the URL names.
 
+// Diesel's `MultiConnection` derive generates public items of its own (the multi-backend type,
+// its bind collector, …) that carry no documentation; everything written here does.
+#![allow(missing_docs)]
+
 use diesel::prelude::*;
 
 /// One connection to whichever database the URL names. Code that is the same on every backend

@@ -77,7 +77,7 @@ static CONNECTION_ECHO: RwLock<Option<Redactor>> = RwLock::new(None);
 /// Makes diesel's own connection events — every connection attempt, with the URL libpq is
 /// given, and its failure if it fails — print on stderr for `--echo`, scrubbed by `redactor`
 /// (which should know every URL in play). Process-wide: it installs diesel's default
-/// instrumentation, which each new connection starts with until [`DbConnectionManager`] puts
+/// instrumentation, which each new connection starts with until [`DbConnectionManager`](super::DbConnectionManager) puts
 /// its own in place (so statements are printed once).
 pub fn echo_connection_events(redactor: Redactor) -> Result<(), DbError> {
     *CONNECTION_ECHO

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// statements a connection sends).
 pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
-/// How [`Database::open`] connects.
+/// How [`Database::open`](super::Database) connects.
 #[derive(Clone)]
 pub struct ConnectOptions {
     /// Most connections the pool holds (size it to the number of workers).
@@ -48,7 +48,7 @@ pub struct ConnectOptions {
     /// for ever, as libpq does. Never shorter than the statement timeout plus
     /// [`STALL_GRACE`]. SQLite: ignored.
     pub stall_timeout: Option<Duration>,
-    /// How long [`Database::open`] waits for another process's migrations (see
+    /// How long [`Database::open`](super::Database) waits for another process's migrations (see
     /// [`MIGRATION_LOCK_WAIT`]).
     pub migration_lock_wait: Duration,
     /// Secrets to scrub from `--echo` output and connection errors besides the database URL's

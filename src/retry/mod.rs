@@ -1,7 +1,7 @@
 //! `run_transaction`: run a piece of work in a transaction, retrying it the way each engine
 //! needs, so that it commits exactly once or fails with a typed reason.
 //!
-//! The protocol, per [`Flavor`]:
+//! The protocol, per [`Flavor`](crate::db::Flavor):
 //!
 //! * **CockroachDB** — `BEGIN ISOLATION LEVEL SERIALIZABLE; SAVEPOINT cockroach_restart` (the
 //!   savepoint is the first statement). On a retryable error (40001) `ROLLBACK TO SAVEPOINT
