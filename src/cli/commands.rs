@@ -1,26 +1,25 @@
-//! One function per command: call the library, print what it did.
+//! One function per command, dispatched by [`run`]: check what it was given, connect, call the
+//! library, print what it did.
 
-use super::args::Command;
+use super::args::{Cli, Command};
+use super::error::{CliError, StdoutError};
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::bank;
 use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
-use roachbank::db::{ConnectOptions, Database, Flavor};
-use roachbank::init::{self, InitPlan};
+use roachbank::db::config::{Backend, DatabaseConfig, Redactor, UrlSource};
+use roachbank::db::durability::{durability_warning, durability_warning_on};
+use roachbank::db::{
+    echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, Flavor,
+};
+use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
 use roachbank::workload::{self as transfer_run, RunLength, TransferOutcome};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// A failed write to standard output: a closed pipe (`roachbank balance | head -0`), a full disk
-/// (`>/dev/full`) … Commands return it instead of panicking as `println!` would; `main` ends
-/// quietly on a closed pipe and prints this, one line, on anything else.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write to standard output: {0}")]
-pub struct StdoutError(pub std::io::Error);
 
 /// Writes one line of a command's results on stdout (line-buffered, so it is written at once).
 pub fn write_line(line: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
@@ -39,63 +38,127 @@ const TRANSFER_LINES_UP_TO: u64 = 10;
 /// Long transfer runs print a progress line this often.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs `command` against `db`. Transfer and points runs stop early once `interrupt` has a
-/// signal, and say so; the other commands are one transaction each and run to their end (`main`
-/// then exits with the signal's code).
+/// Runs the command `cli` asks for on the database `config` names. Every command goes the same
+/// way: first what it was given is checked (a usage error touches nothing), and every other URL
+/// it uses is added to `redactor`; then --echo is set up, with a redactor that knows every URL in
+/// play, and the command connects, does its work and says what it did. Transfer and points runs
+/// stop early once `interrupt` has a signal, and say so; the other commands are one transaction
+/// each and run to their end (`main` then exits with the signal's code).
 pub fn run(
-    command: &Command,
-    db: &Database,
-    policy: &RetryPolicy,
+    cli: &Cli,
+    config: &DatabaseConfig,
+    redactor: &mut Redactor,
     interrupt: &Interrupt,
-) -> Result<()> {
-    match *command {
-        Command::Seed { accounts } => seed(db, policy, accounts),
+) -> Result<(), CliError> {
+    let mut invocation = Invocation {
+        cli,
+        config,
+        redactor,
+    };
+    match cli.command {
+        Command::Init { ref admin_url } => init(&mut invocation, admin_url.as_deref()),
+        Command::Seed { accounts } => {
+            invocation.on_database(|db, policy| seed(db, policy, accounts))
+        }
         Command::Transfer {
             count,
             duration,
             workers,
             check: audit_after,
-        } => {
+        } => invocation.on_database(|db, policy| {
             let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            let transferred = transfer(db, policy, length, workers, interrupt);
-            // The audit runs whatever happened to the transfers (that is when it matters most),
-            // unless the user asked the run to stop.
-            let audited = match interrupt.received() {
-                _ if !audit_after => Ok(()),
-                None => check(db, policy),
-                Some(signal) => {
-                    note!(
-                        "roachbank: {}: the audit (--check) did not run; run `roachbank check`",
-                        signal.name()
-                    );
-                    Ok(())
-                }
-            };
-            match transferred {
-                // Unprinted output is the least of the failures: a failed audit outranks it.
-                Err(err) if err.is::<StdoutError>() => audited.and(Err(err)),
-                transferred => transferred.and(audited),
-            }
-        }
+            transfer_then_check(db, policy, length, workers, audit_after, interrupt)
+        }),
         Command::Points {
             count,
             chunk_size,
             method,
-        } => {
+        } => invocation.on_database(|db, policy| {
             let method = method.map_or_else(|| LoadMethod::fastest_for(db.flavor()), Into::into);
             add_points(db, policy, count, chunk_size, method, interrupt)
-        }
-        Command::Balance => balance(db, policy),
-        Command::Check => check(db, policy),
-        // main.rs runs init before any database is opened.
-        Command::Init { .. } => anyhow::bail!("init does not run on an opened database"),
+        }),
+        Command::Balance => invocation.on_database(balance),
+        Command::Check => invocation.on_database(check),
     }
 }
 
-/// Refuses what `flavor` cannot do, before anything is written: `main` asks with
-/// [`Flavor::Sqlite`] before the file is created, and with the detected flavour of a server
-/// before any migration runs.
-pub fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), String> {
+/// One run of a command: the command line, the database URL, and the redactor.
+struct Invocation<'a> {
+    cli: &'a Cli,
+    config: &'a DatabaseConfig,
+    /// Knows every URL in play before anything is printed: a command that uses another URL
+    /// (init's admin URL) adds it before calling [`Invocation::connect_options`].
+    redactor: &'a mut Redactor,
+}
+
+impl Invocation<'_> {
+    /// Called once, when the command has checked what it was given and is about to connect:
+    /// sets up --echo (its connection events scrubbed by the redactor as it is now), refuses
+    /// what SQLite cannot do before the file is created, says so when the embedded SQLite
+    /// default is used, and returns the options to connect with.
+    fn connect_options(&self) -> Result<ConnectOptions, CliError> {
+        let Invocation { cli, config, .. } = *self;
+        if cli.echo {
+            echo_connection_events(self.redactor.clone())
+                .map_err(|err| anyhow::anyhow!(one_line(&err.to_string())))?;
+        }
+        if config.backend() == Backend::Sqlite {
+            refuse_unsupported(&cli.command, Flavor::Sqlite).map_err(CliError::Usage)?;
+        }
+        if config.source() == UrlSource::Default {
+            note!(
+                "roachbank: DATABASE_URL is not set; using the embedded SQLite file {}",
+                config.redacted()
+            );
+        }
+        Ok(ConnectOptions {
+            pool_size: pool_size(&cli.command),
+            echo: cli.echo,
+            statement_timeout: cli.statement_timeout,
+            stall_timeout: Some(cli.stall_timeout),
+            idle_in_transaction_timeout: cli.idle_in_transaction_timeout,
+            redactor: self.redactor.clone(),
+            ..ConnectOptions::default()
+        })
+    }
+
+    /// Opens the database — refusing what its flavour cannot do before any migration runs —
+    /// and runs `work` on it; then, if the command wrote something, warns if the server does
+    /// not make commits durable.
+    fn on_database(
+        &self,
+        work: impl FnOnce(&Database, &RetryPolicy) -> Result<()>,
+    ) -> Result<(), CliError> {
+        let options = self.connect_options()?;
+        let db = Database::open_checked(self.config.clone(), &options, |flavor| {
+            refuse_unsupported(&self.cli.command, flavor)
+        })
+        .map_err(CliError::from_open)?;
+        let policy = RetryPolicy {
+            max_retries: self.cli.max_retries,
+            ..RetryPolicy::default()
+        };
+        work(&db, &policy)?;
+        if reports_work_done(&self.cli.command) {
+            warn_if_not_durable(durability_warning(&db));
+        }
+        Ok(())
+    }
+}
+
+/// Prints the warning that the server does not make commits durable, if there is one: once,
+/// after a command that wrote something has succeeded and said what it did (a failed command
+/// prints its one error line and nothing else).
+fn warn_if_not_durable(warning: Option<String>) {
+    if let Some(warning) = warning {
+        note!("roachbank: {warning}");
+    }
+}
+
+/// Refuses what `flavor` cannot do, before anything is written: asked with [`Flavor::Sqlite`]
+/// before the file is created, and with the detected flavour of a server before any migration
+/// runs.
+fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), String> {
     if let Command::Points {
         method: Some(method),
         ..
@@ -107,9 +170,9 @@ pub fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), Strin
 }
 
 /// Whether `command` writes to the database and reports work done (`seed`, `transfer`,
-/// `points`, `init`): after such a command succeeds, `main` warns if the server does not make
+/// `points`, `init`): after such a command succeeds, it warns if the server does not make
 /// commits durable.
-pub fn reports_work_done(command: &Command) -> bool {
+fn reports_work_done(command: &Command) -> bool {
     match command {
         Command::Seed { .. }
         | Command::Transfer { .. }
@@ -119,10 +182,40 @@ pub fn reports_work_done(command: &Command) -> bool {
     }
 }
 
-/// `init`: set up the user, the database and the tables, and say what was done. Returns the
-/// engine set up.
-pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<Flavor> {
-    let report = init::init(plan, options).context("init failed")?;
+/// The pool size a command wants.
+fn pool_size(command: &Command) -> u32 {
+    match *command {
+        Command::Transfer { workers, .. } => workers,
+        Command::Points { .. } => points::SERVER_LOADERS,
+        _ => 1,
+    }
+}
+
+/// `init`: resolve the admin URL and check the plan (a usage error touches nothing), set up the
+/// user, the database and the tables, say what was done, and warn if the server does not make
+/// commits durable.
+fn init(invocation: &mut Invocation<'_>, admin_url: Option<&str>) -> Result<(), CliError> {
+    let admin = DatabaseConfig::resolve_admin(admin_url)?;
+    if let Some(admin) = &admin {
+        // Before anything can print: --echo's connection events and the error line scrub it.
+        invocation.redactor.add_config(admin);
+    }
+    let plan = InitPlan::new(invocation.config, admin.as_ref()).map_err(CliError::from_init)?;
+    let options = invocation.connect_options()?;
+    let report = init::init(&plan, &options)
+        .map_err(|err| CliError::from_init(err).context("init failed"))?;
+    print_init(&report)?;
+    // Asked on a session of the user init set up, as the other commands would ask.
+    if report.flavor != Flavor::Sqlite {
+        let manager = DbConnectionManager::new(invocation.config.clone(), &options);
+        if let Ok(mut conn) = manager.establish() {
+            warn_if_not_durable(durability_warning_on(&mut conn, report.flavor));
+        }
+    }
+    Ok(())
+}
+
+fn print_init(report: &InitReport) -> Result<(), StdoutError> {
     for step in &report.steps {
         say!("{}: {}", step.subject, step.outcome)?;
     }
@@ -144,16 +237,7 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<Flavor> {
             plural(n as u64)
         )?,
     }
-    Ok(report.flavor)
-}
-
-/// The pool size a command wants.
-pub fn pool_size(command: &Command) -> u32 {
-    match *command {
-        Command::Transfer { workers, .. } => workers,
-        Command::Points { .. } => points::SERVER_LOADERS,
-        _ => 1,
-    }
+    Ok(())
 }
 
 fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
@@ -167,6 +251,36 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
         plural(u64::from(committed.attempts)),
     )?;
     Ok(())
+}
+
+/// `transfer`, then the ledger audit if `audit_after` (`--check`).
+fn transfer_then_check(
+    db: &Database,
+    policy: &RetryPolicy,
+    length: RunLength,
+    workers: u32,
+    audit_after: bool,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let transferred = transfer(db, policy, length, workers, interrupt);
+    // The audit runs whatever happened to the transfers (that is when it matters most),
+    // unless the user asked the run to stop.
+    let audited = match interrupt.received() {
+        _ if !audit_after => Ok(()),
+        None => check(db, policy),
+        Some(signal) => {
+            note!(
+                "roachbank: {}: the audit (--check) did not run; run `roachbank check`",
+                signal.name()
+            );
+            Ok(())
+        }
+    };
+    match transferred {
+        // Unprinted output is the least of the failures: a failed audit outranks it.
+        Err(err) if err.is::<StdoutError>() => audited.and(Err(err)),
+        transferred => transferred.and(audited),
+    }
 }
 
 fn transfer(

@@ -43,26 +43,26 @@ impl Signal {
 }
 
 /// The handlers' flags: `stop`, set by the first signal, for the library to poll; and which
-/// signal it was.
+/// signal it was. No signal is handled until [`Interrupt::install`].
+#[derive(Default)]
 pub struct Interrupt {
     stop: Arc<AtomicBool>,
     signal: Arc<AtomicUsize>,
 }
 
 impl Interrupt {
-    /// Installs the handlers for SIGINT and SIGTERM.
-    pub fn install() -> std::io::Result<Interrupt> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let signal = Arc::new(AtomicUsize::new(0));
+    /// Installs the handlers for SIGINT and SIGTERM (once per process).
+    pub fn install(&self) -> std::io::Result<()> {
+        let Interrupt { stop, signal } = self;
         for sig in [SIGINT, SIGTERM] {
             // Order matters (signal-hook runs a signal's actions in registration order): the
             // default action first, armed only once an earlier signal has set `stop`; then
             // which signal, before `stop`, so that whoever sees `stop` sees it.
-            flag::register_conditional_default(sig, Arc::clone(&stop))?;
-            flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
-            flag::register(sig, Arc::clone(&stop))?;
+            flag::register_conditional_default(sig, Arc::clone(stop))?;
+            flag::register_usize(sig, Arc::clone(signal), sig as usize)?;
+            flag::register(sig, Arc::clone(stop))?;
         }
-        Ok(Interrupt { stop, signal })
+        Ok(())
     }
 
     /// The flag the library's long runs poll between transactions.

@@ -1,7 +1,9 @@
-//! The command line, the top layer: its definition (clap), one function per command, and the
-//! handling of Ctrl-C and SIGTERM. `main` parses, resolves the database, runs, and maps the
-//! outcome to an exit code.
+//! The command line, the top layer: its definition (clap), one function per command, the
+//! handling of Ctrl-C and SIGTERM, `.env`, and the one error type whose kind decides the exit
+//! code. `main` parses, resolves the database, runs, and maps the outcome to an exit code.
 
 pub mod args;
 pub mod commands;
+pub mod dotenv;
+pub mod error;
 pub mod interrupt;
