@@ -16,8 +16,9 @@ use clap::Parser;
 use cli::args::{Cli, Command};
 use cli::commands::{self, StdoutError};
 use cli::interrupt::Interrupt;
-use roachbank::db::config::{Backend, DatabaseConfig, Redactor, UrlSource};
+use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
 use roachbank::db::durability::{durability_warning, durability_warning_on};
+use roachbank::db::redact::Redactor;
 use roachbank::db::{
     echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, Flavor,
 };
