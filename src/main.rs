@@ -18,7 +18,8 @@ use clap::Parser;
 use cli::args::Cli;
 use cli::error::{conclude, CliError};
 use cli::interrupt::Interrupt;
-use roachbank::db::config::{DatabaseConfig, Redactor};
+use roachbank::db::config::DatabaseConfig;
+use roachbank::db::redact::Redactor;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

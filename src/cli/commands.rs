@@ -9,8 +9,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::bank;
 use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
-use roachbank::db::config::{Backend, DatabaseConfig, Redactor, UrlSource};
+use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
 use roachbank::db::durability::{durability_warning, durability_warning_on};
+use roachbank::db::redact::Redactor;
 use roachbank::db::{
     echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, Flavor,
 };

@@ -3,8 +3,9 @@
 //! 130/143 for a run a signal cut short. `anyhow` stops here: the library's errors are typed.
 
 use super::interrupt::Signal;
-use roachbank::db::config::{ConfigError, Redactor};
+use roachbank::db::config::ConfigError;
 use roachbank::db::one_line;
+use roachbank::db::redact::Redactor;
 use roachbank::init::InitError;
 use roachbank::migrate::OpenError;
 use std::io::ErrorKind;

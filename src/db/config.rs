@@ -1,10 +1,11 @@
 //! Where the bank lives: `--database-url`, `DATABASE_URL` (environment or `.env`), or the
-//! embedded SQLite default, turned into a backend and a connection string; and redaction of
-//! passwords for anything that is displayed.
+//! embedded SQLite default, turned into a backend and a connection string. Server URLs are
+//! read and edited through [`ConnectionUrl`]; what is shown of them is redacted by
+//! [`super::redact`].
 
-use super::conninfo::{escape_value, ConnInfo};
+use super::redact::{redact_url, Redactor};
+use super::url::ConnectionUrl;
 use std::fmt;
-use std::ops::Range;
 use std::path::PathBuf;
 
 /// The SQLite file used when no database URL is given at all.
@@ -166,6 +167,9 @@ impl DatabaseConfig {
         })
     }
 
+    /// A server configuration for `url`, with roachbank's default libpq parameters added to
+    /// its query where libpq finds them (after the host list and the database name, never into
+    /// a password holding `?`) unless the URL sets them itself.
     fn server(url: String, source: UrlSource) -> Self {
         let connect_timeout = DEFAULT_CONNECT_TIMEOUT_SECS.to_string();
         // (parameter to add, its value, parameters that make it unnecessary)
@@ -177,27 +181,18 @@ impl DatabaseConfig {
                 &["application_name", "fallback_application_name"],
             ),
         ];
-        // Added to the query string where libpq finds it: after the host list and the
-        // database name, never into a password holding `?` (see UriLayout).
-        let mut connection_string = url;
-        for (name, value, unless) in defaults {
-            let Some(layout) = UriLayout::of(&connection_string) else {
-                // libpq will refuse the URL and say why; pass it on as it is.
-                break;
-            };
-            if unless
-                .iter()
-                .any(|given| layout.param(&connection_string, given).is_some())
-            {
-                continue;
+        let connection_string = match ConnectionUrl::parse(&url) {
+            Ok(mut parsed) => {
+                for (name, value, unless) in defaults {
+                    if !unless.iter().any(|given| parsed.param(given).is_some()) {
+                        parsed = parsed.with_param(name, value);
+                    }
+                }
+                parsed.into_string()
             }
-            let separator = match &layout.query {
-                None => "?",
-                Some(query) if query.is_empty() || connection_string.ends_with('&') => "",
-                Some(_) => "&",
-            };
-            connection_string = format!("{connection_string}{separator}{name}={value}");
-        }
+            // libpq will refuse the URL and say why; pass it on as it is.
+            Err(_) => url,
+        };
         DatabaseConfig {
             backend: Backend::Server,
             connection_string,
@@ -221,6 +216,15 @@ impl DatabaseConfig {
         &self.connection_string
     }
 
+    /// The server URL taken apart; `None` for SQLite, or for a URL whose host list libpq's
+    /// grammar cannot read (connecting with it fails and says why).
+    pub fn url(&self) -> Option<ConnectionUrl> {
+        if self.backend != Backend::Server {
+            return None;
+        }
+        ConnectionUrl::parse(&self.connection_string).ok()
+    }
+
     /// The SQLite file this configuration names, if it names one.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.connection_string))
@@ -238,111 +242,43 @@ impl DatabaseConfig {
     }
 
     /// The user a server URL names (`user@` or `?user=`), percent-decoded, as libpq reads it;
-    /// `None` for SQLite or when the URL leaves it to libpq's defaults.
+    /// `None` for SQLite or when the URL leaves it to libpq's defaults
+    /// ([`ConnectionUrl::user`]).
     pub fn user(&self) -> Option<String> {
-        self.libpq_value("user", |url, layout| {
-            layout.param(url, "user").or_else(|| {
-                layout
-                    .user
-                    .as_ref()
-                    .map(|user| percent_decode(&url[user.clone()]))
-            })
-        })
+        self.url()?.user()
     }
 
     /// The database a server URL names (its path or `?dbname=`), percent-decoded, as libpq
-    /// reads it; `None` for SQLite or when the URL leaves it to libpq's defaults.
+    /// reads it; `None` for SQLite or when the URL leaves it to libpq's defaults
+    /// ([`ConnectionUrl::database`]).
     pub fn database_name(&self) -> Option<String> {
-        self.libpq_value("dbname", |url, layout| {
-            layout.param(url, "dbname").or_else(|| {
-                layout
-                    .dbname
-                    .as_ref()
-                    .map(|name| percent_decode(&url[name.clone()]))
-            })
-        })
+        self.url()?.database()
     }
 
     /// The password a server URL carries (`user:password@` or `?password=`, however spelled),
     /// as libpq reads it. Crate-private: only `init` needs it, to give a new user that
     /// password.
     pub(crate) fn password(&self) -> Option<String> {
-        if self.backend != Backend::Server {
-            return None;
-        }
-        ConnInfo::parse(&self.connection_string)?
-            .get("password")
-            .map(str::to_string)
+        self.url()?.password()
     }
 
-    /// libpq's value for `keyword` (non-empty); for a URL libpq refuses (the connection will
-    /// fail and say why), `fallback`'s reading of the same place.
-    fn libpq_value(
-        &self,
-        keyword: &str,
-        fallback: impl FnOnce(&str, &UriLayout) -> Option<String>,
-    ) -> Option<String> {
-        if self.backend != Backend::Server {
-            return None;
-        }
-        let url = &self.connection_string;
-        match ConnInfo::parse(url) {
-            Some(info) => info.get(keyword).map(str::to_string),
-            None => fallback(url, &UriLayout::of(url)?),
-        }
-        .filter(|value| !value.is_empty())
-    }
-
-    /// The same server with another database: the URL's path replaced by `/database`
-    /// (percent-encoded) and any `dbname=` parameter dropped; user, hosts and every other
-    /// parameter kept. SQLite configurations come back unchanged.
+    /// The same server with another database ([`ConnectionUrl::with_database`]: the path
+    /// replaced, any `dbname=` parameter dropped, everything else kept). SQLite configurations,
+    /// and URLs whose host list libpq's grammar cannot read, come back unchanged.
     pub fn with_database(&self, database: &str) -> DatabaseConfig {
-        if self.backend != Backend::Server {
-            return self.clone();
-        }
-        let url = &self.connection_string;
-        let Some(layout) = UriLayout::of(url) else {
-            // libpq refuses this URL; connecting with it says why.
-            return self.clone();
-        };
-        let head = &url[..layout.path_start];
-        let tail = match &layout.query {
-            Some(query) => {
-                let kept: Vec<&str> = url[query.clone()]
-                    .split('&')
-                    .filter(|pair| {
-                        percent_decode(pair.split_once('=').map_or(*pair, |(key, _)| key))
-                            != "dbname"
-                    })
-                    .collect();
-                format!("?{}", kept.join("&"))
-            }
-            None => String::new(),
-        };
-        DatabaseConfig {
-            backend: self.backend,
-            connection_string: format!("{head}/{}{tail}", percent_encode(database)),
-            source: self.source,
+        match self.url() {
+            Some(url) => DatabaseConfig {
+                connection_string: url.with_database(database).into_string(),
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 }
 
-/// Scrubs secrets — the passwords of one or more database URLs, and any other strings it is
-/// given — from text before it is shown. Cheap to clone; its `Debug` shows no secret.
-#[derive(Clone, Default)]
-pub struct Redactor {
-    /// (connection string, its redacted form)
-    urls: Vec<(String, String)>,
-    /// Secrets replaced by `***` wherever they appear, longest first.
-    secrets: Vec<String>,
-}
-
+/// Redactors for configurations. Written here rather than in [`super::redact`] so that
+/// module need not know about configurations (it sits below this one).
 impl Redactor {
-    /// A redactor that scrubs nothing yet.
-    pub fn new() -> Redactor {
-        Redactor::default()
-    }
-
     /// A redactor for one configuration's URL and password.
     pub fn for_config(config: &DatabaseConfig) -> Redactor {
         let mut redactor = Redactor::new();
@@ -350,61 +286,12 @@ impl Redactor {
         redactor
     }
 
-    /// Also scrubs `config`'s URL (shown redacted) and every password it holds, in every form
-    /// libpq takes one from it or a user may have meant one (see [`redact_url`]): raw as
-    /// written, percent-decoded, percent-encoded, as a rotated `key='value'` string carries
-    /// it (super::conninfo), and whatever libpq reads out of a password's text as a host, port
-    /// or database name or quotes of it in refusing the URL.
+    /// Also scrubs `config`'s URL (shown redacted) and every password it holds
+    /// ([`Redactor::add_url`]); a SQLite configuration holds none.
     pub fn add_config(&mut self, config: &DatabaseConfig) {
-        let url = config.connection_string();
         if config.backend() == Backend::Server {
-            self.urls.push((url.to_string(), config.redacted()));
-            for secret in url_secrets(url).secrets {
-                self.add_secret(&secret);
-            }
+            self.add_url(config.connection_string());
         }
-    }
-
-    /// Also scrubs every configuration of `other`.
-    pub fn extend(&mut self, other: &Redactor) {
-        self.urls.extend(other.urls.iter().cloned());
-        for secret in &other.secrets {
-            self.add_secret(secret);
-        }
-    }
-
-    /// Also replaces `secret` by `***` wherever it appears (empty strings are ignored).
-    pub fn add_secret(&mut self, secret: &str) {
-        if !secret.is_empty() && !self.secrets.iter().any(|known| known == secret) {
-            self.secrets.push(secret.to_string());
-            // Longest first, so a secret containing another is replaced whole.
-            self.secrets
-                .sort_by_key(|known| std::cmp::Reverse(known.len()));
-        }
-    }
-
-    /// `text` with every known URL shown redacted and every known secret replaced by `***`.
-    pub fn scrub(&self, text: &str) -> String {
-        let mut scrubbed = text.to_string();
-        for (url, redacted) in &self.urls {
-            scrubbed = scrubbed.replace(url, redacted);
-        }
-        for secret in &self.secrets {
-            scrubbed = scrubbed.replace(secret, "***");
-        }
-        scrubbed
-    }
-}
-
-impl fmt::Debug for Redactor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Redactor")
-            .field(
-                "urls",
-                &self.urls.iter().map(|(_, r)| r).collect::<Vec<_>>(),
-            )
-            .field("secrets", &self.secrets.len())
-            .finish()
     }
 }
 
@@ -418,385 +305,15 @@ impl fmt::Debug for DatabaseConfig {
     }
 }
 
+/// `url` after `prefix`, which `lower` (`url` in lower case) starts with.
 fn strip_prefix_ci<'a>(url: &'a str, lower: &str, prefix: &str) -> Option<&'a str> {
     lower.starts_with(prefix).then(|| &url[prefix.len()..])
-}
-
-/// A `scheme://…` URL taken apart where libpq's URI parser takes it apart (PostgreSQL
-/// `src/interfaces/libpq/fe-connect.c`, `conninfo_uri_parse_options` and
-/// `conninfo_uri_parse_params`): byte ranges into the URL, not decoded. libpq is followed to
-/// the letter, checked against libpq itself in the tests below:
-///
-/// * the userinfo ends at the FIRST `@` before any `/` (a `/` first: there is no userinfo);
-///   the user ends at its first `:`, the password runs from there to that `@` — so `#`, `?`
-///   and `:` may stand unencoded in a password, `@` and `/` may not;
-/// * hosts (`[v6]` bracketed) end at `:`, `/`, `?` or `,`; ports at `/`, `?` or `,`;
-/// * a `/` after the hosts starts the database name, which runs to the first `?`;
-/// * the query is everything after that `?`: `key=value` pairs split at `&`, key and value
-///   percent-decoded (so `pass%77ord=` sets the password). `#` means nothing to libpq.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct UriLayout {
-    /// `user` of `user[:password]@`.
-    user: Option<Range<usize>>,
-    /// `password` of `user:password@`.
-    password: Option<Range<usize>>,
-    /// Each host of the host list.
-    hosts: Vec<Range<usize>>,
-    /// Each host's port, if it has one.
-    ports: Vec<Option<Range<usize>>>,
-    /// Where the host list ends: at a `/`, a `?` or the end of the URL.
-    path_start: usize,
-    /// The database name after the `/` (`None` without a `/`).
-    dbname: Option<Range<usize>>,
-    /// The query after the `?` (`None` without one); it runs to the end of the URL.
-    query: Option<Range<usize>>,
-}
-
-impl UriLayout {
-    /// Where libpq finds each part of `url`; `None` if `url` has no `scheme://` or a host list
-    /// libpq refuses (an unclosed or empty `[…]`).
-    fn of(url: &str) -> Option<UriLayout> {
-        let bytes = url.as_bytes();
-        let end = bytes.len();
-        let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-        let start = url.find("://")? + 3;
-        let mut layout = UriLayout::default();
-        // The userinfo: only if an `@` comes before any `/`; it ends at that first `@`.
-        let mut p = start;
-        while p < end && !matches!(bytes[p], b'@' | b'/') {
-            p += 1;
-        }
-        if at(p) == b'@' {
-            let user_end = url[start..p].find(':').map_or(p, |i| start + i);
-            layout.user = Some(start..user_end);
-            if user_end < p {
-                layout.password = Some(user_end + 1..p);
-            }
-            p += 1;
-        } else {
-            p = start;
-        }
-        // host[:port] pairs, separated by commas.
-        loop {
-            if at(p) == b'[' {
-                let host_start = p + 1;
-                let close = host_start + url[host_start..].find(']')?;
-                if close == host_start {
-                    return None;
-                }
-                layout.hosts.push(host_start..close);
-                p = close + 1;
-                if p < end && !matches!(bytes[p], b':' | b'/' | b'?' | b',') {
-                    return None;
-                }
-            } else {
-                let host_start = p;
-                while p < end && !matches!(bytes[p], b':' | b'/' | b'?' | b',') {
-                    p += 1;
-                }
-                layout.hosts.push(host_start..p);
-            }
-            if at(p) == b':' {
-                let port_start = p + 1;
-                p = port_start;
-                while p < end && !matches!(bytes[p], b'/' | b'?' | b',') {
-                    p += 1;
-                }
-                layout.ports.push(Some(port_start..p));
-            } else {
-                layout.ports.push(None);
-            }
-            if at(p) != b',' {
-                break;
-            }
-            p += 1;
-        }
-        layout.path_start = p;
-        if at(p) == b'/' {
-            let name_start = p + 1;
-            p = url[name_start..].find('?').map_or(end, |i| name_start + i);
-            layout.dbname = Some(name_start..p);
-        }
-        if at(p) == b'?' {
-            layout.query = Some(p + 1..end);
-        }
-        Some(layout)
-    }
-
-    /// Where libpq's query starts (the `?`), or the end of the URL.
-    fn query_start(&self, url: &str) -> usize {
-        self.query
-            .as_ref()
-            .map_or(url.len(), |query| query.start - 1)
-    }
-
-    /// The query's `key=value` pieces as (key, value) ranges; pieces without `=` (which libpq
-    /// refuses) are left out.
-    fn params(&self, url: &str) -> Vec<(Range<usize>, Range<usize>)> {
-        let Some(query) = self.query.clone() else {
-            return Vec::new();
-        };
-        let mut params = Vec::new();
-        let mut piece_start = query.start;
-        for piece in url[query].split('&') {
-            if let Some(eq) = piece.find('=') {
-                params.push((
-                    piece_start..piece_start + eq,
-                    piece_start + eq + 1..piece_start + piece.len(),
-                ));
-            }
-            piece_start += piece.len() + 1;
-        }
-        params
-    }
-
-    /// The last value (libpq keeps the last) of query parameter `name`, percent-decoded;
-    /// keys are compared decoded, as libpq compares them.
-    fn param(&self, url: &str, name: &str) -> Option<String> {
-        self.params(url)
-            .into_iter()
-            .rev()
-            .find(|(key, _)| percent_decode(&url[key.clone()]) == name)
-            .map(|(_, value)| percent_decode(&url[value]))
-    }
-
-    /// Every value libpq reads from the URL outside its query: user, password, hosts, ports
-    /// and database name.
-    fn values(&self) -> Vec<Range<usize>> {
-        self.user
-            .iter()
-            .chain(&self.password)
-            .chain(&self.hosts)
-            .chain(self.ports.iter().flatten())
-            .chain(&self.dbname)
-            .cloned()
-            .collect()
-    }
-}
-
-/// What of a URL is secret: the byte ranges shown as `***` (sorted, disjoint), and every form
-/// of them to scrub from other text.
-#[derive(Debug, Default)]
-struct UrlSecrets {
-    ranges: Vec<Range<usize>>,
-    secrets: Vec<String>,
-}
-
-/// Finds every password `url` holds, in every way libpq could take one from it, and in the
-/// ways a user may have meant one that libpq reads otherwise:
-///
-/// * when libpq parses the URL: the userinfo's password as the user meant it — from the first
-///   `:` after `scheme://` to the LAST `@` before libpq's query (libpq itself stops at the
-///   first `@`, and finds no userinfo when a `/` comes first; what it then reads as a host, a
-///   port or the database name out of that text is secret too, since its errors quote them);
-///   and libpq's own reading of the password, raw, `key='value'`-escaped and percent-encoded;
-/// * when libpq refuses the URL: everything between `scheme://` and the last `@`, and any
-///   piece of the URL libpq's refusal quotes that overlaps a secret;
-/// * always: the value of every `password=` query parameter, its key decoded (`pass%77ord=`
-///   is libpq's `password=`) and compared regardless of case.
-fn url_secrets(url: &str) -> UrlSecrets {
-    let Some(scheme_end) = url.find("://") else {
-        return UrlSecrets::default();
-    };
-    let start = scheme_end + 3;
-    let parsed = ConnInfo::try_parse(url);
-    let layout = UriLayout::of(url);
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    let mut secrets: Vec<String> = Vec::new();
-    let mut libpq_values = Vec::new();
-    let refusal = match (&parsed, &layout) {
-        (Ok(info), Some(layout)) => {
-            let limit = layout.query_start(url);
-            if let Some(at) = url[start..limit].rfind('@').map(|i| start + i) {
-                if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
-                    if colon + 1 < at {
-                        ranges.push(colon + 1..at);
-                    }
-                }
-            }
-            libpq_values = layout.values();
-            if let Some(password) = info.get("password") {
-                secrets.extend(password_forms(password));
-            }
-            None
-        }
-        (parsed, _) => {
-            if let Some(at) = url[start..].rfind('@').map(|i| start + i) {
-                if start < at {
-                    ranges.push(start..at);
-                    if let Some(colon) = url[start..at].find(':').map(|i| start + i) {
-                        if colon + 1 < at {
-                            let password = &url[colon + 1..at];
-                            secrets.push(password.to_string());
-                            secrets.extend(password_forms(&percent_decode(password)));
-                        }
-                    }
-                }
-            }
-            parsed.as_ref().err().cloned()
-        }
-    };
-    // `password=` in the query, however spelled (outside a userinfo password, which may hold
-    // `?password=` itself).
-    let userinfo = ranges.first().cloned();
-    let bytes = url.as_bytes();
-    for (i, _) in url.match_indices(['?', '&']) {
-        if userinfo.as_ref().is_some_and(|range| range.contains(&i)) {
-            continue;
-        }
-        let key_start = i + 1;
-        let key_end = url[key_start..]
-            .find(['=', '&', '?'])
-            .map_or(url.len(), |j| key_start + j);
-        if bytes.get(key_end) != Some(&b'=')
-            || !percent_decode(&url[key_start..key_end]).eq_ignore_ascii_case("password")
-        {
-            continue;
-        }
-        let value_start = key_end + 1;
-        let value_end = url[value_start..]
-            .find('&')
-            .map_or(url.len(), |j| value_start + j);
-        if value_start < value_end {
-            ranges.push(value_start..value_end);
-            // Where libpq did not take this for its query (an `@` in it with no path before
-            // made it a userinfo), our own `?…` may follow it: the value before that too.
-            if let Some(j) = url[value_start..value_end].find('?') {
-                let value = &url[value_start..value_start + j];
-                secrets.push(value.to_string());
-                secrets.extend(password_forms(&percent_decode(value)));
-            }
-        }
-    }
-    let overlaps = |piece: &Range<usize>| {
-        ranges
-            .iter()
-            .any(|range| piece.start < range.end && range.start < piece.end)
-    };
-    // What libpq read out of a password's text as something else, and what it quotes of the
-    // URL in refusing it.
-    let mut pieces: Vec<Range<usize>> = libpq_values.into_iter().filter(overlaps).collect();
-    if let Some(refusal) = refusal {
-        for quoted in refusal.split('"').skip(1).step_by(2) {
-            if quoted.is_empty() {
-                continue;
-            }
-            for (i, _) in url.match_indices(quoted) {
-                let piece = i..i + quoted.len();
-                if overlaps(&piece) {
-                    pieces.push(piece);
-                }
-            }
-        }
-    }
-    for range in ranges.iter().chain(&pieces) {
-        let text = &url[range.clone()];
-        secrets.push(text.to_string());
-        secrets.extend(password_forms(&percent_decode(text)));
-    }
-    UrlSecrets {
-        ranges: merge(ranges),
-        secrets,
-    }
-}
-
-/// A password as it is, as a `key='value'` string holds it, and percent-encoded (hex digits
-/// in upper and in lower case).
-fn password_forms(password: &str) -> Vec<String> {
-    let encoded = percent_encode(password);
-    let lower = encoded
-        .split('%')
-        .enumerate()
-        .map(|(i, part)| {
-            if i == 0 || part.len() < 2 {
-                part.to_string()
-            } else {
-                format!("{}{}", part[..2].to_ascii_lowercase(), &part[2..])
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("%");
-    vec![password.to_string(), escape_value(password), encoded, lower]
-}
-
-/// `ranges` sorted, overlapping and touching ones joined.
-fn merge(mut ranges: Vec<Range<usize>>) -> Vec<Range<usize>> {
-    ranges.sort_by_key(|range| range.start);
-    let mut merged: Vec<Range<usize>> = Vec::new();
-    for range in ranges {
-        match merged.last_mut() {
-            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
-            _ => merged.push(range),
-        }
-    }
-    merged
-}
-
-/// Byte range of the path (`/db`, possibly empty) of a URL, where libpq finds it: from the end
-/// of the host list to the `?` of the query or the end (see `UriLayout`: a password's `?`
-/// or `#`, a multi-host list's `:` and `,` are not taken for it). `(len, len)` for a string
-/// that is not such a URL.
-pub fn url_path_range(url: &str) -> (usize, usize) {
-    match UriLayout::of(url) {
-        Some(layout) => (
-            layout.path_start,
-            layout.dbname.map_or(layout.path_start, |name| name.end),
-        ),
-        None => (url.len(), url.len()),
-    }
-}
-
-/// The URL with every password replaced by `***`, wherever libpq would take one from (the
-/// userinfo — up to its last `@` — and any `password=` query parameter, however spelled);
-/// a URL libpq refuses shows `***` for everything between `scheme://` and its last `@`.
-/// Anything that is not a URL comes back unchanged.
-pub fn redact_url(url: &str) -> String {
-    let mut redacted = String::with_capacity(url.len());
-    let mut shown = 0;
-    for range in url_secrets(url).ranges {
-        redacted.push_str(&url[shown..range.start]);
-        redacted.push_str("***");
-        shown = range.end;
-    }
-    redacted.push_str(&url[shown..]);
-    redacted
-}
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|byte| {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                (byte as char).to_string()
-            } else {
-                format!("%{byte:02X}")
-            }
-        })
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(byte) = u8::from_str_radix(hex, 16) {
-                out.push(byte);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::conninfo::ConnInfo;
 
     #[test]
     fn cockroachdb_scheme_is_a_server_synonym() {
@@ -900,34 +417,6 @@ mod tests {
     }
 
     #[test]
-    fn redactor_scrubs_several_urls_and_extra_secrets() {
-        let target = DatabaseConfig::parse("postgresql://u:tpw@h/db", UrlSource::Flag).unwrap();
-        let admin =
-            DatabaseConfig::parse("postgresql://a@h/db?password=apw", UrlSource::Flag).unwrap();
-        let mut redactor = Redactor::for_config(&target);
-        redactor.add_config(&admin);
-        redactor.add_secret("'t''pw'");
-        let text = format!(
-            "{} {} tpw apw PASSWORD 't''pw'",
-            target.connection_string(),
-            admin.connection_string()
-        );
-        let scrubbed = redactor.scrub(&text);
-        assert!(
-            !scrubbed.contains("tpw") && !scrubbed.contains("apw"),
-            "{scrubbed}"
-        );
-        assert!(scrubbed.contains("postgresql://u:***@h/db"), "{scrubbed}");
-        assert!(!format!("{redactor:?}").contains("pw"));
-    }
-
-    #[test]
-    fn percent_decoding_never_splits_a_character() {
-        assert_eq!(percent_decode("%é%4"), "%é%4");
-        assert_eq!(percent_decode("a%40b"), "a@b");
-    }
-
-    #[test]
     fn in_memory_sqlite_is_refused_with_what_to_use_instead() {
         for url in [
             "sqlite://:memory:",
@@ -968,105 +457,6 @@ mod tests {
             DatabaseConfig::parse("sqlite://", UrlSource::Flag),
             Err(ConfigError::MissingSqlitePath)
         );
-    }
-
-    #[test]
-    fn passwords_are_redacted_in_userinfo_and_query() {
-        assert_eq!(
-            redact_url("postgresql://u:s3cr%40t@h1:5432,h2:5433/db?password=other&sslmode=require"),
-            "postgresql://u:***@h1:5432,h2:5433/db?password=***&sslmode=require"
-        );
-        assert_eq!(redact_url("postgresql://u@h/db"), "postgresql://u@h/db");
-        assert_eq!(redact_url("bank.db"), "bank.db");
-    }
-
-    #[test]
-    fn scrub_removes_raw_and_decoded_passwords() {
-        let config =
-            DatabaseConfig::parse("postgresql://u:s3cr%40t@h/db", UrlSource::Flag).unwrap();
-        let scrubbed = config.scrub("failed for s3cr@t and s3cr%40t");
-        assert_eq!(scrubbed, "failed for *** and ***");
-    }
-
-    /// URLs with every character libpq gives a meaning to, in passwords, hosts and queries.
-    const TRICKY_URLS: &[&str] = &[
-        "postgresql://u:pa#ss@h/db",
-        "postgresql://u:pa?ss@h/db",
-        "postgresql://u:pa:ss@h:5/db?sslmode=disable",
-        "postgresql://u:pa@ss@h/db",
-        "postgresql://u:pa/ss@h/db",
-        "postgresql://u:p@ss:w/rd@h/db",
-        "postgresql://u:pa?ss@h",
-        "postgresql://u:pa?ss@h?sslmode=disable",
-        "postgresql://u:pa?ss#x@h1:5,h2,[::1]:7/d%20b?dbname=z&sslmode=require&",
-        "postgresql://h/db?pass%77ord=x&user=max%40roach",
-        "postgresql://h/db?password=a#b?c:d@e/f&password=g",
-        "postgresql://h?password=a@b",
-        "postgresql://localhost:5432/db@x",
-        "postgresql://u@x:pw@h/db",
-        "postgres://%75:%70w@h,/",
-        "postgresql://",
-        "postgresql:///db?host=/tmp",
-    ];
-
-    /// What libpq reads for the URL's user, password, host, port and database, and each
-    /// query parameter, as UriLayout finds them.
-    fn layout_reading(url: &str) -> Vec<(String, String)> {
-        let layout = UriLayout::of(url).unwrap();
-        let text = |range: &Range<usize>| percent_decode(&url[range.clone()]);
-        let mut reading = Vec::new();
-        let mut push = |key: &str, value: String| {
-            if !value.is_empty() {
-                reading.retain(|(known, _): &(String, String)| known != key);
-                reading.push((key.to_string(), value));
-            }
-        };
-        push("user", layout.user.as_ref().map(text).unwrap_or_default());
-        push(
-            "password",
-            layout.password.as_ref().map(text).unwrap_or_default(),
-        );
-        let hosts: Vec<String> = layout.hosts.iter().map(text).collect();
-        push("host", hosts.join(","));
-        let ports: Vec<String> = layout
-            .ports
-            .iter()
-            .map(|port| port.as_ref().map(text).unwrap_or_default())
-            .collect();
-        push("port", ports.join(","));
-        push(
-            "dbname",
-            layout.dbname.as_ref().map(text).unwrap_or_default(),
-        );
-        for (key, value) in layout.params(url) {
-            push(&text(&key), text(&value));
-        }
-        reading.sort();
-        reading
-    }
-
-    #[test]
-    fn the_url_layout_is_where_libpq_finds_each_part() {
-        for url in TRICKY_URLS {
-            let info = ConnInfo::parse(url).unwrap_or_else(|| panic!("libpq refuses {url}"));
-            let mut libpq: Vec<(String, String)> =
-                ["user", "password", "host", "port", "dbname", "sslmode"]
-                    .iter()
-                    .filter_map(|key| Some((key.to_string(), info.get(key)?.to_string())))
-                    .filter(|(_, value)| !value.is_empty())
-                    .collect();
-            libpq.sort();
-            let mut ours = layout_reading(url);
-            ours.retain(|(key, _)| {
-                ["user", "password", "host", "port", "dbname", "sslmode"].contains(&key.as_str())
-            });
-            assert_eq!(ours, libpq, "{url}");
-        }
-        // Where the query starts, for roachbank's own parameters.
-        let layout = UriLayout::of("postgresql://u:a?b@h/d?x=1").unwrap();
-        assert_eq!(layout.query_start("postgresql://u:a?b@h/d?x=1"), 22);
-        assert_eq!(UriLayout::of("postgresql://[::1/db"), None);
-        assert_eq!(UriLayout::of("bank.db"), None);
     }
 
     #[test]
@@ -1125,115 +515,6 @@ mod tests {
             query.with_database("b2").connection_string(),
             "postgresql://h/b2?pass%77ord=s%27q&sslmode=disable&connect_timeout=10\
              &fallback_application_name=roachbank"
-        );
-    }
-
-    /// `url`'s redacted form, and `text` scrubbed by a redactor that knows `url`.
-    fn redacted_and_scrubbed(url: &str, text: &str) -> (String, String) {
-        let config = DatabaseConfig::parse(url, UrlSource::Flag).unwrap();
-        (config.redacted(), config.scrub(text))
-    }
-
-    #[test]
-    fn passwords_with_url_characters_are_redacted_wherever_libpq_takes_them() {
-        let tail = "?connect_timeout=10&fallback_application_name=roachbank";
-        // (URL, its redacted form without roachbank's parameters, what libpq or the server
-        // might print, the pieces of the password that must not survive in either)
-        let cases: &[(&str, &str, &str, &[&str])] = &[
-            // Unencoded `#`, `?`, `:`: libpq's password, as written.
-            ("postgresql://u:Ab1#Cd2@h/db", "postgresql://u:***@h/db", "Ab1#Cd2", &["Ab1", "Cd2"]),
-            ("postgresql://u:Ab1?Cd2@h/db", "postgresql://u:***@h/db", "Ab1?Cd2", &["Ab1", "Cd2"]),
-            ("postgresql://u:Ab1:Cd2@h/db", "postgresql://u:***@h/db", "Ab1:Cd2", &["Ab1", "Cd2"]),
-            // Encoded, shown decoded or re-encoded.
-            (
-                "postgresql://u:Ab1%23Cd2%2fEf3@h/db",
-                "postgresql://u:***@h/db",
-                "Ab1#Cd2/Ef3 Ab1%23Cd2%2FEf3 'Ab1#Cd2/Ef3'",
-                &["Ab1", "Cd2", "Ef3"],
-            ),
-            // Unencoded `@`: libpq's password ends at the first `@`, the rest is its host.
-            (
-                "postgresql://u:Ab1@Cd2@h/db",
-                "postgresql://u:***@h/db",
-                "could not translate host name \"Cd2@h\" to address",
-                &["Ab1", "Cd2"],
-            ),
-            // Unencoded `/`: no userinfo for libpq; the user is its host, the password its port.
-            (
-                "postgresql://u:Ab1/Cd2@h/db",
-                "postgresql://u:***@h/db",
-                "invalid integer value \"Ab1\" for connection option \"port\"; database \"Cd2@h/db\"",
-                &["Ab1", "Cd2"],
-            ),
-            (
-                "postgresql://u:Ab1@Cd2:Ef3/Gh4@h/db",
-                "postgresql://u:***@h/db",
-                "invalid integer value \"Ef3\" for connection option \"port\"",
-                &["Ab1", "Cd2", "Ef3", "Gh4"],
-            ),
-            // The issue's p@ss:w/rd%zz, which libpq refuses: all up to the last `@` hidden,
-            // and the piece libpq quotes in refusing it.
-            (
-                "postgresql://u:Ab1@Cd2:Ef3/Gh4%zz@h/db",
-                "postgresql://***@h/db",
-                "invalid percent-encoded token: \"Gh4%zz@h/db\"",
-                &["Ab1", "Cd2", "Ef3", "Gh4"],
-            ),
-        ];
-        for (url, shown, printed, pieces) in cases {
-            let (redacted, scrubbed) = redacted_and_scrubbed(url, printed);
-            assert_eq!(redacted, format!("{shown}{tail}"), "{url}");
-            for piece in *pieces {
-                assert!(!redacted.contains(piece), "{url}: {redacted}");
-                assert!(!scrubbed.contains(piece), "{url}: {scrubbed}");
-            }
-        }
-
-        // In the query, however the key is spelled, every occurrence.
-        let query_cases: &[(&str, &str, &str, &[&str])] = &[
-            (
-                "postgresql://h/db?pass%77ord=Ab1%23&sslmode=disable",
-                "postgresql://h/db?pass%77ord=***&sslmode=disable",
-                "Ab1# Ab1%23 Ab1%23 'Ab1#'",
-                &["Ab1"],
-            ),
-            (
-                "postgresql://h/db?password=Ab1#Cd2?Ef3:Gh4@Ij5/Kl6&password=Mn7",
-                "postgresql://h/db?password=***&password=***",
-                "Ab1#Cd2?Ef3:Gh4@Ij5/Kl6 Mn7",
-                &["Ab1", "Kl6", "Mn7"],
-            ),
-            (
-                "postgresql://h/db?%70assword=Ab1&PASSWORD=Cd2",
-                "postgresql://h/db?%70assword=***&PASSWORD=***",
-                "invalid URI query parameter: \"PASSWORD\" Ab1 Cd2",
-                &["Ab1", "Cd2"],
-            ),
-            // `@` in a query password with no path: libpq takes all before it as a user.
-            (
-                "postgresql://h?password=Ab1@Cd2",
-                "postgresql://h?password=***",
-                "Ab1@Cd2",
-                &["Ab1", "Cd2"],
-            ),
-        ];
-        for (url, shown, printed, pieces) in query_cases {
-            let (redacted, scrubbed) = redacted_and_scrubbed(url, printed);
-            assert!(redacted.starts_with(shown), "{url}: {redacted}");
-            for piece in *pieces {
-                assert!(!redacted.contains(piece), "{url}: {redacted}");
-                assert!(!scrubbed.contains(piece), "{url}: {scrubbed}");
-            }
-        }
-
-        // A URL without a password is shown as it is; a userinfo password and a query one.
-        assert_eq!(
-            redact_url("postgresql://u@h/db?user=a@b"),
-            "postgresql://u@h/db?user=a@b"
-        );
-        assert_eq!(
-            redact_url("postgresql://u:Ab1?password=x@h/db?password=Cd2"),
-            "postgresql://u:***@h/db?password=***"
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `--echo`: every statement with its binds, and every connection attempt, on stderr, secrets
 //! scrubbed.
 
-use super::config::Redactor;
+use super::redact::{redact_url, Redactor};
 use super::stall::StallWatch;
 use super::{one_line, DbError};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
@@ -42,7 +42,7 @@ fn echo_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
         InstrumentationEvent::StartEstablishConnection { url, .. } => {
             eprintln!(
                 "roachbank: connecting to {}",
-                redactor.scrub(&super::config::redact_url(url))
+                redactor.scrub(&redact_url(url))
             );
         }
         InstrumentationEvent::FinishEstablishConnection {
@@ -52,7 +52,7 @@ fn echo_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
         } => {
             eprintln!(
                 "roachbank: connecting to {} failed: {}",
-                redactor.scrub(&super::config::redact_url(url)),
+                redactor.scrub(&redact_url(url)),
                 one_line(&redactor.scrub(&error.to_string()))
             );
         }
@@ -77,8 +77,9 @@ static CONNECTION_ECHO: RwLock<Option<Redactor>> = RwLock::new(None);
 /// Makes diesel's own connection events — every connection attempt, with the URL libpq is
 /// given, and its failure if it fails — print on stderr for `--echo`, scrubbed by `redactor`
 /// (which should know every URL in play). Process-wide: it installs diesel's default
-/// instrumentation, which each new connection starts with until [`DbConnectionManager`](super::DbConnectionManager) puts
-/// its own in place (so statements are printed once).
+/// instrumentation, which each new connection starts with until
+/// [`DbConnectionManager`](super::DbConnectionManager) puts its own in place (so statements
+/// are printed once).
 pub fn echo_connection_events(redactor: Redactor) -> Result<(), DbError> {
     *CONNECTION_ECHO
         .write()

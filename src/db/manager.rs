@@ -1,9 +1,10 @@
 //! Opening connections: the options, the r2d2 manager that opens and sets up each connection
 //! (statement and idle timeouts, SQLite pragmas, the stall watchdog, `--echo`), and the pool.
 
-use super::config::{Backend, DatabaseConfig, Redactor};
+use super::config::{Backend, DatabaseConfig};
 use super::conninfo::ConnInfo;
 use super::echo::ConnectionHooks;
+use super::redact::Redactor;
 use super::stall::{self, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
 use diesel::connection::{Instrumentation, SimpleConnection};
@@ -16,7 +17,7 @@ use std::time::Duration;
 /// statements a connection sends).
 pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
 
-/// How [`Database::open`](super::Database) connects.
+/// How [`Database::open`](super::Database::open) connects.
 #[derive(Clone)]
 pub struct ConnectOptions {
     /// Most connections the pool holds (size it to the number of workers).
@@ -48,8 +49,8 @@ pub struct ConnectOptions {
     /// for ever, as libpq does. Never shorter than the statement timeout plus
     /// [`STALL_GRACE`]. SQLite: ignored.
     pub stall_timeout: Option<Duration>,
-    /// How long [`Database::open`](super::Database) waits for another process's migrations (see
-    /// [`MIGRATION_LOCK_WAIT`]).
+    /// How long [`Database::open`](super::Database::open) waits for another process's
+    /// migrations (see [`MIGRATION_LOCK_WAIT`]).
     pub migration_lock_wait: Duration,
     /// Secrets to scrub from `--echo` output and connection errors besides the database URL's
     /// own password (say, another URL's, when a command uses two).

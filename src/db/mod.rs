@@ -13,7 +13,9 @@ pub mod echo;
 pub mod error;
 pub mod flavor;
 pub mod manager;
+pub mod redact;
 pub mod stall;
+pub mod url;
 
 pub use classify::{classify, ErrorClass};
 pub use connection::DbConnection;
@@ -25,3 +27,5 @@ pub use manager::{
     statement_timeout_millis, ConnectOptions, DbConnectionManager, InstrumentationFactory, Pool,
     PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT, MAX_STATEMENT_TIMEOUT, STALL_GRACE,
 };
+pub use redact::Redactor;
+pub use url::ConnectionUrl;

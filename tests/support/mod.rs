@@ -20,6 +20,8 @@ pub mod proxy;
 pub mod target;
 pub mod tls;
 
+use percent_encoding::percent_decode_str;
+use roachbank::db::ConnectionUrl;
 use std::path::PathBuf;
 
 // Re-exported for the tests; a test binary that uses none of them must still build cleanly.
@@ -96,8 +98,13 @@ pub fn not_run_on_postgresql(test: &str, hook: &str) -> bool {
     false
 }
 
-/// `url` with `param` (`name=value`) added to its query string.
+/// `url` with `param` (`name=value`, percent-encoded) added to its query string, where libpq
+/// reads it ([`ConnectionUrl::with_param`]).
 pub fn with_param(url: &str, param: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{param}")
+    let (name, value) = param.split_once('=').expect("a name=value parameter");
+    let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
+    ConnectionUrl::parse(url)
+        .unwrap_or_else(|err| panic!("with_param: {err}"))
+        .with_param(&decoded(name), &decoded(value))
+        .into_string()
 }

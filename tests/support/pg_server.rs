@@ -1,7 +1,7 @@
 //! A PostgreSQL server for the integration tests: either the one named by
 //! `TEST_DATABASE_URL`, or a throwaway server started by the test binary itself.
 
-use roachbank::db::config::url_path_range;
+use roachbank::db::ConnectionUrl;
 use std::fs;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -571,44 +571,33 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-/// `url` with its path replaced by `/database`.
-fn replace_url_path(url: &str, database: &str) -> String {
-    let (start, end) = url_path_range(url);
-    format!("{}/{}{}", &url[..start], database, &url[end..])
+/// `url` taken apart ([`ConnectionUrl`]); the admin URL and `TEST_DATABASE_URL` must be URLs.
+fn parse_url(url: &str) -> ConnectionUrl {
+    ConnectionUrl::parse(url).unwrap_or_else(|err| panic!("{ENV_URL} or the admin URL: {err}"))
 }
 
-/// The database named in `url`'s path (`postgres` when it names none, as libpq would
+/// `url` with its database replaced by `database` ([`ConnectionUrl::with_database`]).
+fn replace_url_path(url: &str, database: &str) -> String {
+    parse_url(url).with_database(database).into_string()
+}
+
+/// The database `url` names, as libpq reads it (`postgres` when it names none: libpq would
 /// default to the user name, and both our server and PostgreSQL have `postgres`).
 fn db_name_of(url: &str) -> String {
-    let (start, end) = url_path_range(url);
-    let name = url[start..end].trim_start_matches('/');
-    if name.is_empty() {
-        "postgres".to_string()
-    } else {
-        name.to_string()
-    }
+    parse_url(url)
+        .database()
+        .unwrap_or_else(|| "postgres".to_string())
 }
 
-/// Host and port from `url`'s authority (port 5432 when absent).
+/// Host and port of the first host in `url`'s host list (`localhost` and 5432 when absent).
 fn host_and_port(url: &str) -> (String, u16) {
-    let authority_start = url.find("://").map_or(0, |i| i + 3);
-    let (path_start, _) = url_path_range(url);
-    let authority = &url[authority_start..path_start];
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    // Several hosts (h1:p1,h2:p2): take the first.
-    let host_port = host_port.split(',').next().unwrap_or("");
-    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
-        match bracketed.split_once(']') {
-            Some((host, rest)) => (host, rest.strip_prefix(':')),
-            None => (bracketed, None),
-        }
-    } else {
-        match host_port.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (host_port, None),
-        }
-    };
+    let first = parse_url(url).hosts().into_iter().next();
+    let (host, port) = first.map_or((String::new(), None), |host| (host.name, host.port));
     let port = port.and_then(|p| p.parse().ok()).unwrap_or(5432);
-    let host = if host.is_empty() { "localhost" } else { host };
-    (host.to_string(), port)
+    let host = if host.is_empty() {
+        "localhost".to_string()
+    } else {
+        host
+    };
+    (host, port)
 }
