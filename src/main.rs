@@ -33,7 +33,16 @@ fn main() -> ExitCode {
 
 /// Parses, handles signals, loads `.env`, resolves the database URL and runs the command.
 fn run(interrupt: &Interrupt, redactor: &mut Redactor) -> Result<(), CliError> {
-    let cli = Cli::try_parse()?;
+    let cli = Cli::try_parse().inspect_err(|_| {
+        // clap quotes the argument it refuses, and a misplaced URL may hold a password.
+        for arg in std::env::args_os().skip(1) {
+            let arg = arg.to_string_lossy();
+            redactor.add_url(&arg);
+            if let Some((_, value)) = arg.split_once('=') {
+                redactor.add_url(value);
+            }
+        }
+    })?;
     // From here on, before anything is read or written, Ctrl-C and SIGTERM stop the command
     // between transactions instead of killing the process: see `interrupt`.
     interrupt.install().context("cannot handle signals")?;

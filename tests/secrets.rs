@@ -454,3 +454,29 @@ fn unencoded_at_and_slash_in_a_password_are_never_printed() {
         }
     }
 }
+
+/// clap quotes the argument it refuses; a URL put where a command was expected, or given to a
+/// flag that does not exist, must still not show its password.
+#[test]
+fn a_password_in_a_refused_argument_is_never_printed() {
+    let dir = temp_dir();
+    let secret = "pw-Cl4pQuoted";
+    let url = format!("postgresql://u:{secret}@127.0.0.1:1/bank");
+    let flag = format!("--databse-url={url}");
+    for args in [
+        vec![url.as_str(), "balance"],
+        vec!["balance", flag.as_str()],
+        vec!["balance", url.as_str()],
+    ] {
+        let output = run(dir.path(), &args, &[]);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            describe(&output)
+        );
+        let line = support::bin::assert_one_line_error(&output);
+        assert!(line.starts_with("roachbank: "), "{args:?}: {line}");
+        support::bin::assert_not_leaked(&output, secret);
+    }
+}

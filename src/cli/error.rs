@@ -105,7 +105,8 @@ pub fn conclude(
         Err(CliError::Args(err)) => {
             let rendered = err.render().to_string();
             let first = rendered.lines().next().unwrap_or("invalid arguments");
-            note!("roachbank: {}", first.trim_start_matches("error: ").trim());
+            let first = redactor.scrub(first.trim_start_matches("error: ").trim());
+            note!("roachbank: {first}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(CliError::Usage(message)) => {
