@@ -16,7 +16,8 @@ use roachbank::bank::points::{self, LoadMethod};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database};
 use roachbank::retry::RetryPolicy;
-use roachbank::workload::{run_transfers, RunLength};
+use roachbank::workload::points::PointsRun;
+use roachbank::workload::{RunLength, TransferRun};
 use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -106,7 +107,9 @@ fn points_table(server: &TestServer, rows: u64) {
         for chunk in CHUNK_SIZES {
             let rate = best_of(|| {
                 truncate();
-                points::add_points_with(&db, &policy, rows, chunk, method, &mut |_| {})
+                PointsRun::new(rows, chunk)
+                    .method(method)
+                    .run(&db, &policy, &mut |_| {})
                     .expect("points run")
                     .rows_per_second()
             });
@@ -198,13 +201,8 @@ fn transfers_table(server: &TestServer, duration: Duration) {
         let (name, db) = fresh_database(server, "bench_transfers", workers);
         let policy = RetryPolicy::default();
         bank::seed(&db, &policy, ACCOUNTS).expect("seed");
-        let report = run_transfers(
-            &db,
-            &policy,
-            RunLength::Duration(duration),
-            workers,
-            &|_| {},
-        );
+        let report =
+            TransferRun::new(RunLength::Duration(duration), workers).run(&db, &policy, &|_| {});
         let summary = report.summary;
         let ours = summary.per_second();
         drop(db);

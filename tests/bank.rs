@@ -1,5 +1,5 @@
 //! The bank against real databases (a SQLite file and the harness's PostgreSQL): `seed`,
-//! `balance`, `run_transfers`, the migrations run by `Database::open`, and flavour detection.
+//! `balance`, `TransferRun`, the migrations run by `Database::open`, and flavour detection.
 //!
 //! Most checks run on both backends through `on_sqlite_and_postgresql!`, which turns each
 //! `fn check(target: Target)` into `check::sqlite` and `check::postgresql` tests. Expected
@@ -14,7 +14,7 @@ use roachbank::bank::{self, BankError, ID_SPACE, OPENING_BALANCE_SPACE};
 use roachbank::db::Database;
 use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::retry::{RetryPolicy, TransactionError};
-use roachbank::workload::{self as transfer_run, TransferOutcome, TransferReport};
+use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
 use support::target::{try_open, Target};
@@ -159,7 +159,7 @@ fn assert_transfers_ok(
         panic!("transfer run failed: {error} ({error:?})");
     }
     assert_eq!(report.summary.done, count, "summary.done");
-    assert_eq!(report.summary.latencies.len() as u64, count);
+    assert_eq!(report.summary.latencies.count(), count);
     assert_eq!(total(target), money, "the total balance must not change");
     assert_eq!(
         target.count("SELECT COUNT(*) FROM accounts WHERE balance < 0"),
@@ -177,7 +177,7 @@ fn assert_transfers_ok(
 /// callback ran.
 fn transfers(db: &Database, count: u64, workers: u32) -> (TransferReport, u64) {
     let calls = AtomicU64::new(0);
-    let report = transfer_run::run_transfers(db, &policy(), count, workers, &|_| {
+    let report = TransferRun::new(count, workers).run(db, &policy(), &|_| {
         calls.fetch_add(1, Ordering::Relaxed);
     });
     (report, calls.into_inner())
@@ -202,7 +202,7 @@ fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
     make_balances_odd(&target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report = transfer_run::run_transfers(&db, &policy(), 1, 1, &|outcome: &TransferOutcome| {
+    let report = TransferRun::new(1, 1).run(&db, &policy(), &|outcome: &TransferOutcome| {
         outcomes.lock().unwrap().push(outcome.clone())
     });
     assert!(report.error.is_none(), "{:?}", report.error);
@@ -237,10 +237,9 @@ fn serial_transfers_replay_exactly_as_reported(target: Target) {
     make_balances_odd(&target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report =
-        transfer_run::run_transfers(&db, &policy(), 40, 1, &|outcome: &TransferOutcome| {
-            outcomes.lock().unwrap().push(outcome.transfer.clone())
-        });
+    let report = TransferRun::new(40, 1).run(&db, &policy(), &|outcome: &TransferOutcome| {
+        outcomes.lock().unwrap().push(outcome.transfer.clone())
+    });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(report.summary.done, 40);
 

@@ -16,12 +16,13 @@ mod support;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use roachbank::bank::points::{self, LoadMethod};
+use roachbank::bank::points::LoadMethod;
 use roachbank::bank::{self, COCKROACH_SEED_CHUNK};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbError, Flavor};
 use roachbank::migrate::{MigrationError, OpenError, MIGRATION_LOCK_TABLE, POSTGRES_MIGRATIONS};
 use roachbank::retry::RetryPolicy;
+use roachbank::workload::points::PointsRun;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -247,11 +248,15 @@ fn points_copy_on_cockroachdb_is_refused_before_anything_is_written() {
 
     // The library refuses it too, before its first chunk.
     let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
-    let refused = points::add_points_with(&db, &policy(), 100, 10, LoadMethod::Copy, &mut |_| {});
-    assert!(refused.is_err(), "add_points_with copy on CockroachDB");
+    let refused = PointsRun::new(100, 10)
+        .method(LoadMethod::Copy)
+        .run(&db, &policy(), &mut |_| {});
+    assert!(refused.is_err(), "PointsRun copy on CockroachDB");
     assert_eq!(target.count("SELECT COUNT(*) FROM points"), 0);
     // And INSERT, the default there, works.
-    let report = points::add_points(&db, &policy(), 100, 10, &mut |_| {}).expect("insert");
+    let report = PointsRun::new(100, 10)
+        .run(&db, &policy(), &mut |_| {})
+        .expect("insert");
     assert_eq!(report.rows, 100);
 }
 

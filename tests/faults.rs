@@ -20,15 +20,13 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use rand::Rng;
 use roachbank::bank::audit;
-use roachbank::bank::points;
 use roachbank::bank::{self, Transfer};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{classify, ErrorClass};
 use roachbank::db::{ConnectOptions, Database, Flavor};
 use roachbank::retry::{RetryPolicy, TransactionError};
-use roachbank::workload::{
-    self as transfer_run, RunLength, TransferOutcome, TransferReport, RETRY_GRACE,
-};
+use roachbank::workload::points::PointsRun;
+use roachbank::workload::{RunLength, TransferOutcome, TransferReport, TransferRun, RETRY_GRACE};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -309,13 +307,10 @@ fn run_transfers(
     workers: u32,
 ) -> (TransferReport, Vec<Transfer>) {
     let reported = Mutex::new(Vec::new());
-    let report = transfer_run::run_transfers(
-        database,
-        &policy(),
-        length,
-        workers,
-        &|outcome: &TransferOutcome| reported.lock().unwrap().push(outcome.transfer.clone()),
-    );
+    let report =
+        TransferRun::new(length, workers).run(database, &policy(), &|outcome: &TransferOutcome| {
+            reported.lock().unwrap().push(outcome.transfer.clone())
+        });
     (report, reported.into_inner().unwrap())
 }
 
@@ -684,7 +679,7 @@ fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly
     let (db, proxy, database) =
         partitioned_bank("faults_swallowed_points", 0, Flavor::PostgreSql, "COMMIT");
     let (_database, report) = settle_under_partition(label, &proxy, database, |database| {
-        points::add_points(database, &policy(), N, 500, &mut |_| {})
+        PointsRun::new(N, 500).run(database, &policy(), &mut |_| {})
     });
     assert_eq!(report.rows, N);
     assert_eq!(
@@ -1100,7 +1095,7 @@ fn points_load_exactly_n_rows_under_a_backend_killer() {
     let (loaded, kills) = while_killing_backends(
         &db.name,
         Duration::from_millis(20)..Duration::from_millis(60),
-        || points::add_points(&database, &policy(), N, CHUNK, &mut |_| {}),
+        || PointsRun::new(N, CHUNK).run(&database, &policy(), &mut |_| {}),
     );
     let report = loaded.unwrap_or_else(|err| panic!("add_points failed: {err}"));
     eprintln!(
@@ -1252,9 +1247,7 @@ fn a_timed_run_whose_connections_stop_answering_returns_within_its_duration_and_
         TEST,
         RUN + RETRY_GRACE + STALL_BOUND,
         database,
-        |database| {
-            transfer_run::run_transfers(database, &policy(), RunLength::Duration(RUN), 2, &|_| {})
-        },
+        |database| TransferRun::new(RunLength::Duration(RUN), 2).run(database, &policy(), &|_| {}),
     );
     let frozen = freezer.join().expect("the freezer");
     assert!(!frozen.0.is_empty(), "{TEST}: some backend was frozen");

@@ -16,7 +16,7 @@ use roachbank::bank::audit::{self, AuditReport, Discrepancy, MAX_LISTED_ACCOUNTS
 use roachbank::db::Database;
 use roachbank::models::LedgerEntry;
 use roachbank::retry::RetryPolicy;
-use roachbank::workload::{self as transfer_run, TransferOutcome};
+use roachbank::workload::{TransferOutcome, TransferRun};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -59,7 +59,7 @@ fn seed(db: &Database, n: u64) {
 /// Runs `count` transfers on `workers` workers; returns what each committed transfer reported.
 fn transfers(db: &Database, count: u64, workers: u32) -> Vec<TransferOutcome> {
     let outcomes = Mutex::new(Vec::new());
-    let report = transfer_run::run_transfers(db, &policy(), count, workers, &|outcome| {
+    let report = TransferRun::new(count, workers).run(db, &policy(), &|outcome| {
         outcomes.lock().unwrap().push(outcome.clone())
     });
     if let Some(error) = &report.error {

@@ -1,4 +1,4 @@
-//! `add_points` against real databases (a SQLite file and the harness's PostgreSQL): row and
+//! `PointsRun` against real databases (a SQLite file and the harness's PostgreSQL): row and
 //! chunk counts, coordinates, ids, the progress callback, and chunks larger than one
 //! statement's bind-parameter limit.
 //!
@@ -10,11 +10,10 @@
 #[macro_use]
 mod support;
 
-use roachbank::bank::points::{
-    add_points, add_points_cancellable, add_points_with, LoadMethod, PointsReport, COORDINATE_SPACE,
-};
+use roachbank::bank::points::{LoadMethod, COORDINATE_SPACE};
 use roachbank::db::Database;
 use roachbank::retry::{RetryPolicy, TransactionError};
+use roachbank::workload::points::{PointsFailure, PointsReport, PointsRun};
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::target::Target;
 
@@ -31,10 +30,9 @@ on_sqlite_and_postgresql!(
 /// Adds `n` points in chunks of `chunk`; returns the report and the totals `on_chunk` saw.
 fn points(db: &Database, n: u64, chunk: u64) -> (PointsReport, Vec<u64>) {
     let mut seen = Vec::new();
-    let report = add_points(db, &RetryPolicy::default(), n, chunk, &mut |done| {
-        seen.push(done)
-    })
-    .unwrap_or_else(|err| panic!("add_points({n}, {chunk}) failed: {err} ({err:?})"));
+    let report = PointsRun::new(n, chunk)
+        .run(db, &RetryPolicy::default(), &mut |done| seen.push(done))
+        .unwrap_or_else(|err| panic!("PointsRun::new({n}, {chunk}) failed: {err} ({err:?})"));
     (report, seen)
 }
 
@@ -149,20 +147,15 @@ fn a_cancelled_run_starts_no_chunk_after_it_and_reports_what_committed(target: T
     let db = target.open(4);
     let cancel = AtomicBool::new(false);
     let method = LoadMethod::fastest_for(db.flavor());
-    let report = add_points_cancellable(
-        &db,
-        &RetryPolicy::default(),
-        N,
-        CHUNK,
-        method,
-        &cancel,
-        &mut |done| {
+    let report = PointsRun::new(N, CHUNK)
+        .method(method)
+        .cancel(&cancel)
+        .run(&db, &RetryPolicy::default(), &mut |done| {
             if done >= 2 * CHUNK {
                 cancel.store(true, Ordering::SeqCst);
             }
-        },
-    )
-    .unwrap_or_else(|err| panic!("a cancelled run is not a failure: {err}"));
+        })
+        .unwrap_or_else(|err| panic!("a cancelled run is not a failure: {err}"));
     // At most one more chunk per loader (four on a server, one on SQLite) after the second.
     assert!(
         (2 * CHUNK..=6 * CHUNK).contains(&report.rows),
@@ -177,16 +170,11 @@ fn a_cancelled_run_starts_no_chunk_after_it_and_reports_what_committed(target: T
 
     // Cancelled before it starts: nothing at all.
     target.execute("DELETE FROM points");
-    let report = add_points_cancellable(
-        &db,
-        &RetryPolicy::default(),
-        N,
-        CHUNK,
-        method,
-        &AtomicBool::new(true),
-        &mut |_| {},
-    )
-    .expect("a cancelled run");
+    let report = PointsRun::new(N, CHUNK)
+        .method(method)
+        .cancel(&AtomicBool::new(true))
+        .run(&db, &RetryPolicy::default(), &mut |_| {})
+        .expect("a cancelled run");
     assert_eq!((report.rows, report.chunks), (0, 0));
     assert_points_table(&target, 0);
 }
@@ -208,17 +196,12 @@ fn a_failed_chunk_stops_the_run_and_the_error_tells_what_committed(target: Targe
         ),
     }
     let method = LoadMethod::fastest_for(db.flavor());
-    let err = add_points_with(
-        &db,
-        &RetryPolicy::default(),
-        10_000,
-        1000,
-        method,
-        &mut |_| {},
-    )
-    .expect_err("rows 3000 and above are refused");
+    let err = PointsRun::new(10_000, 1000)
+        .method(method)
+        .run(&db, &RetryPolicy::default(), &mut |_| {})
+        .expect_err("rows 3000 and above are refused");
     assert!(
-        matches!(err.cause, TransactionError::Failed(_)),
+        matches!(err.cause, PointsFailure::Chunk(TransactionError::Failed(_))),
         "a refused row is a permanent failure: {err:?}"
     );
     assert!(err.to_string().contains("points_full"), "{err}");

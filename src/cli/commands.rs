@@ -5,7 +5,6 @@ use super::args::{Cli, Command};
 use super::error::{CliError, StdoutError};
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use roachbank::bank;
 use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
@@ -17,8 +16,11 @@ use roachbank::db::{
 };
 use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
-use roachbank::workload::{self as transfer_run, RunLength, TransferOutcome};
-use std::io::{IsTerminal, Write};
+use roachbank::workload::points::PointsRun;
+use roachbank::workload::progress::Progress;
+use roachbank::workload::sync::{into_inner, lock};
+use roachbank::workload::{RunLength, TransferOutcome, TransferRun};
+use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,8 +38,6 @@ macro_rules! say {
 
 /// Transfers up to this count print one line each.
 const TRANSFER_LINES_UP_TO: u64 = 10;
-/// Long transfer runs print a progress line this often.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs the command `cli` asks for on the database `config` names. Every command goes the same
 /// way: first what it was given is checked (a usage error touches nothing), and every other URL
@@ -292,14 +292,17 @@ fn transfer(
     interrupt: &Interrupt,
 ) -> Result<()> {
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
-    let started = Instant::now();
-    let progress = Mutex::new((started, 0u64));
+    let progress = match length {
+        _ if print_each => Progress::hidden(),
+        RunLength::Count(count) => Progress::bar(count, "transfers"),
+        RunLength::Duration(duration) => Progress::timed(duration, "transfers"),
+    };
     // The first failed write to stdout: the transfers go on (at most TRANSFER_LINES_UP_TO of
     // them), unprinted, and the run reports it at the end.
     let unprinted: Mutex<Option<StdoutError>> = Mutex::new(None);
     let on_transfer = |outcome: &TransferOutcome| {
         if print_each {
-            let mut unprinted = unprinted.lock().unwrap_or_else(|p| p.into_inner());
+            let mut unprinted = lock(&unprinted);
             if unprinted.is_none() {
                 *unprinted = say!(
                     "transferred {} from account {} to account {} ({} attempt{})",
@@ -313,27 +316,12 @@ fn transfer(
             }
             return;
         }
-        let mut progress = progress.lock().unwrap_or_else(|p| p.into_inner());
-        progress.1 += 1;
-        if progress.0.elapsed() >= PROGRESS_EVERY {
-            progress.0 = Instant::now();
-            let elapsed = started.elapsed().as_secs_f64();
-            note!(
-                "roachbank: {} transfer{} done in {elapsed:.0} s ({:.1} transfers/s)",
-                progress.1,
-                plural(progress.1),
-                progress.1 as f64 / elapsed,
-            );
-        }
+        progress.inc(1);
     };
-    let report = transfer_run::run_transfers_cancellable(
-        db,
-        policy,
-        length,
-        workers,
-        interrupt.flag(),
-        &on_transfer,
-    );
+    let report = TransferRun::new(length, workers)
+        .cancel(interrupt.flag())
+        .run(db, policy, &on_transfer);
+    progress.finish();
     let summary = &report.summary;
     if let Some(signal) = interrupt.received() {
         note!(
@@ -342,7 +330,7 @@ fn transfer(
             summary.elapsed.as_secs_f64(),
         );
     }
-    let printed = match unprinted.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let printed = match into_inner(unprinted) {
         Some(error) => Err(error),
         None => say!(
             "transfers: {} done, {} failed, {}{}, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
@@ -361,7 +349,17 @@ fn transfer(
             plural(u64::from(workers)),
         ),
     };
-    // A failed transfer outranks unprinted output: the exit status must say the money moved.
+    // A panicked worker (a bug) or a failed transfer outranks unprinted output: the exit status
+    // must say the run went wrong.
+    if let Some(panicked) = report.panicked {
+        let failed = report
+            .error
+            .map(|error| format!(" (and a transfer failed: {error})"))
+            .unwrap_or_default();
+        return Err(anyhow::Error::new(panicked).context(format!(
+            "the transfers stopped{failed}; run `roachbank check` to see whether the books balance"
+        )));
+    }
     match report.error {
         None => Ok(printed?),
         Some(error) => Err(anyhow::Error::new(error).context(format!(
@@ -436,28 +434,12 @@ fn add_points(
             db.flavor()
         );
     }
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::new(count);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:40} {human_pos}/{human_len} points ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-    let result = points::add_points_cancellable(
-        db,
-        policy,
-        count,
-        chunk_size,
-        method,
-        interrupt.flag(),
-        &mut |done| progress.set_position(done),
-    );
-    progress.finish_and_clear();
+    let progress = Progress::bar(count, "points");
+    let result = PointsRun::new(count, chunk_size)
+        .method(method)
+        .cancel(interrupt.flag())
+        .run(db, policy, &mut |done| progress.set_position(done));
+    progress.finish();
     let report = result.context("points failed")?;
     if let Some(signal) = interrupt.received() {
         if report.rows < count {
