@@ -1,8 +1,8 @@
 //! The bank's accounts: `seed` creates them (random ids and balances, each with its opening
 //! deposit in the ledger), `pick_random_account` draws one, `balance` sums them all up.
 
+use super::error::BankError;
 use super::ids::{random_account_id, LedgerIds, ID_SPACE};
-use super::BankError;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{

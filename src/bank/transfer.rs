@@ -1,8 +1,9 @@
 //! One random transfer: half of a random account's balance to another, written to the ledger
 //! under a client-chosen id, exactly once.
 
+use super::accounts::pick_random_account;
+use super::error::BankError;
 use super::ids::LedgerIds;
-use super::{pick_random_account, BankError};
 use crate::db::{Database, DbConnection};
 use crate::models::LedgerEntry;
 use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};

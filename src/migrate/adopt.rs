@@ -8,7 +8,7 @@
 //! transfer), a missing column, rows that break a rule — is refused in one line before anything
 //! is written.
 
-use super::MigrationError;
+use super::error::MigrationError;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};

@@ -3,11 +3,19 @@
 //! CockroachDB has no advisory locks (`pkg/sql/sem/builtins/pg_builtins.go`), so PostgreSQL
 //! uses the same row.
 
-use super::{MigrationError, MIGRATION_LOCK_TABLE};
+use super::error::MigrationError;
 use diesel::connection::SimpleConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::PgConnection;
 use std::time::{Duration, Instant};
+
+/// The table whose one row is the migration lock on a server. The leading `__` keeps it out of
+/// `diesel print-schema`, as diesel's own `__diesel_schema_migrations`.
+pub const MIGRATION_LOCK_TABLE: &str = "__roachbank_migration_lock";
+
+/// How long a process waits by default for another one's migrations before giving up with
+/// [`MigrationError::LockTimeout`] (the default of `ConnectOptions::migration_lock_wait`).
+pub use crate::db::manager::MIGRATION_LOCK_WAIT;
 
 /// The migration lock on a server: its row updated in a transaction left open on a connection
 /// of its own; dropping the value rolls the transaction back, which releases it (so does the

@@ -2,7 +2,8 @@
 //! flavour, refuse work the flavour cannot do, apply the embedded migrations, build the pool.
 //! It lives here, above `db`, because opening migrates.
 
-use super::{run_embedded_migrations, MigrationError};
+use super::apply::run_embedded_migrations;
+use super::error::MigrationError;
 use crate::db::config::DatabaseConfig;
 use crate::db::{ConnectOptions, Database, DbConnectionManager, DbError, Flavor, STALL_GRACE};
 

@@ -67,24 +67,9 @@ mod source;
 pub use connection::{Access, CommitError, RetryConnection, RESTART_SAVEPOINT};
 pub use error::{DatabaseErrorSource, TransactionError};
 pub use policy::RetryPolicy;
+pub use run::Committed;
 pub use settle::CommitProbe;
 pub use source::{ConnectionSource, DetectError, Flavored};
-
-/// A committed transaction's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Committed<T> {
-    /// What the work returned on the attempt that committed.
-    pub value: T,
-    /// How many times the work ran (1 = no retry).
-    pub attempts: u32,
-}
-
-impl<T> Committed<T> {
-    /// Retries needed before the commit (`attempts - 1`).
-    pub fn retries(&self) -> u32 {
-        self.attempts - 1
-    }
-}
 
 /// Runs `work` in a transaction on a connection from `source` and commits it, retrying as the
 /// [module documentation](self) describes, at most `policy.max_retries` times.

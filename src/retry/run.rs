@@ -7,7 +7,22 @@ use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
 use super::settle::{self, CommitProbe, Outcome};
 use super::source::ConnectionSource;
-use super::Committed;
+
+/// A committed transaction's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<T> {
+    /// What the work returned on the attempt that committed.
+    pub value: T,
+    /// How many times the work ran (1 = no retry).
+    pub attempts: u32,
+}
+
+impl<T> Committed<T> {
+    /// Retries needed before the commit (`attempts - 1`).
+    pub fn retries(&self) -> u32 {
+        self.attempts - 1
+    }
+}
 
 /// Runs `work` until it commits or the policy says stop (see the [module documentation](super)).
 pub(super) fn run<S, T, E, F>(
