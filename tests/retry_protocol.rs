@@ -136,9 +136,10 @@ fn savepoint_protocol_retried(retries: usize) -> Vec<String> {
         "BEGIN ISOLATION LEVEL SERIALIZABLE",
         "SAVEPOINT cockroach_restart",
     ]);
-    statements.extend(
-        std::iter::repeat("ROLLBACK TO SAVEPOINT cockroach_restart".to_string()).take(retries),
-    );
+    statements.extend(std::iter::repeat_n(
+        "ROLLBACK TO SAVEPOINT cockroach_restart".to_string(),
+        retries,
+    ));
     statements.extend(strings(&["RELEASE SAVEPOINT cockroach_restart", "COMMIT"]));
     statements
 }

@@ -1,6 +1,5 @@
 //! Why the schema could not be brought up to date.
 
-use super::lock::MIGRATION_LOCK_TABLE;
 use diesel::result::Error as DieselError;
 use std::time::Duration;
 
@@ -16,8 +15,10 @@ pub enum MigrationError {
         known: String,
     },
     /// Another process held the migration lock for longer than this one would wait.
-    #[error("another process has been migrating this database for over {} s (lock table {MIGRATION_LOCK_TABLE}); try again when it is done", .waited.as_secs())]
+    #[error("another process has been migrating this database for over {} s (lock table {table}); try again when it is done", .waited.as_secs())]
     LockTimeout {
+        /// The lock table ([`MIGRATION_LOCK_TABLE`](super::MIGRATION_LOCK_TABLE)).
+        table: &'static str,
         /// How long this process waited.
         waited: Duration,
     },

@@ -41,6 +41,7 @@ impl<'c> MigrationLock<'c> {
             if started.elapsed() >= wait {
                 // The UPDATE ran into its statement timeout (or the table kept being raced).
                 return Err(MigrationError::LockTimeout {
+                    table: MIGRATION_LOCK_TABLE,
                     waited: started.elapsed(),
                 });
             }

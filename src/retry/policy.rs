@@ -40,7 +40,7 @@ impl RetryPolicy {
     /// Whether another attempt may follow `attempts` attempts: within `max_retries`, and
     /// before the deadline if there is one.
     pub fn may_retry(&self, attempts: u32) -> bool {
-        attempts <= self.max_retries && self.deadline.map_or(true, |end| Instant::now() < end)
+        attempts <= self.max_retries && self.deadline.is_none_or(|end| Instant::now() < end)
     }
 
     /// The wait before retry number `retry` (1-based), drawn with full jitter.
