@@ -79,19 +79,8 @@ fn plain_pool(url: &str) -> (Pool<ConnectionManager<PgConnection>>, ControlLog) 
 /// first `k` calls (a sequence counts them: rollbacks do not undo it).
 fn database_with_injector(test: &str) -> TestDb {
     let db = TestDb::new(test);
-    db.psql(&format!(
-        "{CREATE_WALLETS};
-         CREATE SEQUENCE injected_conflicts;
-         CREATE FUNCTION fail_first(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
-         DECLARE n BIGINT := nextval('injected_conflicts');
-         BEGIN
-           IF n <= k THEN
-             RAISE EXCEPTION 'restart transaction: injected conflict % of %', n, k
-               USING ERRCODE = '40001';
-           END IF;
-           RETURN n;
-         END $$;"
-    ));
+    db.psql(CREATE_WALLETS);
+    db.psql(support::CONFLICT_INJECTOR);
     db
 }
 

@@ -94,18 +94,7 @@ const NEEDS_PLPGSQL_INJECTOR: &str = "conflicts are injected by a test-only PL/p
 /// Creates `fail_first(k)`: raises 40001 on its first `k` calls in this database, then
 /// returns. Its counter is a sequence, which rollbacks do not undo.
 fn install_conflict_injector(db: &TestDb) {
-    db.psql(
-        "CREATE SEQUENCE injected_conflicts;
-         CREATE FUNCTION fail_first(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
-         DECLARE n BIGINT := nextval('injected_conflicts');
-         BEGIN
-           IF n <= k THEN
-             RAISE EXCEPTION 'restart transaction: injected conflict % of %', n, k
-               USING ERRCODE = '40001';
-           END IF;
-           RETURN n;
-         END $$;",
-    );
+    db.psql(support::CONFLICT_INJECTOR);
 }
 
 fn fail_first(conn: &mut DbConnection, k: u32) -> QueryResult<()> {

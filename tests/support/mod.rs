@@ -98,6 +98,20 @@ pub fn not_run_on_postgresql(test: &str, hook: &str) -> bool {
     false
 }
 
+/// Creates `fail_first(k)`, a test-only PL/pgSQL function that raises 40001 ("restart
+/// transaction") on its first `k` calls in the database, then returns. Its counter is a
+/// sequence, which rollbacks do not undo.
+pub const CONFLICT_INJECTOR: &str = "CREATE SEQUENCE injected_conflicts;
+     CREATE FUNCTION fail_first(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+     DECLARE n BIGINT := nextval('injected_conflicts');
+     BEGIN
+       IF n <= k THEN
+         RAISE EXCEPTION 'restart transaction: injected conflict % of %', n, k
+           USING ERRCODE = '40001';
+       END IF;
+       RETURN n;
+     END $$;";
+
 /// `url` with `param` (`name=value`, percent-encoded) added to its query string, where libpq
 /// reads it ([`ConnectionUrl::with_param`]).
 pub fn with_param(url: &str, param: &str) -> String {
