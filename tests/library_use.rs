@@ -9,11 +9,13 @@ use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::result::Error as DieselError;
-use roachbank::db::{DbConnection, Flavor};
+use roachbank::db::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::retry::{
     run_transaction, run_transaction_exactly_once, ConnectionSource, Flavored, RetryPolicy,
     TransactionError,
 };
+use roachbank::schema::accounts;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::proxy::CuttingProxy;
@@ -244,22 +246,44 @@ fn a_single_sqlite_connection_commits_and_rolls_back_a_failed_transaction() {
     assert_eq!(ids, vec![1], "the failed transaction left nothing behind");
 }
 
+/// Without a flavour, a `DbConnection` runs the protocol of its variant: SQLite's
+/// `BEGIN IMMEDIATE`, or the server protocol (SERIALIZABLE, no savepoint) on a server.
 #[test]
 fn roachbanks_own_connection_runs_its_variants_protocol() {
-    for target in [Target::sqlite(), Target::postgresql("own_connection")] {
-        let db = target.open(1);
-        let mut conn: r2d2::PooledConnection<_> = db.pool().get().unwrap();
-        let conn: &mut DbConnection = &mut conn;
+    for (target, begin) in [
+        (Target::sqlite(), "BEGIN IMMEDIATE"),
+        (
+            Target::postgresql("own_connection"),
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        ),
+    ] {
+        let log = ControlLog::default();
+        let recorder = log.clone();
+        let options = ConnectOptions {
+            pool_size: 1,
+            instrumentation: Some(Arc::new(move || {
+                Box::new(recorder.clone()) as Box<dyn Instrumentation>
+            })),
+            ..ConnectOptions::default()
+        };
+        let config = DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap();
+        let db = Database::open(config, &options).expect("open the test database");
+        let mut pooled = db.pool().get().unwrap();
+        let conn: &mut DbConnection = &mut pooled;
+        log.0.lock().unwrap().clear();
         let committed = run_transaction(conn, &quick_policy(), |conn| {
-            diesel::insert_into(roachbank::schema::accounts::table)
-                .values((
-                    roachbank::schema::accounts::id.eq(1),
-                    roachbank::schema::accounts::balance.eq(10),
-                ))
+            diesel::insert_into(accounts::table)
+                .values((accounts::id.eq(1), accounts::balance.eq(10)))
                 .execute(conn)
         })
         .unwrap_or_else(|err| panic!("{}: {err}", target.url()));
         assert_eq!(committed.attempts, 1);
+        assert_eq!(
+            log.statements(),
+            strings(&[begin, "COMMIT"]),
+            "{}",
+            target.url()
+        );
         assert_eq!(target.count("SELECT count(*) FROM accounts"), 1);
     }
 }

@@ -7,8 +7,21 @@ use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionMa
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
+/// The name of CockroachDB's client-side retry savepoint, written once for the constants below.
+macro_rules! restart_savepoint {
+    () => {
+        "cockroach_restart"
+    };
+}
+
 /// The name of CockroachDB's client-side retry savepoint.
-pub const RESTART_SAVEPOINT: &str = "cockroach_restart";
+pub const RESTART_SAVEPOINT: &str = restart_savepoint!();
+/// Sets the savepoint, as the transaction's first statement.
+const SET_RESTART: &str = concat!("SAVEPOINT ", restart_savepoint!());
+/// Commits, on CockroachDB.
+const RELEASE_RESTART: &str = concat!("RELEASE SAVEPOINT ", restart_savepoint!());
+/// Undoes the attempt, keeping the transaction open.
+const ROLLBACK_TO_RESTART: &str = concat!("ROLLBACK TO SAVEPOINT ", restart_savepoint!());
 
 /// Whether a transaction may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +121,7 @@ macro_rules! ansi_retry_connection {
                     begin_statement(flavor, access),
                 )?;
                 if flavor == Flavor::CockroachDb {
-                    let savepoint = format!("SAVEPOINT {RESTART_SAVEPOINT}");
-                    if let Err(error) = self.batch_execute(&savepoint) {
+                    if let Err(error) = self.batch_execute(SET_RESTART) {
                         self.abandon();
                         return Err(error);
                     }
@@ -119,7 +131,7 @@ macro_rules! ansi_retry_connection {
 
             fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError> {
                 if flavor == Flavor::CockroachDb {
-                    self.batch_execute(&format!("RELEASE SAVEPOINT {RESTART_SAVEPOINT}"))
+                    self.batch_execute(RELEASE_RESTART)
                         .map_err(CommitError::from_error)?;
                     // RELEASE was the commit. COMMIT only closes the transaction; if it fails
                     // the data is committed all the same and Diesel marks the connection for
@@ -134,7 +146,7 @@ macro_rules! ansi_retry_connection {
                 if !self.in_transaction() {
                     return Err(DieselError::NotInTransaction);
                 }
-                self.batch_execute(&format!("ROLLBACK TO SAVEPOINT {RESTART_SAVEPOINT}"))
+                self.batch_execute(ROLLBACK_TO_RESTART)
             }
 
             fn abandon(&mut self) {
