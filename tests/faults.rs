@@ -20,7 +20,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use rand::Rng;
 use roachbank::bank::audit;
-use roachbank::bank::{self, Transfer};
+use roachbank::bank::{self, Transfer, TransferStyle};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{classify, ErrorClass};
 use roachbank::db::{ConnectOptions, Database, Flavor};
@@ -57,10 +57,14 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What a pool's connections sent, counted by instrumentation: `INSERT INTO "transfers"`
-/// statements (how many times a transfer's or a seed's work ran far enough to write its ledger
-/// row), and commits (`COMMIT` or `RELEASE SAVEPOINT`) whose connection was lost with them in
-/// flight (outcome unknown: the probe had to decide).
+/// How the one-statement transfer's statement begins: sent alone, it is its own commit.
+const ONE_STATEMENT_TRANSFER: &str = "WITH source AS";
+
+/// What a pool's connections sent, counted by instrumentation: ledger inserts (`INSERT INTO
+/// "transfers"`, or a one-statement transfer: how many times a transfer's or a seed's work ran
+/// far enough to write its ledger row), and commits (`COMMIT`, `RELEASE SAVEPOINT`, or a
+/// one-statement transfer) whose connection was lost with them in flight (outcome unknown: the
+/// probe had to decide).
 #[derive(Clone, Default)]
 struct Tally {
     ledger_inserts: Arc<AtomicU64>,
@@ -86,7 +90,8 @@ impl Instrumentation for Tally {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
         match event {
             InstrumentationEvent::StartQuery { query, .. }
-                if query.to_string().starts_with("INSERT INTO \"transfers\"") =>
+                if query.to_string().starts_with("INSERT INTO \"transfers\"")
+                    || query.to_string().starts_with(ONE_STATEMENT_TRANSFER) =>
             {
                 self.ledger_inserts.fetch_add(1, Ordering::SeqCst);
             }
@@ -96,7 +101,9 @@ impl Instrumentation for Tally {
                 ..
             } => {
                 let sql = query.to_string();
-                let commit = sql.starts_with("COMMIT") || sql.starts_with("RELEASE SAVEPOINT");
+                let commit = sql.starts_with("COMMIT")
+                    || sql.starts_with("RELEASE SAVEPOINT")
+                    || sql.starts_with(ONE_STATEMENT_TRANSFER);
                 let lost = matches!(
                     classify(error),
                     ErrorClass::ConnectionLost | ErrorClass::Ambiguous
@@ -494,10 +501,10 @@ fn bank_behind_proxy(name: &str, accounts: u64) -> (TestDb, CuttingProxy, String
     (db, proxy, url)
 }
 
-/// One `bank::transfer` through a proxy that cuts the connection on `statement` (`cut`),
+/// One transfer in `style` through a proxy that cuts the connection on `statement` (`cut`),
 /// with the `flavor` protocol; checks that it was resolved and applied exactly once.
-fn transfer_with_commit_cut(flavor: Flavor, statement: &str, cut: Cut) {
-    let label = format!("{flavor}, cut on {statement:?}, {cut:?}");
+fn transfer_with_commit_cut(flavor: Flavor, style: TransferStyle, statement: &str, cut: Cut) {
+    let label = format!("{flavor}, {style:?}, cut on {statement:?}, {cut:?}");
     let _serial = one_at_a_time();
     let (db, proxy, url) = bank_behind_proxy("faults_cut_transfer", 10);
     let (database, tally) = open(&url, 2, Some(flavor));
@@ -506,7 +513,7 @@ fn transfer_with_commit_cut(flavor: Flavor, statement: &str, cut: Cut) {
         Cut::Landed => proxy.cut_after(statement),
         Cut::NeverArrived => proxy.cut_instead_of(statement),
     }
-    let result = bank::transfer(&database, &policy());
+    let result = bank::transfer_in_style(&database, &policy(), style);
     assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
     assert_eq!(
         tally.lost_commits(),
@@ -640,13 +647,13 @@ fn settles_in_bounded_time<T: Send + 'static>(
 /// locks and its uncommitted ledger row. The retry that settles it reuses the ledger id and so
 /// waits on that row; the server ends the zombie after `idle_in_transaction_timeout`, and the
 /// transfer is then applied once.
-fn transfer_with_commit_swallowed(flavor: Flavor, statement: &str) {
-    let label = format!("{flavor}, {statement:?} swallowed");
+fn transfer_with_commit_swallowed(flavor: Flavor, style: TransferStyle, statement: &str) {
+    let label = format!("{flavor}, {style:?}, {statement:?} swallowed");
     let _serial = one_at_a_time();
     let (db, proxy, database) = partitioned_bank("faults_swallowed_commit", 10, flavor, statement);
     let before = balances(&db);
-    let (database, committed) = settle_under_partition(&label, &proxy, database, |database| {
-        bank::transfer(database, &policy())
+    let (database, committed) = settle_under_partition(&label, &proxy, database, move |database| {
+        bank::transfer_in_style(database, &policy(), style)
     });
     let transfer = &committed.value;
     assert_books_balance(&db, &database, std::slice::from_ref(transfer), &label);
@@ -691,22 +698,69 @@ fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly
 
 #[test]
 fn transfer_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_applies_once() {
-    transfer_with_commit_swallowed(Flavor::PostgreSql, "COMMIT");
+    transfer_with_commit_swallowed(Flavor::PostgreSql, TransferStyle::Tutorial, "COMMIT");
 }
 
 #[test]
 fn cockroach_protocol_transfer_whose_release_a_partition_swallows_settles_and_applies_once() {
-    transfer_with_commit_swallowed(Flavor::CockroachDb, "RELEASE SAVEPOINT");
+    transfer_with_commit_swallowed(
+        Flavor::CockroachDb,
+        TransferStyle::Tutorial,
+        "RELEASE SAVEPOINT",
+    );
+}
+
+#[test]
+fn one_statement_transfer_that_a_partition_swallows_settles_and_applies_once() {
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        transfer_with_commit_swallowed(flavor, TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER);
+    }
 }
 
 #[test]
 fn transfer_whose_commit_landed_but_whose_answer_was_lost_is_found_by_the_probe() {
-    transfer_with_commit_cut(Flavor::PostgreSql, "COMMIT", Cut::Landed);
+    transfer_with_commit_cut(
+        Flavor::PostgreSql,
+        TransferStyle::Tutorial,
+        "COMMIT",
+        Cut::Landed,
+    );
 }
 
 #[test]
 fn transfer_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
-    transfer_with_commit_cut(Flavor::PostgreSql, "COMMIT", Cut::NeverArrived);
+    transfer_with_commit_cut(
+        Flavor::PostgreSql,
+        TransferStyle::Tutorial,
+        "COMMIT",
+        Cut::NeverArrived,
+    );
+}
+
+/// Sent alone, the one-statement transfer is its own commit: a lost answer leaves its outcome
+/// unknown, on either protocol, and the probe must settle it.
+#[test]
+fn one_statement_transfer_that_landed_but_whose_answer_was_lost_is_found_by_the_probe() {
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        transfer_with_commit_cut(
+            flavor,
+            TransferStyle::OneStatement,
+            ONE_STATEMENT_TRANSFER,
+            Cut::Landed,
+        );
+    }
+}
+
+#[test]
+fn one_statement_transfer_that_never_reached_the_server_is_retried_and_applied_once() {
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        transfer_with_commit_cut(
+            flavor,
+            TransferStyle::OneStatement,
+            ONE_STATEMENT_TRANSFER,
+            Cut::NeverArrived,
+        );
+    }
 }
 
 /// On CockroachDB `RELEASE SAVEPOINT cockroach_restart` is the commit: when it lands and its
@@ -722,6 +776,7 @@ fn cockroach_release_that_landed_but_whose_answer_was_lost_is_found_by_the_probe
     }
     transfer_with_commit_cut(
         Flavor::CockroachDb,
+        TransferStyle::Tutorial,
         "RELEASE SAVEPOINT cockroach_restart",
         Cut::Landed,
     );
@@ -731,6 +786,7 @@ fn cockroach_release_that_landed_but_whose_answer_was_lost_is_found_by_the_probe
 fn cockroach_protocol_transfer_whose_release_never_reached_the_server_is_applied_once() {
     transfer_with_commit_cut(
         Flavor::CockroachDb,
+        TransferStyle::Tutorial,
         "RELEASE SAVEPOINT cockroach_restart",
         Cut::NeverArrived,
     );
@@ -755,7 +811,27 @@ fn transfer_whose_commit_lands_after_the_probe_looked_is_applied_once() {
     ) {
         return;
     }
-    let label = "commit landing 1 s after the link was cut";
+    commit_lands_after_the_probe_looked(TransferStyle::Tutorial, "COMMIT");
+}
+
+/// Deferred constraint triggers run when the implicit transaction of a statement sent alone
+/// commits, at its end: the one-statement transfer can land late too.
+#[test]
+fn one_statement_transfer_that_lands_after_the_probe_looked_is_applied_once() {
+    if not_run_on_cockroachdb(
+        "one_statement_transfer_that_lands_after_the_probe_looked_is_applied_once",
+        "the statement is slowed by a PL/pgSQL deferred constraint trigger, which CockroachDB lacks",
+    ) {
+        return;
+    }
+    commit_lands_after_the_probe_looked(TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER);
+}
+
+/// A transfer in `style` whose commit (`statement`) takes a second on the server, with the
+/// link cut 50 ms after it was passed on: the probe looks too early, and the retry races the
+/// late commit. It must be applied once.
+fn commit_lands_after_the_probe_looked(style: TransferStyle, statement: &str) {
+    let label = &format!("{style:?}: {statement:?} landing 1 s after the link was cut");
     let _serial = one_at_a_time();
     let (db, proxy, url) = bank_behind_proxy("faults_late_commit", 10);
     // The COMMIT takes a second on the server; the proxy cuts the link 50 ms after passing it
@@ -765,8 +841,8 @@ fn transfer_whose_commit_lands_after_the_probe_looked_is_applied_once() {
     at_commit_of_each_transfer(&db, "slow_commit", "PERFORM pg_sleep(1);");
     let (database, tally) = open(&url, 2, Some(Flavor::PostgreSql));
     let before = balances(&db);
-    proxy.cut_after("COMMIT");
-    let result = bank::transfer(&database, &policy());
+    proxy.cut_after(statement);
+    let result = bank::transfer_in_style(&database, &policy(), style);
     assert_eq!(proxy.cuts(), 1, "{label}: the proxy cut the link once");
     assert_eq!(
         tally.lost_commits(),
@@ -918,17 +994,30 @@ impl Drop for RefuseConnections<'_> {
 
 #[test]
 fn a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed() {
+    for (style, statement) in [
+        (TransferStyle::Tutorial, "COMMIT"),
+        (TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER),
+    ] {
+        if not_run_on_cockroachdb(
+            "a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed",
+            "the COMMIT is slowed by a PL/pgSQL deferred constraint trigger and the outage is \
+             ALTER DATABASE … ALLOW_CONNECTIONS false plus pg_terminate_backend of the lock \
+             waiter found in pg_stat_activity, none of which CockroachDB has",
+        ) {
+            return;
+        }
+        lost_commit_lands_late_during_an_outage(style, statement);
+    }
+}
+
+/// A transfer in `style` whose commit (`statement`) lands late, while the database refuses
+/// connections: it must not be reported failed.
+fn lost_commit_lands_late_during_an_outage(style: TransferStyle, statement: &str) {
     // The slow COMMIT lands this long after it was sent.
     const COMMIT_TAKES: Duration = Duration::from_secs(2);
-    if not_run_on_cockroachdb(
-        "a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_failed",
-        "the COMMIT is slowed by a PL/pgSQL deferred constraint trigger and the outage is \
-         ALTER DATABASE … ALLOW_CONNECTIONS false plus pg_terminate_backend of the lock waiter \
-         found in pg_stat_activity, none of which CockroachDB has",
-    ) {
-        return;
-    }
-    let label = "lost commit landing late while the database refuses connections";
+    let label = &format!(
+        "{style:?}: lost {statement:?} landing late while the database refuses connections"
+    );
     let _serial = one_at_a_time();
     let (db, proxy, url) = bank_behind_proxy("faults_late_commit_outage", 10);
     at_commit_of_each_transfer(
@@ -957,10 +1046,10 @@ fn a_transfer_whose_lost_commit_lands_late_during_an_outage_is_not_reported_fail
     //    helper cannot get a connection within the pool's timeout.
     // 4. The lost commit lands. The transfer is applied, so the helper must not call it failed:
     //    Ok (if it asks again once the server lets it) or, at worst, AmbiguousCommit.
-    proxy.cut_after("COMMIT");
+    proxy.cut_after(statement);
     let clock = Instant::now();
     let result = thread::scope(|scope| {
-        let call = scope.spawn(|| bank::transfer(&database, &policy()));
+        let call = scope.spawn(|| bank::transfer_in_style(&database, &policy(), style));
         while server().psql(&admin, &format!("SELECT count(*) {lock_waiters}")) == "0" {
             assert!(
                 clock.elapsed() < COMMIT_TAKES / 2 && !call.is_finished(),

@@ -23,6 +23,9 @@ pub enum BankError {
         /// The amount asked for.
         amount: i64,
     },
+    /// The operation cannot run on this database.
+    #[error("{0}")]
+    Unsupported(String),
     /// An account vanished between being picked and being credited.
     #[error("account {0} does not exist")]
     MissingAccount(i64),

@@ -13,6 +13,7 @@ mod error;
 pub mod ids;
 pub mod points;
 pub mod transfer;
+pub mod transfer_statement;
 
 pub use accounts::{
     balance, create_random_accounts, pick_random_account, seed, seed_chunk_size, BalanceSummary,
@@ -20,4 +21,4 @@ pub use accounts::{
 };
 pub use error::BankError;
 pub use ids::{LedgerIds, ID_SPACE};
-pub use transfer::{transfer, transfer_funds_randomly, Transfer};
+pub use transfer::{transfer, transfer_funds_randomly, transfer_in_style, Transfer, TransferStyle};

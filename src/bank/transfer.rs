@@ -1,14 +1,54 @@
 //! One random transfer: half of a random account's balance to another, written to the ledger
-//! under a client-chosen id, exactly once.
+//! under a client-chosen id, exactly once — as one statement (the default on CockroachDB and
+//! PostgreSQL) or in the tutorial's own shape, an interactive transaction.
 
 use super::accounts::pick_random_account;
 use super::error::BankError;
-use super::ids::LedgerIds;
-use crate::db::{Database, DbConnection};
+use super::ids::{random_account_id, LedgerIds};
+use super::transfer_statement::TransferStatement;
+use crate::db::{Database, DbConnection, Flavor};
 use crate::models::LedgerEntry;
-use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
+use crate::retry::{
+    run_single_statement_exactly_once, run_transaction_exactly_once, Committed, RetryPolicy,
+    TransactionError,
+};
 use crate::schema::{accounts, transfers};
 use diesel::prelude::*;
+
+/// How a transfer talks to the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferStyle {
+    /// The whole transfer — both picks, both balances, the ledger row — as one statement sent
+    /// on its own: one round trip, an implicit transaction that CockroachDB retries on the
+    /// server. CockroachDB and PostgreSQL only (SQLite has no data-modifying `WITH`).
+    OneStatement,
+    /// The tutorial's `transfer_funds_randomly`: an interactive transaction that picks the
+    /// accounts, reads the source's balance, computes half of it in the client and updates both
+    /// accounts, then writes the ledger row ([`transfer_funds_randomly`]).
+    Tutorial,
+}
+
+impl TransferStyle {
+    /// The fastest correct style on `flavor`: one statement on a server, where every
+    /// statement is a round trip; the tutorial's transaction on SQLite, which has no round
+    /// trips to save and no data-modifying `WITH`.
+    pub fn fastest_for(flavor: Flavor) -> Self {
+        match flavor {
+            Flavor::CockroachDb | Flavor::PostgreSql => TransferStyle::OneStatement,
+            Flavor::Sqlite => TransferStyle::Tutorial,
+        }
+    }
+
+    /// Whether this style can run on `flavor`; if not, why, in one line.
+    pub fn supported_on(self, flavor: Flavor) -> Result<(), String> {
+        match (self, flavor) {
+            (TransferStyle::OneStatement, Flavor::Sqlite) => Err(
+                "transfer --style one-statement needs CockroachDB or PostgreSQL; SQLite has no data-modifying WITH (its default is --style tutorial)".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// One committed transfer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,22 +61,57 @@ pub struct Transfer {
     pub amount: i64,
 }
 
-/// Makes one random transfer, exactly once: its ledger id is chosen before the transaction,
-/// and a commit whose outcome is unknown is resolved by looking that id up.
+/// Makes one random transfer, exactly once, in the fastest style for the database
+/// ([`TransferStyle::fastest_for`]); see [`transfer_in_style`].
 pub fn transfer(
     db: &Database,
     policy: &RetryPolicy,
 ) -> Result<Committed<Transfer>, TransactionError<BankError>> {
-    let ledger_id = LedgerIds::for_transfer();
-    run_transaction_exactly_once(
-        db,
-        policy,
-        |conn| transfer_funds_randomly(conn, ledger_id),
-        |conn| find_transfer(conn, ledger_id),
-    )
+    transfer_in_style(db, policy, TransferStyle::fastest_for(db.flavor()))
 }
 
-/// The body of a transfer: picks two distinct accounts at random, takes half of the first
+/// Makes one random transfer in `style`, exactly once: its ledger id is chosen before the
+/// transaction, and a commit whose outcome is unknown is resolved by looking that id up.
+/// [`TransferStyle::OneStatement`] on SQLite fails with [`BankError::Unsupported`], writing
+/// nothing.
+pub fn transfer_in_style(
+    db: &Database,
+    policy: &RetryPolicy,
+    style: TransferStyle,
+) -> Result<Committed<Transfer>, TransactionError<BankError>> {
+    let ledger_id = LedgerIds::for_transfer();
+    let probe = |conn: &mut DbConnection| find_transfer(conn, ledger_id);
+    match style {
+        TransferStyle::Tutorial => run_transaction_exactly_once(
+            db,
+            policy,
+            |conn| transfer_funds_randomly(conn, ledger_id),
+            probe,
+        ),
+        TransferStyle::OneStatement => run_single_statement_exactly_once(
+            db,
+            policy,
+            |conn| match conn {
+                DbConnection::Postgresql(pg) => {
+                    let mut rng = rand::rng();
+                    let (source_from, sink_from) =
+                        (random_account_id(&mut rng), random_account_id(&mut rng));
+                    TransferStatement::new(source_from, sink_from, ledger_id.first())
+                        .run(pg)?
+                        .ok_or(BankError::NotEnoughAccounts)
+                }
+                DbConnection::Sqlite(_) => Err(BankError::Unsupported(
+                    TransferStyle::OneStatement
+                        .supported_on(Flavor::Sqlite)
+                        .unwrap_err(),
+                )),
+            },
+            probe,
+        ),
+    }
+}
+
+/// The body of a tutorial-style transfer: picks two distinct accounts at random, takes half of the first
 /// one's balance and gives it to the second (the tutorial's `transfer_funds_randomly`), and
 /// writes the movement to the ledger under `ledger_id`, all in the caller's transaction.
 pub fn transfer_funds_randomly(

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use roachbank::bank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
-use roachbank::bank::MAX_SEED_ACCOUNTS;
+use roachbank::bank::{TransferStyle, MAX_SEED_ACCOUNTS};
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ pub enum Command {
         /// Run the ledger audit (`check`) when the transfers are done.
         #[arg(long)]
         check: bool,
+        /// How each transfer talks to the database: one-statement (the default on CockroachDB
+        /// and PostgreSQL: one round trip) or tutorial (the tutorial's interactive transaction;
+        /// the default on SQLite).
+        #[arg(long, value_enum, value_name = "STYLE")]
+        style: Option<TransferStyleArg>,
     },
     /// Insert N random points (x, y, z in [0, 1024)) in chunks, one transaction per chunk.
     #[command(allow_negative_numbers = true)]
@@ -125,6 +130,24 @@ impl From<PointsMethod> for LoadMethod {
         match method {
             PointsMethod::Copy => LoadMethod::Copy,
             PointsMethod::Insert => LoadMethod::Insert,
+        }
+    }
+}
+
+/// `transfer --style`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransferStyleArg {
+    /// The whole transfer as one statement (CockroachDB and PostgreSQL).
+    OneStatement,
+    /// The tutorial's interactive transaction.
+    Tutorial,
+}
+
+impl From<TransferStyleArg> for TransferStyle {
+    fn from(style: TransferStyleArg) -> Self {
+        match style {
+            TransferStyleArg::OneStatement => TransferStyle::OneStatement,
+            TransferStyleArg::Tutorial => TransferStyle::Tutorial,
         }
     }
 }

@@ -5,9 +5,9 @@ use super::args::{Cli, Command};
 use super::error::{CliError, StdoutError};
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
-use roachbank::bank;
 use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
+use roachbank::bank::{self, TransferStyle};
 use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
 use roachbank::db::durability::{durability_warning, durability_warning_on};
 use roachbank::db::redact::Redactor;
@@ -66,9 +66,12 @@ pub fn run(
             duration,
             workers,
             check: audit_after,
+            style,
         } => invocation.on_database(|db, policy| {
             let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            transfer_then_check(db, policy, length, workers, audit_after, interrupt)
+            let style = style.map_or_else(|| TransferStyle::fastest_for(db.flavor()), Into::into);
+            let run = TransferRun::new(length, workers).style(style);
+            transfer_then_check(db, policy, run, audit_after, interrupt)
         }),
         Command::Points {
             count,
@@ -160,14 +163,16 @@ fn warn_if_not_durable(warning: Option<String>) {
 /// before the file is created, and with the detected flavour of a server before any migration
 /// runs.
 fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), String> {
-    if let Command::Points {
-        method: Some(method),
-        ..
-    } = command
-    {
-        LoadMethod::from(*method).supported_on(flavor)?;
+    match command {
+        Command::Points {
+            method: Some(method),
+            ..
+        } => LoadMethod::from(*method).supported_on(flavor),
+        Command::Transfer {
+            style: Some(style), ..
+        } => TransferStyle::from(*style).supported_on(flavor),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether `command` writes to the database and reports work done (`seed`, `transfer`,
@@ -258,12 +263,11 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
 fn transfer_then_check(
     db: &Database,
     policy: &RetryPolicy,
-    length: RunLength,
-    workers: u32,
+    run: TransferRun,
     audit_after: bool,
     interrupt: &Interrupt,
 ) -> Result<()> {
-    let transferred = transfer(db, policy, length, workers, interrupt);
+    let transferred = transfer(db, policy, run, interrupt);
     // The audit runs whatever happened to the transfers (that is when it matters most),
     // unless the user asked the run to stop.
     let audited = match interrupt.received() {
@@ -287,10 +291,10 @@ fn transfer_then_check(
 fn transfer(
     db: &Database,
     policy: &RetryPolicy,
-    length: RunLength,
-    workers: u32,
+    run: TransferRun,
     interrupt: &Interrupt,
 ) -> Result<()> {
+    let (length, workers) = (run.length(), run.workers());
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
     let progress = match length {
         _ if print_each => Progress::hidden(),
@@ -318,9 +322,7 @@ fn transfer(
         }
         progress.inc(1);
     };
-    let report = TransferRun::new(length, workers)
-        .cancel(interrupt.flag())
-        .run(db, policy, &on_transfer);
+    let report = run.cancel(interrupt.flag()).run(db, policy, &on_transfer);
     progress.finish();
     let summary = &report.summary;
     if let Some(signal) = interrupt.received() {

@@ -175,8 +175,13 @@ impl DbConnectionManager {
             // A transaction of ours left open by a lost client (a COMMIT swallowed by a network
             // partition) is ended by the server after `idle_in_transaction_timeout`, releasing
             // its locks and its uncommitted ledger row, which the retry's INSERT waits on.
+            // SERIALIZABLE for statements sent on their own too (implicit transactions, such
+            // as the one-statement transfer), as for every transaction roachbank begins: it is
+            // CockroachDB's default already, and PostgreSQL's READ COMMITTED would let a
+            // statement write a value computed from a balance another transaction has changed.
             let mut settings = format!(
-                "SET idle_in_transaction_session_timeout = {}",
+                "SET default_transaction_isolation = 'serializable'; \
+                 SET idle_in_transaction_session_timeout = {}",
                 statement_timeout_millis(self.idle_in_transaction_timeout)
             );
             if let Some(timeout) = self.statement_timeout {

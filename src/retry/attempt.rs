@@ -1,10 +1,10 @@
 //! One attempt: begin (unless a CockroachDB transaction is still open from the last one), run
-//! the work, commit — and what its outcome means for the next.
+//! the work, commit — and what its outcome means for the next. Work that is one statement runs
+//! as its own implicit transaction instead, with no BEGIN or COMMIT.
 
 use super::connection::{Access, CommitError, RetryConnection};
 use super::error::DatabaseErrorSource;
 use crate::db::{classify, ErrorClass, Flavor};
-use diesel::result::Error as DieselError;
 
 /// How one attempt ended.
 pub(super) enum Attempt<T, E> {
@@ -13,7 +13,7 @@ pub(super) enum Attempt<T, E> {
     /// Not committed, and worth another try, where `next` says.
     Retry { cause: E, next: Next },
     /// The commit was sent and its outcome is unknown.
-    Ambiguous(DieselError),
+    Ambiguous(E),
     /// Not committed, and retrying cannot help.
     Failed(E),
 }
@@ -28,12 +28,23 @@ pub(super) enum Next {
     NewConnection,
 }
 
+/// How the work is wrapped in a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// In an explicit transaction: BEGIN (with this access), the work, COMMIT.
+    Explicit(Access),
+    /// The work is one statement, which is its own implicit transaction: sent alone, it
+    /// commits when it succeeds — one round trip, and on CockroachDB retried by the server
+    /// itself when it meets a conflict.
+    SingleStatement,
+}
+
 /// Runs one attempt of `work` on `conn`. `open`: a CockroachDB transaction is still open from
 /// the previous attempt (rolled back to its savepoint), so no BEGIN.
 pub(super) fn attempt<C, T, E, F>(
     conn: &mut C,
     flavor: Flavor,
-    access: Access,
+    shape: Shape,
     open: bool,
     work: &mut F,
 ) -> Attempt<T, E>
@@ -42,6 +53,10 @@ where
     F: FnMut(&mut C) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
+    let access = match shape {
+        Shape::Explicit(access) => access,
+        Shape::SingleStatement => return single_statement(conn, work),
+    };
     if !open {
         if let Err(error) = conn.begin(flavor, access) {
             return before_commit(Some(classify(&error)), E::from(error));
@@ -72,8 +87,25 @@ where
                 Next::NewTransaction
             },
         },
-        Err(CommitError::Ambiguous(error)) => Attempt::Ambiguous(error),
+        Err(CommitError::Ambiguous(error)) => Attempt::Ambiguous(E::from(error)),
         Err(CommitError::Failed(error)) => Attempt::Failed(E::from(error)),
+    }
+}
+
+/// One attempt of work that is a single statement: the statement is the transaction, so an
+/// error that leaves its outcome open (the connection lost while it ran, 40003) is an unknown
+/// commit, and a conflict has already rolled it back.
+fn single_statement<C, T, E, F>(conn: &mut C, work: &mut F) -> Attempt<T, E>
+where
+    F: FnMut(&mut C) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    match work(conn) {
+        Ok(value) => Attempt::Committed(value),
+        Err(cause) => match cause.database_error().map(classify) {
+            Some(ErrorClass::Ambiguous | ErrorClass::ConnectionLost) => Attempt::Ambiguous(cause),
+            class => before_commit(class, cause),
+        },
     }
 }
 
@@ -90,5 +122,19 @@ fn before_commit<T, E>(class: Option<ErrorClass>, cause: E) -> Attempt<T, E> {
             next: Next::NewConnection,
         },
         _ => Attempt::Failed(cause),
+    }
+}
+
+/// Leaves `conn` after an attempt whose commit outcome is unknown because of `cause`: a lost
+/// connection is discarded, so that a pool drops it (Diesel marks one lost outside a
+/// transaction as nothing); one still alive (40003) only has its transaction rolled back.
+pub(super) fn set_aside<C, E>(conn: &mut C, cause: &E)
+where
+    C: RetryConnection,
+    E: DatabaseErrorSource,
+{
+    match cause.database_error().map(classify) {
+        Some(ErrorClass::ConnectionLost) => conn.discard(),
+        _ => conn.abandon(),
     }
 }

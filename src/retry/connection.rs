@@ -90,6 +90,11 @@ pub trait RetryConnection {
 
     /// Whether Diesel's transaction manager has a transaction open.
     fn in_transaction(&mut self) -> bool;
+
+    /// Rolls back whatever transaction is open and marks the connection broken, so that a
+    /// pool drops it instead of handing it out again: for a connection lost, or left in a
+    /// state nobody knows, outside a transaction (where Diesel does not mark it itself).
+    fn discard(&mut self);
 }
 
 /// The statement that begins a transaction for `flavor` and `access`.
@@ -162,6 +167,11 @@ macro_rules! ansi_retry_connection {
                     Ok(Some(_))
                 )
             }
+
+            fn discard(&mut self) {
+                self.abandon();
+                AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
+            }
         }
     };
 }
@@ -203,5 +213,9 @@ impl RetryConnection for DbConnection {
 
     fn in_transaction(&mut self) -> bool {
         crate::on_concrete_connection!(self, conn => conn.in_transaction())
+    }
+
+    fn discard(&mut self) {
+        crate::on_concrete_connection!(self, conn => conn.discard())
     }
 }

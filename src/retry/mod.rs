@@ -64,6 +64,7 @@ mod run;
 mod settle;
 mod source;
 
+use attempt::Shape;
 pub use connection::{Access, CommitError, RetryConnection, RESTART_SAVEPOINT};
 pub use error::{DatabaseErrorSource, TransactionError};
 pub use policy::RetryPolicy;
@@ -87,7 +88,13 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    run::run(source, policy, work, None, Access::ReadWrite)
+    run::run(
+        source,
+        policy,
+        work,
+        None,
+        Shape::Explicit(Access::ReadWrite),
+    )
 }
 
 /// [`run_transaction`] for work that only reads: the transaction is begun `READ ONLY` on
@@ -103,7 +110,13 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    run::run(source, policy, work, None, Access::ReadOnly)
+    run::run(
+        source,
+        policy,
+        work,
+        None,
+        Shape::Explicit(Access::ReadOnly),
+    )
 }
 
 /// [`run_transaction`] that resolves an unknown commit outcome instead of reporting it.
@@ -128,5 +141,65 @@ where
     P: FnMut(&mut S::Connection) -> Result<Option<T>, E>,
     E: DatabaseErrorSource,
 {
-    run::run(source, policy, work, Some(&mut probe), Access::ReadWrite)
+    run::run(
+        source,
+        policy,
+        work,
+        Some(&mut probe),
+        Shape::Explicit(Access::ReadWrite),
+    )
+}
+
+/// [`run_transaction`] for work that is exactly one statement, sent as its own implicit
+/// transaction: no `BEGIN`, no `SAVEPOINT`, no `COMMIT` — one round trip where an explicit
+/// transaction needs at least three.
+///
+/// CockroachDB retries such a statement on the server when it meets a conflict (as long as its
+/// results fit the results buffer, 16 KiB by default), so the client sees far fewer 40001s —
+/// the "automatic retries" of <https://www.cockroachlabs.com/docs/stable/transactions#automatic-retries>.
+/// A 40001 that still reaches the client, or PostgreSQL's, is retried here like any other,
+/// without sleeping first the first time (the statement holds no locks once it has failed).
+///
+/// The statement runs at the session's default isolation: SERIALIZABLE on CockroachDB; on
+/// PostgreSQL roachbank's own connections set `default_transaction_isolation = serializable`,
+/// and a pool of yours needs the same (for instance `options=-c
+/// default_transaction_isolation=serializable` in the URL) if the statement reads what it
+/// writes. The work must send exactly one statement: a second one would run, and commit, as a
+/// transaction of its own. A lost connection while the statement ran leaves its outcome
+/// unknown: [`TransactionError::AmbiguousCommit`], never a blind retry.
+pub fn run_single_statement<S, T, E, F>(
+    source: S,
+    policy: &RetryPolicy,
+    statement: F,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    S: ConnectionSource,
+    F: FnMut(&mut S::Connection) -> Result<T, E>,
+    E: DatabaseErrorSource,
+{
+    run::run(source, policy, statement, None, Shape::SingleStatement)
+}
+
+/// [`run_single_statement`] that resolves an unknown outcome with `probe`, as
+/// [`run_transaction_exactly_once`] does: the statement must write something the probe can find
+/// under a key chosen before it was sent.
+pub fn run_single_statement_exactly_once<S, T, E, F, P>(
+    source: S,
+    policy: &RetryPolicy,
+    statement: F,
+    mut probe: P,
+) -> Result<Committed<T>, TransactionError<E>>
+where
+    S: ConnectionSource,
+    F: FnMut(&mut S::Connection) -> Result<T, E>,
+    P: FnMut(&mut S::Connection) -> Result<Option<T>, E>,
+    E: DatabaseErrorSource,
+{
+    run::run(
+        source,
+        policy,
+        statement,
+        Some(&mut probe),
+        Shape::SingleStatement,
+    )
 }

@@ -1,8 +1,8 @@
 //! The retry loop: attempts on a connection until one commits, a new connection when one is
 //! lost, and the answer when giving up.
 
-use super::attempt::{attempt, Attempt, Next};
-use super::connection::{Access, RetryConnection};
+use super::attempt::{attempt, set_aside, Attempt, Next, Shape};
+use super::connection::RetryConnection;
 use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
 use super::settle::{self, CommitProbe, Outcome};
@@ -30,7 +30,7 @@ pub(super) fn run<S, T, E, F>(
     policy: &RetryPolicy,
     mut work: F,
     mut probe: Option<CommitProbe<'_, S::Connection, T, E>>,
-    access: Access,
+    shape: Shape,
 ) -> Result<Committed<T>, TransactionError<E>>
 where
     S: ConnectionSource,
@@ -51,7 +51,7 @@ where
         let mut open = false; // a CockroachDB transaction kept open across retries
         loop {
             attempts += 1;
-            let next = match attempt(&mut *conn, flavor, access, open, &mut work) {
+            let next = match attempt(&mut *conn, flavor, shape, open, &mut work) {
                 Attempt::Committed(value) => return Ok(Committed { value, attempts }),
                 Attempt::Retry { next, .. } if policy.may_retry(attempts) => next,
                 Attempt::Retry { cause: last, .. } => {
@@ -62,10 +62,9 @@ where
                     conn.abandon();
                     break 'connections TransactionError::Failed(cause);
                 }
-                Attempt::Ambiguous(error) => {
-                    conn.abandon();
+                Attempt::Ambiguous(cause) => {
+                    set_aside(&mut *conn, &cause);
                     drop(conn); // the probe needs a connection from the pool
-                    let cause = E::from(error);
                     match settle::probe(&mut source, policy, probe.as_deref_mut()) {
                         Outcome::Committed(value) => return Ok(Committed { value, attempts }),
                         Outcome::NotFound if policy.may_retry(attempts) => unknown = Some(cause),
@@ -83,7 +82,8 @@ where
                     false
                 }
                 Next::NewConnection => {
-                    drop(conn); // broken: the pool discards it
+                    conn.discard();
+                    drop(conn);
                     std::thread::sleep(policy.backoff(attempts));
                     continue 'connections;
                 }

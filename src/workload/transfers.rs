@@ -3,7 +3,7 @@
 
 use super::runner::{FirstError, Flow, RunLength, Runner, Tally, WorkerPanicked};
 use super::stats::{self, Latencies};
-use crate::bank::{self, BankError, Transfer};
+use crate::bank::{self, BankError, Transfer, TransferStyle};
 use crate::db::Database;
 use crate::retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::AtomicBool;
@@ -81,6 +81,7 @@ pub const RETRY_GRACE: Duration = Duration::from_secs(2);
 pub struct TransferRun<'c> {
     length: RunLength,
     workers: u32,
+    style: Option<TransferStyle>,
     cancel: Option<&'c AtomicBool>,
 }
 
@@ -90,8 +91,28 @@ impl<'c> TransferRun<'c> {
         TransferRun {
             length: length.into(),
             workers,
+            style: None,
             cancel: None,
         }
+    }
+
+    /// Makes each transfer in `style` instead of the fastest one for the database
+    /// ([`TransferStyle::fastest_for`]).
+    pub fn style(self, style: TransferStyle) -> Self {
+        TransferRun {
+            style: Some(style),
+            ..self
+        }
+    }
+
+    /// How long the run goes on.
+    pub fn length(&self) -> RunLength {
+        self.length
+    }
+
+    /// How many workers it runs on.
+    pub fn workers(&self) -> u32 {
+        self.workers
     }
 
     /// Also ends the run early once `cancel` is set (by a signal handler, another thread, …):
@@ -130,10 +151,13 @@ impl<'c> TransferRun<'c> {
         if let Some(cancel) = self.cancel {
             runner = runner.cancel(cancel);
         }
+        let style = self
+            .style
+            .unwrap_or_else(|| TransferStyle::fastest_for(db.flavor()));
         let first_error = FirstError::default();
         let finished = runner.run(|_, summary: &mut TransferSummary| {
             let begun = Instant::now();
-            match bank::transfer(db, policy) {
+            match bank::transfer_in_style(db, policy, style) {
                 Ok(committed) => {
                     let outcome = TransferOutcome {
                         transfer: committed.value,

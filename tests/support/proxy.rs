@@ -10,7 +10,14 @@
 //! the same lost connection either way. [`CuttingProxy::swallow`] is a network partition: the
 //! statement is dropped and the client's side closed, while the server's side stays open and
 //! silent, its transaction idle and holding its locks, until the server ends the session.
+//!
+//! The trigger is a statement being *run*: a simple query holding the text, an unnamed Parse
+//! holding it (libpq sends its Bind and Execute in the same write), or the Bind of a statement
+//! prepared earlier on the connection from such a text. Preparing a named statement runs
+//! nothing, so its Parse alone does not trigger — a statement Diesel keeps prepared is cut
+//! when it is executed, as it is on every use after its first.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -141,18 +148,20 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     thread::spawn(move || {
         let (mut from, mut to) = (client_reader, server_writer);
         let mut buffer = vec![0u8; 64 * 1024];
+        let mut prepared = HashMap::new();
         loop {
             let n = match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             let chunk = &buffer[..n];
+            let run = statements_run(chunk, &mut prepared);
             // `Some(action)` when this read triggers the cut.
             let hit = {
                 let mut trigger = state.cut_on.lock().unwrap();
                 let hit = trigger
                     .as_ref()
-                    .filter(|armed| contains(chunk, &armed.needle))
+                    .filter(|armed| run.iter().any(|text| contains(text, &armed.needle)))
                     .map(|armed| armed.action);
                 if hit.is_some() {
                     *trigger = None;
@@ -216,4 +225,45 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
         && haystack
             .windows(needle.len())
             .any(|window| window == needle)
+}
+
+/// The texts of the statements `chunk` (one read of the client's messages) runs: simple
+/// queries, unnamed Parses, and Binds of statements prepared earlier on this connection, whose
+/// texts `prepared` keeps by name. A read that is not a run of whole messages (the startup
+/// message) counts as one text.
+fn statements_run(chunk: &[u8], prepared: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut run = Vec::new();
+    let mut rest = chunk;
+    while !rest.is_empty() {
+        let Some(length) = rest
+            .get(1..5)
+            .map(|bytes| u32::from_be_bytes(bytes.try_into().unwrap()) as usize)
+            .filter(|length| rest[0].is_ascii_uppercase() && *length >= 4 && *length < rest.len())
+        else {
+            return vec![chunk.to_vec()];
+        };
+        let mut fields = rest[5..1 + length].split(|byte| *byte == 0);
+        match rest[0] {
+            b'Q' => run.push(fields.next().unwrap_or_default().to_vec()),
+            b'P' => {
+                let name = fields.next().unwrap_or_default().to_vec();
+                let text = fields.next().unwrap_or_default().to_vec();
+                if name.is_empty() {
+                    run.push(text);
+                } else {
+                    prepared.insert(name, text);
+                }
+            }
+            b'B' => {
+                let _portal = fields.next();
+                let name = fields.next().unwrap_or_default();
+                if let Some(text) = prepared.get(name).filter(|_| !name.is_empty()) {
+                    run.push(text.clone());
+                }
+            }
+            _ => {}
+        }
+        rest = &rest[1 + length..];
+    }
+    run
 }
