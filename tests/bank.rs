@@ -10,7 +10,7 @@
 mod support;
 
 use diesel::Connection;
-use roachbank::bank::{self, BankError, ID_SPACE, OPENING_BALANCE_SPACE};
+use roachbank::bank::{self, BankError, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE};
 use roachbank::db::Database;
 use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::retry::{RetryPolicy, TransactionError};
@@ -183,12 +183,31 @@ fn transfers(db: &Database, count: u64, workers: u32) -> (TransferReport, u64) {
     (report, calls.into_inner())
 }
 
+/// The transfer styles that run on `db`: both on a server, the tutorial's on SQLite.
+fn styles(db: &Database) -> Vec<TransferStyle> {
+    [TransferStyle::OneStatement, TransferStyle::Tutorial]
+        .into_iter()
+        .filter(|style| style.supported_on(db.flavor()).is_ok())
+        .collect()
+}
+
 fn transfers_conserve_money_and_never_make_a_balance_negative(target: Target) {
     let db = target.open(4);
     let money = seed(&db, 50);
-    let (report, calls) = transfers(&db, 200, 4);
-    assert_transfers_ok(&target, &report, 200, money, 50);
-    assert_eq!(calls, 200, "on_transfer runs once per committed transfer");
+    for style in styles(&db) {
+        let calls = AtomicU64::new(0);
+        let report = TransferRun::new(200, 4)
+            .style(style)
+            .run(&db, &policy(), &|_| {
+                calls.fetch_add(1, Ordering::Relaxed);
+            });
+        assert_transfers_ok(&target, &report, 200, money, 50);
+        assert_eq!(
+            calls.into_inner(),
+            200,
+            "{style:?}: on_transfer runs once per committed transfer"
+        );
+    }
 }
 
 /// Makes every balance odd (and at least 1) so that "half, rounded down" is visible.
@@ -199,12 +218,25 @@ fn make_balances_odd(target: &Target) {
 fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
     let db = target.open(1);
     seed(&db, 20);
-    make_balances_odd(&target);
+    for style in styles(&db) {
+        one_transfer_in_style_moves_half_the_source_balance_rounded_down(&target, &db, style);
+    }
+}
+
+fn one_transfer_in_style_moves_half_the_source_balance_rounded_down(
+    target: &Target,
+    db: &Database,
+    style: TransferStyle,
+) {
+    make_balances_odd(target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report = TransferRun::new(1, 1).run(&db, &policy(), &|outcome: &TransferOutcome| {
-        outcomes.lock().unwrap().push(outcome.clone())
-    });
+    let report =
+        TransferRun::new(1, 1)
+            .style(style)
+            .run(db, &policy(), &|outcome: &TransferOutcome| {
+                outcomes.lock().unwrap().push(outcome.clone())
+            });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(report.summary.done, 1);
     let outcomes = outcomes.into_inner().unwrap();
@@ -213,20 +245,24 @@ fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
     let transfer = &outcome.transfer;
     assert_eq!(
         outcome.attempts, 1,
-        "one uncontended transfer needs no retry"
+        "{style:?}: one uncontended transfer needs no retry"
     );
-    assert_ne!(transfer.source, transfer.sink);
+    assert_ne!(transfer.source, transfer.sink, "{style:?}");
     let source_before = before[&transfer.source];
-    assert_eq!(transfer.amount, source_before / 2);
+    assert_eq!(transfer.amount, source_before / 2, "{style:?}");
     assert!(
         transfer.amount * 2 < source_before,
-        "odd balance rounds down"
+        "{style:?}: odd balance rounds down"
     );
 
     let mut expected = before.clone();
     *expected.get_mut(&transfer.source).unwrap() -= transfer.amount;
     *expected.get_mut(&transfer.sink).unwrap() += transfer.amount;
-    assert_eq!(target.accounts(), expected, "only source and sink change");
+    assert_eq!(
+        target.accounts(),
+        expected,
+        "{style:?}: only source and sink change"
+    );
 }
 
 /// With one worker, the reported transfers are the committed ones in commit order: replaying
@@ -234,12 +270,25 @@ fn one_transfer_moves_half_the_source_balance_rounded_down(target: Target) {
 fn serial_transfers_replay_exactly_as_reported(target: Target) {
     let db = target.open(1);
     seed(&db, 10);
-    make_balances_odd(&target);
+    for style in styles(&db) {
+        serial_transfers_in_style_replay_exactly_as_reported(&target, &db, style);
+    }
+}
+
+fn serial_transfers_in_style_replay_exactly_as_reported(
+    target: &Target,
+    db: &Database,
+    style: TransferStyle,
+) {
+    make_balances_odd(target);
     let before = target.accounts();
     let outcomes = Mutex::new(Vec::new());
-    let report = TransferRun::new(40, 1).run(&db, &policy(), &|outcome: &TransferOutcome| {
-        outcomes.lock().unwrap().push(outcome.transfer.clone())
-    });
+    let report =
+        TransferRun::new(40, 1)
+            .style(style)
+            .run(db, &policy(), &|outcome: &TransferOutcome| {
+                outcomes.lock().unwrap().push(outcome.transfer.clone())
+            });
     assert!(report.error.is_none(), "{:?}", report.error);
     assert_eq!(report.summary.done, 40);
 

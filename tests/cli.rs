@@ -379,6 +379,16 @@ fn postgres_flow(test_name: &str, via: UrlVia) {
         describe(&transfer)
     );
 
+    // The tutorial's own interactive transaction, beside the one-statement default.
+    let tutorial = run_against(
+        cwd,
+        &db.url,
+        via,
+        &["transfer", "--count", "3", "--style", "tutorial", "--check"],
+    );
+    assert_success(&tutorial);
+    assert_transfer_summary(&tutorial, 3);
+
     let balance = run_against(cwd, &db.url, via, &["balance"]);
     assert_eq!(
         balance_figures(&balance),
@@ -454,6 +464,9 @@ fn bad_arguments_fail_with_one_line_and_write_nothing() {
         &["seed", "--accounts", "0"],
         &["seed", "--accounts", "x"],
         &["transfer", "--count", "0"],
+        &["transfer", "--style", "fastest"],
+        // SQLite has no data-modifying WITH: refused before bank.db is created.
+        &["transfer", "--style", "one-statement"],
         &["--database-url", "mysql://u:pw@h/db", "balance"],
     ];
     for args in cases {

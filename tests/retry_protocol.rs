@@ -15,7 +15,8 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::retry::{
-    run_transaction, Committed, DatabaseErrorSource, RetryPolicy, TransactionError,
+    run_single_statement, run_transaction, Committed, DatabaseErrorSource, RetryPolicy,
+    TransactionError,
 };
 use roachbank::schema::accounts;
 use std::sync::{Arc, Barrier, Mutex};
@@ -229,6 +230,124 @@ fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_
             "COMMIT",
         ])
     );
+}
+
+/// One statement that raises 40001 on its first `k` runs (through `fail_first`) and otherwise
+/// inserts account `id`.
+fn insert_account_failing_first(conn: &mut DbConnection, k: u32, id: i64) -> QueryResult<()> {
+    diesel::sql_query(format!(
+        "INSERT INTO accounts (id, balance) SELECT {id}, 100 FROM (SELECT fail_first({k})) f"
+    ))
+    .execute(conn)
+    .map(|_| ())
+}
+
+#[test]
+fn single_statement_sends_no_transaction_control_and_retries_40001_by_sending_it_again() {
+    if not_run_on_cockroachdb(
+        "single_statement_sends_no_transaction_control_and_retries_40001_by_sending_it_again",
+        NEEDS_PLPGSQL_INJECTOR,
+    ) {
+        return;
+    }
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        let db = TestDb::new("single_statement_40001");
+        install_conflict_injector(&db);
+        let (database, log) = open(&db.url, Some(flavor));
+        let mut runs = 0;
+        let committed = run_single_statement(&database, &quick_policy(10), |conn| {
+            runs += 1;
+            insert_account_failing_first(conn, 2, 1)
+        })
+        .expect("commits after two retries");
+        assert_eq!(committed.attempts, 3, "{flavor}");
+        assert_eq!(runs, 3, "{flavor}");
+        assert_eq!(
+            account_count(&db),
+            1,
+            "{flavor}: exactly one committed effect"
+        );
+        assert_eq!(
+            log.transaction_control(),
+            Vec::<String>::new(),
+            "{flavor}: no BEGIN, SAVEPOINT, ROLLBACK, RELEASE or COMMIT: the statement is its \
+             own transaction"
+        );
+        // Beside the session's set-up (SET …) when the pool opens its connection.
+        let sent: Vec<String> = log
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|sql| !sql.starts_with("SET "))
+            .cloned()
+            .collect();
+        assert_eq!(
+            sent.len(),
+            3,
+            "{flavor}: one statement per attempt, nothing else: {sent:?}"
+        );
+    }
+}
+
+/// The statements one transfer sends, on each protocol, in each style: the default is one
+/// statement and nothing else (one round trip); the tutorial's is an interactive transaction.
+#[test]
+fn a_one_statement_transfer_sends_one_statement_and_a_tutorial_one_an_interactive_transaction() {
+    use roachbank::bank::{self, TransferStyle};
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        let db = TestDb::new("statements_per_transfer");
+        let (database, log) = open(&db.url, Some(flavor));
+        bank::seed(&database, &quick_policy(10), 10).expect("seed");
+        let sent = |style| {
+            log.clear();
+            bank::transfer_in_style(&database, &quick_policy(10), style).expect("a transfer");
+            log.0.lock().unwrap().clone()
+        };
+        let one = sent(TransferStyle::OneStatement);
+        assert_eq!(one.len(), 1, "{flavor}: {one:?}");
+        assert!(one[0].starts_with("WITH source AS"), "{flavor}: {one:?}");
+        let tutorial = sent(TransferStyle::Tutorial);
+        let (first, last) = match flavor {
+            Flavor::CockroachDb => ("SAVEPOINT cockroach_restart", "COMMIT"),
+            _ => ("BEGIN ISOLATION LEVEL SERIALIZABLE", "COMMIT"),
+        };
+        assert!(
+            tutorial.iter().any(|sql| sql == first)
+                && tutorial.last().map(String::as_str) == Some(last),
+            "{flavor}: {tutorial:?}"
+        );
+        assert!(
+            tutorial.len() >= 7,
+            "{flavor}: BEGIN, two picks, two UPDATEs, the INSERT, COMMIT: {tutorial:?}"
+        );
+    }
+}
+
+/// CockroachDB retries a statement sent on its own (an implicit transaction) on the server:
+/// `crdb_internal.force_retry` makes it fail with a retryable error until the interval has
+/// passed since the transaction began, and the client sees one attempt that succeeded.
+#[test]
+fn single_statement_forced_to_retry_is_retried_by_cockroachdb_itself() {
+    if not_run_on_postgresql(
+        "single_statement_forced_to_retry_is_retried_by_cockroachdb_itself",
+        "crdb_internal.force_retry and the server's automatic retry of implicit transactions",
+    ) {
+        return;
+    }
+    let db = TestDb::new("single_statement_server_retry");
+    let (database, log) = open(&db.url, None);
+    let committed = run_single_statement(&database, &quick_policy(10), |conn| {
+        diesel::sql_query(
+            "INSERT INTO accounts (id, balance) \
+             SELECT 1, 100 FROM (SELECT crdb_internal.force_retry('50ms')) f",
+        )
+        .execute(conn)
+    })
+    .expect("the server retried it until it committed");
+    assert_eq!(committed.attempts, 1, "the client never saw the retries");
+    assert_eq!(account_count(&db), 1);
+    assert!(log.transaction_control().is_empty());
 }
 
 #[test]
@@ -565,6 +684,33 @@ fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
             Some(statement),
             "{flavor}: the commit statement was the last one sent"
         );
+    }
+}
+
+/// A statement sent on its own commits as it runs: a link cut once it was sent leaves its
+/// outcome unknown, and without a probe it is reported so, never sent again.
+#[test]
+fn link_cut_after_a_single_statement_is_sent_is_ambiguous_and_not_retried() {
+    for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
+        let db = TestDb::new("cut_single_statement");
+        let server = server();
+        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let (database, _log) = open(&via_proxy(&db, &proxy), Some(flavor));
+        proxy.cut_after("INSERT INTO \"accounts\"");
+        let mut runs = 0;
+        let result = run_single_statement(&database, &quick_policy(10), |conn| {
+            runs += 1;
+            insert_account(conn, 42, 1)
+        });
+        assert_eq!(proxy.cuts(), 1, "{flavor}: the proxy cut the link");
+        match result {
+            Err(TransactionError::AmbiguousCommit { attempts, .. }) => {
+                assert_eq!(attempts, 1, "{flavor}")
+            }
+            other => panic!("{flavor}: expected AmbiguousCommit, got {other:?}"),
+        }
+        assert_eq!(runs, 1, "{flavor}: never retried blindly");
+        assert_eq!(account_count(&db), 1, "{flavor}: the statement landed");
     }
 }
 
