@@ -11,12 +11,13 @@
 #[allow(unused_macros)]
 mod support;
 
-use roachbank::bank;
 use roachbank::bank::points::{self, LoadMethod};
+use roachbank::bank::{self, TransferStyle};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database};
 use roachbank::retry::RetryPolicy;
 use roachbank::workload::points::PointsRun;
+use roachbank::workload::stats::Latencies;
 use roachbank::workload::{RunLength, TransferRun};
 use std::io::Write;
 use std::process::Command;
@@ -185,73 +186,119 @@ fn write_points_file(path: &std::path::Path, rows: u64) {
     // psql runs as the invoking user, so the file only needs to be readable by us.
 }
 
+/// One row of the transfer table: throughput and tail latency of one run.
+struct Throughput {
+    tps: f64,
+    p99: Duration,
+}
+
+impl Throughput {
+    fn cell(&self) -> String {
+        format!("{:.0} | {:.2}", self.tps, self.p99.as_secs_f64() * 1000.0)
+    }
+}
+
 fn transfers_table(server: &TestServer, duration: Duration) {
     println!(
-        "## transfers ({ACCOUNTS} accounts, SERIALIZABLE, {} s per run)",
+        "## transfers ({ACCOUNTS} accounts, SERIALIZABLE, {} s per run, each on a fresh database)",
         duration.as_secs()
     );
     println!();
     println!(
-        "| workers | roachbank transfers/s | retries per transfer | failed | pgbench tps | pgbench retried | × pgbench |"
+        "roachbank's default is one statement per transfer (picks, both balances and the ledger \
+         row; prepared once per connection); `tutorial` is the tutorial's interactive \
+         transaction. pgbench runs the same work as an interactive transaction (BEGIN; SELECT; \
+         UPDATE; UPDATE; INSERT ledger; COMMIT) and as one statement (`benches/pgbench/`). \
+         Latencies in ms."
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    let script = std::env::temp_dir().join("roachbank-bench-transfer.sql");
-    std::fs::write(&script, PGBENCH_TRANSFER).expect("write the pgbench script");
+    println!();
+    println!(
+        "| workers | roachbank tps | p99 | retries per transfer | failed | check | tutorial tps | p99 \
+         | pgbench interactive tps | p99 | pgbench one statement tps | p99 \
+         | × pgbench one statement | × pgbench interactive |"
+    );
+    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let scripts = std::env::temp_dir().join("roachbank-bench-pgbench");
+    std::fs::create_dir_all(&scripts).expect("a directory for the pgbench scripts");
+    let interactive = scripts.join("transfer_ledger.sql");
+    let one_statement = scripts.join("transfer_one_statement.sql");
+    std::fs::write(&interactive, PGBENCH_INTERACTIVE).expect("write a pgbench script");
+    std::fs::write(&one_statement, PGBENCH_ONE_STATEMENT).expect("write a pgbench script");
     for workers in WORKERS {
-        let (name, db) = fresh_database(server, "bench_transfers", workers);
         let policy = RetryPolicy::default();
-        bank::seed(&db, &policy, ACCOUNTS).expect("seed");
-        let report =
-            TransferRun::new(RunLength::Duration(duration), workers).run(&db, &policy, &|_| {});
-        let summary = report.summary;
-        let ours = summary.per_second();
-        drop(db);
-        let (tps, retried) = pgbench(server, &name, &script, workers, duration);
+        let run = |style| {
+            let (_, db) = fresh_database(server, "bench_transfers", workers);
+            bank::seed(&db, &policy, ACCOUNTS).expect("seed");
+            let report = TransferRun::new(RunLength::Duration(duration), workers)
+                .style(style)
+                .run(&db, &policy, &|_| {});
+            let audit = bank::audit::audit(&db, &policy).expect("audit").value;
+            (report.summary, audit.is_consistent())
+        };
+        let (ours, consistent) = run(TransferStyle::OneStatement);
+        let (tutorial, _) = run(TransferStyle::Tutorial);
+        let pgbench_interactive = pgbench(server, &interactive, workers, duration, false);
+        let pgbench_one = pgbench(server, &one_statement, workers, duration, true);
+        let throughput = |summary: &roachbank::workload::TransferSummary| Throughput {
+            tps: summary.per_second(),
+            p99: summary.latency_quantile(0.99).unwrap_or_default(),
+        };
+        let (ours_figures, tutorial_figures) = (throughput(&ours), throughput(&tutorial));
         println!(
-            "| {workers} | {ours:.0} | {:.3} | {} | {tps:.0} | {retried} | {:.2} |",
-            summary.retries as f64 / summary.done.max(1) as f64,
-            summary.failed + summary.unknown,
-            ours / tps
+            "| {workers} | {} | {:.3} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            ours_figures.cell(),
+            ours.retries as f64 / ours.done.max(1) as f64,
+            ours.failed + ours.unknown,
+            if consistent { "OK" } else { "FAILED" },
+            tutorial_figures.cell(),
+            pgbench_interactive.cell(),
+            pgbench_one.cell(),
+            ours_figures.tps / pgbench_one.tps,
+            ours_figures.tps / pgbench_interactive.tps,
         );
     }
-    let _ = std::fs::remove_file(&script);
+    let _ = std::fs::remove_dir_all(&scripts);
 }
 
-/// The transfer as roachbank runs it (pick two accounts at random in the database, move half
-/// of the source's balance with the two rows written in id order, write the ledger row), for
-/// pgbench.
-const PGBENCH_TRANSFER: &str = "\
-\\set r1 random(0, 999999999)
-\\set r2 random(0, 999999999)
-\\set ledger_id random(4611686018427387904, 9223372036854775806)
-BEGIN ISOLATION LEVEL SERIALIZABLE;
-(SELECT id AS src, balance AS bal FROM accounts WHERE id >= :r1 ORDER BY id LIMIT 1) UNION ALL (SELECT id, balance FROM accounts ORDER BY id LIMIT 1) LIMIT 1 \\gset
-(SELECT id AS dst FROM accounts WHERE id >= :r2 AND id <> :src ORDER BY id LIMIT 1) UNION ALL (SELECT id FROM accounts WHERE id <> :src ORDER BY id LIMIT 1) LIMIT 1 \\gset
-\\if :src < :dst
-UPDATE accounts SET balance = :bal - :bal / 2 WHERE id = :src;
-UPDATE accounts SET balance = balance + :bal / 2 WHERE id = :dst;
-\\else
-UPDATE accounts SET balance = balance + :bal / 2 WHERE id = :dst;
-UPDATE accounts SET balance = :bal - :bal / 2 WHERE id = :src;
-\\endif
-INSERT INTO transfers (id, source_id, sink_id, amount) VALUES (:ledger_id, :src, :dst, :bal / 2);
-COMMIT;
-";
+/// pgbench's transfer as an interactive transaction, with the ledger INSERT (the reference
+/// script beside DESIGN.md).
+const PGBENCH_INTERACTIVE: &str = include_str!("pgbench/transfer_ledger.sql");
+/// pgbench's transfer as one statement (a data-modifying WITH).
+const PGBENCH_ONE_STATEMENT: &str = include_str!("pgbench/transfer_one_statement.sql");
 
-/// Runs pgbench with `script` on `clients` clients for `duration`; (tps, transactions retried).
+/// Runs pgbench with `script` on `clients` clients for `duration`, on a fresh database with
+/// roachbank's tables holding accounts 1..=ACCOUNTS (the ids the scripts draw); `serializable`
+/// sets the session default for a script that sends no BEGIN. Its throughput, and the p99 of
+/// its per-transaction latency log.
 fn pgbench(
     server: &TestServer,
-    database: &str,
     script: &std::path::Path,
     clients: u32,
     duration: Duration,
-) -> (f64, u64) {
-    let output = Command::new("pgbench")
+    serializable: bool,
+) -> Throughput {
+    let (name, db) = fresh_database(server, "bench_pgbench", 1);
+    drop(db);
+    server.psql(
+        &name,
+        &format!(
+            "INSERT INTO accounts (id, balance) \
+             SELECT g, 1000000 FROM generate_series(1, {ACCOUNTS}) g"
+        ),
+    );
+    let logs = tempfile::tempdir().expect("a directory for pgbench's logs");
+    let mut command = Command::new("pgbench");
+    if serializable {
+        command.env("PGOPTIONS", "-c default_transaction_isolation=serializable");
+    }
+    let output = command
         .args(["-n", "-f"])
         .arg(script)
         .args(["-c", &clients.to_string(), "-j", &clients.to_string()])
         .args(["-T", &duration.as_secs().to_string(), "--max-tries=1000"])
-        .arg(server.url_for(database))
+        .arg("--log")
+        .arg(format!("--log-prefix={}", logs.path().join("pgbench").display()))
+        .arg(server.url_for(&name))
         .output()
         .expect("run pgbench (Debian: apt-get install postgresql-client)");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -266,14 +313,21 @@ fn pgbench(
         .and_then(|line| line.split_whitespace().nth(2))
         .and_then(|value| value.parse().ok())
         .unwrap_or(0.0);
-    let retried = text
-        .lines()
-        .find(|line| line.starts_with("number of transactions retried"))
-        .and_then(|line| line.split(':').nth(1))
-        .and_then(|value| value.split_whitespace().next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0);
-    (tps, retried)
+    // Each log line: client, transaction number, latency in µs, script, epoch s, epoch µs.
+    let mut latencies = Latencies::new();
+    for entry in std::fs::read_dir(logs.path()).expect("pgbench's logs") {
+        let log = std::fs::read_to_string(entry.expect("a log").path()).expect("a log");
+        for micros in log
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(2)?.parse::<u64>().ok())
+        {
+            latencies.record(Duration::from_micros(micros));
+        }
+    }
+    Throughput {
+        tps,
+        p99: latencies.quantile(0.99).unwrap_or_default(),
+    }
 }
 
 /// The highest of [`RUNS`] measurements.
