@@ -35,7 +35,7 @@ pub const COCKROACH_MAX_CHUNK_ROWS: u64 = 2_500;
 /// [`SERVER_LOADERS`] chunks are in flight: `points 800000 --chunk-size 100000` on PostgreSQL
 /// peaked at 38 MiB RSS with COPY and 62 MiB with INSERT (14–16 MiB at 1,000 rows). Ten times the
 /// largest benchmarked chunk (10,000 rows, where COPY is already 1.9× faster than at 1,000;
-/// README, Performance), and a retry replays at most this many rows.
+/// docs/performance.md), and a retry replays at most this many rows.
 pub const MAX_CHUNK_ROWS: u64 = 100_000;
 
 /// How a chunk is written.
@@ -89,7 +89,7 @@ pub fn effective_chunk_size(flavor: Flavor, requested: u64) -> u64 {
 }
 
 /// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the others
-/// stream. Measured here, 4 beat 2 by about 15% at 1,000-row chunks (see README, Performance).
+/// stream. Measured here, 4 beat 2 by about 15% at 1,000-row chunks (see docs/performance.md).
 pub const SERVER_LOADERS: u32 = 4;
 
 /// Loads rows `first..first + rows` of a run exactly once, in one transaction written by

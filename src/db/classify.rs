@@ -23,7 +23,7 @@ pub enum ErrorClass {
 /// so 40P01 (deadlock), 40003 (ambiguous result), 57P01 (shutdown, drain) and SQLite's busy
 /// arrive as `Unknown` and are recognised by their English messages. CockroachDB never
 /// translates its messages; PostgreSQL does when `lc_messages` is not English, and then a
-/// deadlock would count as permanent (README, "CockroachDB compatibility").
+/// deadlock would count as permanent (docs/design.md, "CockroachDB compatibility").
 pub fn classify(error: &DieselError) -> ErrorClass {
     match error {
         DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
