@@ -9,15 +9,7 @@ use roachbank::migrate::MigrationError;
 use roachbank::migrate::OpenError;
 use roachbank::retry::RetryPolicy;
 use support::target::{try_open, Target};
-use support::{not_run_on_cockroachdb, server};
-
-/// The tables the tutorial's SQLAlchemy models make with `create_all` (`Integer` primary keys
-/// become SERIAL; `balance` and the coordinates are nullable), with a few rows.
-const TUTORIAL_TABLES: &str = "\
-    CREATE TABLE accounts (id SERIAL NOT NULL, balance INTEGER, PRIMARY KEY (id)); \
-    CREATE TABLE points (id SERIAL NOT NULL, x FLOAT, y FLOAT, z FLOAT, PRIMARY KEY (id)); \
-    INSERT INTO accounts (id, balance) VALUES (1, 100), (2, 250), (3, 0); \
-    INSERT INTO points (x, y, z) VALUES (1.5, 2.5, 3.5), (4.0, 5.0, 6.0)";
+use support::{not_run_on_cockroachdb, server, TUTORIAL_TABLES};
 
 fn expect_refusal(result: Result<roachbank::db::Database, OpenError>) -> (String, String) {
     match result {

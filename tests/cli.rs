@@ -12,8 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 use support::bin::{
-    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, command, describe,
-    dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, Started, DEFAULT_DEADLINE,
+    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, assert_usage_block,
+    command, describe, dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, Started,
+    DEFAULT_DEADLINE,
 };
 use support::{not_run_on_cockroachdb, TestDb, TestSqlite};
 
@@ -477,6 +478,101 @@ fn bad_arguments_fail_with_one_line_and_write_nothing() {
             dir_entries(dir.path()).is_empty(),
             "roachbank {args:?} wrote {:?} (error: {line})",
             dir_entries(dir.path())
+        );
+    }
+}
+
+/// `roachbank` alone: clap's usage and the list of commands, one short block, exit 2.
+#[test]
+fn no_command_shows_the_usage_and_the_commands_in_one_short_block() {
+    for args in [&[][..], &["--echo"][..]] {
+        let dir = temp_dir();
+        let output = run(dir.path(), args, &[]);
+        let lines = assert_usage_block(&output);
+        let block = lines.join("\n");
+        for command in ["seed", "transfer", "points", "balance", "check", "init"] {
+            assert!(
+                block.contains(command),
+                "roachbank {args:?} does not list {command}: {block}"
+            );
+        }
+        assert!(dir_entries(dir.path()).is_empty());
+    }
+}
+
+/// A misspelt command or flag: clap's "a similar … exists" tip and the usage, exit 2.
+#[test]
+fn misspelt_command_or_flag_gets_a_did_you_mean_and_the_usage() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["trasnfer"],
+            "roachbank: error: unrecognized subcommand 'trasnfer'",
+            "tip: a similar subcommand exists: 'transfer'",
+        ),
+        (
+            &["transfer", "--cuont", "3"],
+            "roachbank: error: unexpected argument '--cuont' found",
+            "tip: a similar argument exists: '--count'",
+        ),
+        (
+            &["points", "5", "--method", "cpy"],
+            "roachbank: error: invalid value 'cpy' for '--method <METHOD>'",
+            "tip: a similar value exists: 'copy'",
+        ),
+    ];
+    for (args, first, tip) in cases {
+        let dir = temp_dir();
+        let output = run(dir.path(), args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+        let stderr = stderr_of(&output);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.first(), Some(first), "{}", describe(&output));
+        assert!(
+            lines.iter().any(|line| line.trim() == *tip),
+            "roachbank {args:?}: no {tip:?}: {}",
+            describe(&output)
+        );
+        assert!(
+            lines.len() <= support::bin::MAX_USAGE_BLOCK_LINES
+                && lines.iter().all(|line| !line.trim().is_empty()),
+            "not one short block: {}",
+            describe(&output)
+        );
+        assert!(dir_entries(dir.path()).is_empty());
+    }
+    // An unknown command or argument shows the usage too.
+    for args in [&["trasnfer"][..], &["transfer", "--cuont", "3"][..]] {
+        assert_usage_block(&run(temp_dir().path(), args, &[]));
+    }
+}
+
+/// One error style: whoever found the error — clap, roachbank's checks, the database — its
+/// line starts `roachbank: error: `.
+#[test]
+fn every_error_line_starts_the_same_whoever_found_it() {
+    let sqlite = TestSqlite::new();
+    let url = sqlite.url.as_str();
+    let cases: &[&[&str]] = &[
+        &["transfer", "--count", "0"],
+        &["points", "abc"],
+        &["transfer", "--count", "3", "--duration", "5s"],
+        &["--database-url", "mysql://u@h/db", "balance"],
+        &["--database-url", url, "transfer"],
+        &[
+            "--database-url",
+            "postgresql://u@127.0.0.1:1/bank",
+            "balance",
+        ],
+    ];
+    for args in cases {
+        let output = run(sqlite.dir.path(), args, &[]);
+        assert!(!output.status.success(), "{}", describe(&output));
+        let stderr = stderr_of(&output);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(
+            first.starts_with("roachbank: error: "),
+            "roachbank {args:?}: {}",
+            describe(&output)
         );
     }
 }
@@ -1353,4 +1449,96 @@ fn sqlite_gets_no_durability_warning() {
         assert_success(&output);
         assert_eq!(stderr_of(&output), "", "{}", describe(&output));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 15. Errors that say the next step
+// ---------------------------------------------------------------------------------------------
+
+/// The hint roachbank gives when the database or the user does not exist yet.
+const INIT_HINT: &str = "run `roachbank init` to create";
+
+/// A database that does not exist yet is what `init` creates: the error line says so.
+#[test]
+fn a_missing_database_suggests_init() {
+    if not_run_on_cockroachdb(
+        "a_missing_database_suggests_init",
+        "CockroachDB accepts a connection to a database that does not exist (its statements \
+         fail later, with the same \"database … does not exist\"), and its init would create it",
+    ) {
+        return;
+    }
+    let name = format!(
+        "rb_missing_{:012x}",
+        rand::random::<u64>() & 0xffff_ffff_ffff
+    );
+    let url = support::server().url_for(&name);
+    let dir = temp_dir();
+    let output = run(dir.path(), &["--database-url", &url, "balance"], &[]);
+    let line = assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        line.contains(&format!("database \"{name}\" does not exist"))
+            && line.contains(INIT_HINT)
+            && line.contains("--admin-url"),
+        "{}",
+        describe(&output)
+    );
+    // init itself, given an admin URL whose database is missing, is not told to run init.
+    let init = run(
+        dir.path(),
+        &["--database-url", &url, "init", "--admin-url", &url],
+        &[],
+    );
+    let line = assert_one_line_error(&init);
+    assert!(
+        line.contains("does not exist") && !line.contains(INIT_HINT),
+        "{}",
+        describe(&init)
+    );
+}
+
+/// So is a user that does not exist yet.
+#[test]
+fn a_missing_user_suggests_init() {
+    if not_run_on_cockroachdb(
+        "a_missing_user_suggests_init",
+        "PostgreSQL's login refusal names the missing role (role \"…\" does not exist)",
+    ) {
+        return;
+    }
+    let server = support::server();
+    let url = format!(
+        "postgresql://rb_nobody@{}:{}/postgres?sslmode=disable",
+        server.host(),
+        server.port()
+    );
+    let dir = temp_dir();
+    let output = run(dir.path(), &["--database-url", &url, "balance"], &[]);
+    let line = assert_one_line_error(&output);
+    assert!(
+        line.contains("role \"rb_nobody\" does not exist") && line.contains(INIT_HINT),
+        "{}",
+        describe(&output)
+    );
+}
+
+/// A SQLite file in a directory that does not exist: the line names the directory.
+#[test]
+fn a_sqlite_file_in_a_missing_directory_names_the_directory() {
+    let dir = temp_dir();
+    let missing = dir.path().join("no-such-dir");
+    let url = format!("sqlite://{}", missing.join("bank.db").display());
+    let output = run(dir.path(), &["--database-url", &url, "balance"], &[]);
+    let line = assert_one_line_error(&output);
+    assert!(
+        line.contains(&format!("directory {} does not exist", missing.display())),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        dir_entries(dir.path()).is_empty(),
+        "{:?}",
+        dir_entries(dir.path())
+    );
 }

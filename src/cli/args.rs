@@ -8,8 +8,11 @@ use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
 /// points, and check the totals — on CockroachDB, PostgreSQL or an embedded SQLite file.
+// `arg_required_else_help = false`: without a command clap would answer with the whole help on
+// stderr (whose first line, the description, was all `main` printed); this way it reports a
+// missing command as an error with the usage and the list of commands, like any other refusal.
 #[derive(Debug, Parser)]
-#[command(name = "roachbank", version, about, long_about = None)]
+#[command(name = "roachbank", version, about, long_about = None, arg_required_else_help = false)]
 pub struct Cli {
     /// Database URL: postgresql://…, cockroachdb://…, sqlite://PATH or a *.db path.
     /// Default: DATABASE_URL from the environment or .env, else the SQLite file bank.db.

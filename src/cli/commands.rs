@@ -3,6 +3,7 @@
 
 use super::args::{Cli, Command};
 use super::error::{CliError, StdoutError};
+use super::hint;
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
 use roachbank::bank::audit::{self, AuditReport};
@@ -137,7 +138,10 @@ impl Invocation<'_> {
         let db = Database::open_checked(self.config.clone(), &options, |flavor| {
             refuse_unsupported(&self.cli.command, flavor)
         })
-        .map_err(CliError::from_open)?;
+        .map_err(|err| {
+            let hint = hint::after_failed_open(&err.to_string(), self.config);
+            CliError::from_open(err).with_hint(hint)
+        })?;
         let policy = RetryPolicy {
             max_retries: self.cli.max_retries,
             ..RetryPolicy::default()

@@ -1,6 +1,8 @@
 //! The command line's one error type, and the one place that turns how a run ended into its
-//! exit code and its one line on stderr: 0 on success, 2 for bad usage, 1 for a failure, and
-//! 130/143 for a run a signal cut short. `anyhow` stops here: the library's errors are typed.
+//! exit code and its one line on stderr (`roachbank: error: …`, whoever found the error; a
+//! command line clap refuses may add its short usage block): 0 on success, 2 for bad usage, 1
+//! for a failure, and 130/143 for a run a signal cut short. `anyhow` stops here: the library's
+//! errors are typed.
 
 use super::interrupt::Signal;
 use roachbank::db::config::ConfigError;
@@ -71,6 +73,21 @@ impl CliError {
         }
     }
 
+    /// The same error, its line ending with `; ` and `hint` (the next step it makes obvious), if
+    /// there is one. A failure keeps its line, not its chain of causes.
+    pub fn with_hint(self, hint: Option<String>) -> Self {
+        let Some(hint) = hint else {
+            return self;
+        };
+        match self {
+            CliError::Usage(message) => CliError::Usage(format!("{message}; {hint}")),
+            CliError::Failed(err) => {
+                CliError::Failed(anyhow::anyhow!("{}; {hint}", error_line(&err)))
+            }
+            args @ CliError::Args(_) => args,
+        }
+    }
+
     /// The same error, its line starting with `context: `.
     pub fn context(self, context: &str) -> Self {
         match self {
@@ -103,10 +120,7 @@ pub fn conclude(
             ExitCode::SUCCESS
         }
         Err(CliError::Args(err)) => {
-            let rendered = err.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            let first = redactor.scrub(first.trim_start_matches("error: ").trim());
-            note!("roachbank: {first}");
+            note!("{}", redactor.scrub(&clap_error_block(&err)));
             ExitCode::from(EXIT_USAGE)
         }
         Err(CliError::Usage(message)) => {
@@ -123,6 +137,33 @@ pub fn conclude(
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// clap's refusal in roachbank's one error style: its first line as `roachbank: error: …`, then
+/// whatever else clap says — the possible values, a tip ("a similar subcommand exists:
+/// 'transfer'"), the usage, the commands there are, its pointer to `--help` — as one block,
+/// without the blank lines between. A refusal that clap says all of in its first line (an
+/// invalid number, say) stays that one line.
+fn clap_error_block(err: &clap::Error) -> String {
+    // Plain text: `render` styles for a terminal only through `ansi()`.
+    let rendered = err.render().to_string();
+    let mut lines = rendered.lines().filter(|line| !line.trim().is_empty());
+    let first = lines.next().unwrap_or("invalid arguments").trim();
+    let mut block = format!(
+        "roachbank: error: {}",
+        first.strip_prefix("error: ").unwrap_or(first)
+    );
+    let rest: Vec<&str> = lines.map(str::trim_end).collect();
+    let only_points_to_help = rest
+        .iter()
+        .all(|line| line.starts_with("For more information"));
+    if !only_points_to_help {
+        for line in rest {
+            block.push('\n');
+            block.push_str(line);
+        }
+    }
+    block
 }
 
 /// The kind of the failed write to stdout that `err` is, if it is one.

@@ -98,6 +98,15 @@ pub fn not_run_on_postgresql(test: &str, hook: &str) -> bool {
     false
 }
 
+/// The tables the tutorial's SQLAlchemy models make with `create_all` (`Integer` primary keys
+/// become SERIAL; `balance` and the coordinates are nullable), with a few rows: what roachbank
+/// adopts (`tests/adopt.rs`, `tests/schema.rs`).
+pub const TUTORIAL_TABLES: &str = "\
+    CREATE TABLE accounts (id SERIAL NOT NULL, balance INTEGER, PRIMARY KEY (id)); \
+    CREATE TABLE points (id SERIAL NOT NULL, x FLOAT, y FLOAT, z FLOAT, PRIMARY KEY (id)); \
+    INSERT INTO accounts (id, balance) VALUES (1, 100), (2, 250), (3, 0); \
+    INSERT INTO points (x, y, z) VALUES (1.5, 2.5, 3.5), (4.0, 5.0, 6.0)";
+
 /// Creates `fail_first(k)`, a test-only PL/pgSQL function that raises 40001 ("restart
 /// transaction") on its first `k` calls in the database, then returns. Its counter is a
 /// sequence, which rollbacks do not undo.

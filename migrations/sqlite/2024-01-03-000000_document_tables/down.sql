@@ -1,0 +1,1 @@
+-- Nothing to undo: up.sql changes nothing on SQLite (see there).

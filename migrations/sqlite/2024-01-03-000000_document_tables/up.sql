@@ -1,0 +1,4 @@
+-- Deliberately changes nothing. The server set's migration of this version stores the tables'
+-- documentation with COMMENT ON, which SQLite does not have (and `diesel print-schema` reads no
+-- comments from SQLite). It exists so that both sets keep the same versions: a database's latest
+-- version means the same schema whichever backend holds it.
