@@ -465,7 +465,6 @@ fn bad_arguments_fail_with_one_line_and_write_nothing() {
         &["seed", "--accounts", "0"],
         &["seed", "--accounts", "x"],
         &["transfer", "--count", "0"],
-        &["transfer", "--style", "fastest"],
         // SQLite has no data-modifying WITH: refused before bank.db is created.
         &["transfer", "--style", "one-statement"],
         &["--database-url", "mysql://u:pw@h/db", "balance"],
@@ -518,6 +517,11 @@ fn misspelt_command_or_flag_gets_a_did_you_mean_and_the_usage() {
             &["points", "5", "--method", "cpy"],
             "roachbank: error: invalid value 'cpy' for '--method <METHOD>'",
             "tip: a similar value exists: 'copy'",
+        ),
+        (
+            &["transfer", "--style", "tutorail"],
+            "roachbank: error: invalid value 'tutorail' for '--style <STYLE>'",
+            "tip: a similar value exists: 'tutorial'",
         ),
     ];
     for (args, first, tip) in cases {
