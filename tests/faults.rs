@@ -552,6 +552,36 @@ fn transfer_with_commit_cut(flavor: Flavor, style: TransferStyle, statement: &st
     assert_attempts_fit_the_cut(cut, committed.attempts, tally.ledger_inserts(), &label);
 }
 
+/// The probe's own connection can be lost too: its next round must get a fresh one, not the
+/// dead connection back from the pool (lost outside a transaction, Diesel does not mark it
+/// broken), or the outcome is reported unknown although the server is there to ask.
+#[test]
+fn a_probe_whose_connection_is_lost_asks_again_on_a_fresh_connection() {
+    let label = "commit landed, answer lost, then the probe's link cut";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_probe_cut", 10);
+    let (database, tally) = open(&url, 2, Some(Flavor::PostgreSql));
+    proxy.cut_after(ONE_STATEMENT_TRANSFER);
+    // The probe's statement is prepared on its fresh connection first: the link goes there,
+    // in Diesel's prepare, which leaves the connection unmarked.
+    proxy.cut_instead_of_preparing("FROM \"transfers\" WHERE");
+    let result = bank::transfer_in_style(&database, &policy(), TransferStyle::OneStatement);
+    assert_eq!(
+        proxy.cuts(),
+        2,
+        "{label}: the statement's link and the probe's were cut"
+    );
+    let committed = result.unwrap_or_else(|err| panic!("{label}: expected Ok, got {err:?}"));
+    assert_eq!(committed.attempts, 1, "{label}: settled by the probe");
+    assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+    assert_books_balance(
+        &db,
+        &database,
+        std::slice::from_ref(&committed.value),
+        label,
+    );
+}
+
 /// Landed: the probe resolved it and the work ran once. Never arrived: it was retried, and
 /// every attempt ran the work (one ledger INSERT — a seed of 50 deposits fits in one) once.
 fn assert_attempts_fit_the_cut(cut: Cut, attempts: u32, ledger_inserts: u64, label: &str) {

@@ -1,6 +1,7 @@
 //! Settling a commit whose outcome is unknown: ask the caller's probe, on a fresh connection,
 //! whether the work's effect is there.
 
+use super::connection::RetryConnection;
 use super::error::DatabaseErrorSource;
 use super::policy::RetryPolicy;
 use super::source::ConnectionSource;
@@ -46,7 +47,11 @@ where
                 Ok(Some(value)) => return Outcome::Committed(value),
                 Ok(None) => return Outcome::NotFound,
                 Err(error) => match error.database_error().map(classify) {
-                    Some(ErrorClass::Retryable | ErrorClass::ConnectionLost) => {}
+                    Some(ErrorClass::Retryable) => {}
+                    // Lost outside a transaction, the connection is not marked broken by
+                    // Diesel: without this the pool would hand the same dead one back to
+                    // every round.
+                    Some(ErrorClass::ConnectionLost) => conn.discard(),
                     _ => return Outcome::Unknown,
                 },
             }

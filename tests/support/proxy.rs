@@ -15,9 +15,10 @@
 //! holding it (libpq sends its Bind and Execute in the same write), or the Bind of a statement
 //! prepared earlier on the connection from such a text. Preparing a named statement runs
 //! nothing, so its Parse alone does not trigger — a statement Diesel keeps prepared is cut
-//! when it is executed, as it is on every use after its first.
+//! when it is executed, as it is on every use after its first. Triggers armed one after
+//! another fire in that order, each once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,8 +32,9 @@ pub struct CuttingProxy {
 }
 
 struct ProxyState {
-    /// What triggers a cut (`None`: forward everything).
-    cut_on: Mutex<Option<Trigger>>,
+    /// What triggers the next cuts, in order: only the first is watched for, and it is
+    /// dropped when it fires (empty: forward everything).
+    cut_on: Mutex<VecDeque<Trigger>>,
     /// How many connections were cut.
     cuts: AtomicUsize,
     closed: AtomicBool,
@@ -42,6 +44,8 @@ struct ProxyState {
 struct Trigger {
     needle: Vec<u8>,
     action: Action,
+    /// Fire when a statement holding the needle is prepared (a named Parse), not run.
+    on_prepare: bool,
 }
 
 /// What a trigger does to the read holding its statement.
@@ -61,7 +65,7 @@ impl CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy's port");
         let port = listener.local_addr().expect("proxy address").port();
         let state = Arc::new(ProxyState {
-            cut_on: Mutex::new(None),
+            cut_on: Mutex::new(VecDeque::new()),
             cuts: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
         });
@@ -112,10 +116,22 @@ impl CuttingProxy {
         self.arm(statement, Action::Swallow);
     }
 
+    /// From now on, cut the next connection whose client *prepares* a named statement holding
+    /// `statement` (Diesel does on a statement's first use on a connection), without
+    /// forwarding it: the connection is lost before anything ran.
+    pub fn cut_instead_of_preparing(&self, statement: &str) {
+        self.arm_with(statement, Action::DropAndCut, true);
+    }
+
     fn arm(&self, statement: &str, action: Action) {
-        *self.state.cut_on.lock().unwrap() = Some(Trigger {
+        self.arm_with(statement, action, false);
+    }
+
+    fn arm_with(&self, statement: &str, action: Action, on_prepare: bool) {
+        self.state.cut_on.lock().unwrap().push_back(Trigger {
             needle: statement.as_bytes().to_vec(),
             action,
+            on_prepare,
         });
     }
 
@@ -155,16 +171,23 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 Ok(n) => n,
             };
             let chunk = &buffer[..n];
-            let run = statements_run(chunk, &mut prepared);
+            let (run, prepared_now) = statements_sent(chunk, &mut prepared);
             // `Some(action)` when this read triggers the cut.
             let hit = {
                 let mut trigger = state.cut_on.lock().unwrap();
                 let hit = trigger
-                    .as_ref()
-                    .filter(|armed| run.iter().any(|text| contains(text, &armed.needle)))
+                    .front()
+                    .filter(|armed| {
+                        let texts = if armed.on_prepare {
+                            &prepared_now
+                        } else {
+                            &run
+                        };
+                        texts.iter().any(|text| contains(text, &armed.needle))
+                    })
                     .map(|armed| armed.action);
                 if hit.is_some() {
-                    *trigger = None;
+                    trigger.pop_front();
                 }
                 hit
             };
@@ -227,12 +250,15 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
             .any(|window| window == needle)
 }
 
-/// The texts of the statements `chunk` (one read of the client's messages) runs: simple
+/// The texts of the statements `chunk` (one read of the client's messages) runs — simple
 /// queries, unnamed Parses, and Binds of statements prepared earlier on this connection, whose
-/// texts `prepared` keeps by name. A read that is not a run of whole messages (the startup
-/// message) counts as one text.
-fn statements_run(chunk: &[u8], prepared: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec<Vec<u8>> {
-    let mut run = Vec::new();
+/// texts `prepared` keeps by name — and of those it prepares (named Parses). A read that is not
+/// a run of whole messages (the startup message) counts as one text run.
+fn statements_sent(
+    chunk: &[u8],
+    prepared: &mut HashMap<Vec<u8>, Vec<u8>>,
+) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut run, mut prepared_now) = (Vec::new(), Vec::new());
     let mut rest = chunk;
     while !rest.is_empty() {
         let Some(length) = rest
@@ -240,7 +266,7 @@ fn statements_run(chunk: &[u8], prepared: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec
             .map(|bytes| u32::from_be_bytes(bytes.try_into().unwrap()) as usize)
             .filter(|length| rest[0].is_ascii_uppercase() && *length >= 4 && *length < rest.len())
         else {
-            return vec![chunk.to_vec()];
+            return (vec![chunk.to_vec()], Vec::new());
         };
         let mut fields = rest[5..1 + length].split(|byte| *byte == 0);
         match rest[0] {
@@ -251,6 +277,7 @@ fn statements_run(chunk: &[u8], prepared: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec
                 if name.is_empty() {
                     run.push(text);
                 } else {
+                    prepared_now.push(text.clone());
                     prepared.insert(name, text);
                 }
             }
@@ -265,5 +292,5 @@ fn statements_run(chunk: &[u8], prepared: &mut HashMap<Vec<u8>, Vec<u8>>) -> Vec
         }
         rest = &rest[1 + length..];
     }
-    run
+    (run, prepared_now)
 }
