@@ -9,11 +9,9 @@ use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
 use roachbank::bank::{self, TransferStyle};
 use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
-use roachbank::db::durability::{durability_warning, durability_warning_on};
+use roachbank::db::durability::durability_warning;
 use roachbank::db::redact::Redactor;
-use roachbank::db::{
-    echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, Flavor,
-};
+use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, Flavor};
 use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
 use roachbank::workload::points::PointsRun;
@@ -208,16 +206,12 @@ fn init(invocation: &mut Invocation<'_>, admin_url: Option<&str>) -> Result<(), 
     }
     let plan = InitPlan::new(invocation.config, admin.as_ref()).map_err(CliError::from_init)?;
     let options = invocation.connect_options()?;
-    let report = init::init(&plan, &options)
+    let (report, db) = init::init(&plan, &options)
         .map_err(|err| CliError::from_init(err).context("init failed"))?;
     print_init(&report)?;
-    // Asked on a session of the user init set up, as the other commands would ask.
-    if report.flavor != Flavor::Sqlite {
-        let manager = DbConnectionManager::new(invocation.config.clone(), &options);
-        if let Ok(mut conn) = manager.establish() {
-            warn_if_not_durable(durability_warning_on(&mut conn, report.flavor));
-        }
-    }
+    // Asked on the session of the user init set up (the one that migrated), as the other
+    // commands ask.
+    warn_if_not_durable(durability_warning(&db));
     Ok(())
 }
 

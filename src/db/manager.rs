@@ -10,7 +10,7 @@ use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
 use diesel::connection::{Instrumentation, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Builds a fresh [`Instrumentation`] for each new connection (tests use it to record the
@@ -100,6 +100,9 @@ pub struct DbConnectionManager {
     idle_in_transaction_timeout: Duration,
     /// The URL's own password and `options.redactor`'s secrets.
     redactor: Redactor,
+    /// A connection made before the pool (the one `Database::open` migrates on), which the
+    /// pool's first `connect` takes instead of opening another.
+    spare: Mutex<Option<DbConnection>>,
 }
 
 impl DbConnectionManager {
@@ -116,7 +119,14 @@ impl DbConnectionManager {
             idle_in_transaction_timeout: options.idle_in_transaction_timeout,
             stall_timeout: options.stall_timeout,
             redactor,
+            spare: Mutex::new(None),
         }
+    }
+
+    /// Hands `conn`, a connection this manager made, to the pool: its first `connect` returns it
+    /// instead of opening another, so a command that opened the database on it connects once.
+    pub fn keep_for_pool(&self, conn: DbConnection) {
+        *self.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 
     /// The configuration this manager connects with.
@@ -275,7 +285,21 @@ impl r2d2::ManageConnection for DbConnectionManager {
     type Error = DbError;
 
     fn connect(&self) -> Result<DbConnection, DbError> {
-        self.establish()
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match spare {
+            Some(mut conn) => {
+                if conn.is_broken() {
+                    self.establish()
+                } else {
+                    Ok(conn)
+                }
+            }
+            None => self.establish(),
+        }
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {
