@@ -14,6 +14,7 @@ pub mod error;
 pub mod flavor;
 pub mod manager;
 pub mod redact;
+pub mod sqlstate;
 pub mod stall;
 pub mod url;
 
@@ -28,4 +29,5 @@ pub use manager::{
     PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT, MAX_STATEMENT_TIMEOUT, STALL_GRACE,
 };
 pub use redact::Redactor;
+pub use sqlstate::{cockroach_retry_reason, sqlstate};
 pub use url::ConnectionUrl;

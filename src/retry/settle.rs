@@ -3,6 +3,7 @@
 
 use super::error::DatabaseErrorSource;
 use super::policy::RetryPolicy;
+use super::report;
 use super::source::ConnectionSource;
 use crate::db::{classify, ErrorClass};
 
@@ -41,17 +42,26 @@ where
         return Outcome::Unknown;
     };
     for round in 1..=PROBE_TRIES {
-        if let Ok(mut conn) = source.checkout() {
-            match probe(&mut conn) {
+        let wait = policy.backoff(round);
+        match source.checkout() {
+            Ok(mut conn) => match probe(&mut conn) {
                 Ok(Some(value)) => return Outcome::Committed(value),
                 Ok(None) => return Outcome::NotFound,
-                Err(error) => match error.database_error().map(classify) {
-                    Some(ErrorClass::Retryable | ErrorClass::ConnectionLost) => {}
+                Err(error) => match error.database_error() {
+                    Some(db_error)
+                        if matches!(
+                            classify(db_error),
+                            ErrorClass::Retryable | ErrorClass::ConnectionLost
+                        ) =>
+                    {
+                        report::probe_failed(round, report::sqlstate_of(&error), db_error, wait);
+                    }
                     _ => return Outcome::Unknown,
                 },
-            }
+            },
+            Err(error) => report::probe_failed(round, None, &error, wait),
         }
-        std::thread::sleep(policy.backoff(round));
+        std::thread::sleep(wait);
     }
     Outcome::Unknown
 }
