@@ -95,7 +95,7 @@ struct Invocation<'a> {
 
 impl Invocation<'_> {
     /// Called once, when the command has checked what it was given and is about to connect:
-    /// sets up --echo (its connection events scrubbed by the redactor as it is now), refuses
+    /// sets up --echo and -v (their output scrubbed by the redactor as it is now), refuses
     /// what SQLite cannot do before the file is created, says so when the embedded SQLite
     /// default is used, and returns the options to connect with.
     fn connect_options(&self) -> Result<ConnectOptions, CliError> {
@@ -104,6 +104,7 @@ impl Invocation<'_> {
             echo_connection_events(self.redactor.clone())
                 .map_err(|err| anyhow::anyhow!(one_line(&err.to_string())))?;
         }
+        super::log::install(cli.verbose, cli.echo, self.redactor.clone())?;
         if config.backend() == Backend::Sqlite {
             refuse_unsupported(&cli.command, Flavor::Sqlite).map_err(CliError::Usage)?;
         }

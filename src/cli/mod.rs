@@ -7,3 +7,4 @@ pub mod commands;
 pub mod dotenv;
 pub mod error;
 pub mod interrupt;
+pub mod log;

@@ -3,7 +3,7 @@
 
 use super::config::{Backend, DatabaseConfig};
 use super::conninfo::ConnInfo;
-use super::echo::ConnectionHooks;
+use super::echo::{ConnectionHooks, Echo};
 use super::redact::Redactor;
 use super::stall::{self, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
@@ -22,7 +22,9 @@ pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Sen
 pub struct ConnectOptions {
     /// Most connections the pool holds (size it to the number of workers).
     pub pool_size: u32,
-    /// Print every SQL statement with its binds on stderr (`--echo`).
+    /// Report every SQL statement with its binds, and every connection attempt, as `tracing`
+    /// events on [`ECHO_TARGET`](super::ECHO_TARGET) (`--echo`; see [`super::echo`]). Off by
+    /// default: binds can hold data an application's log should not.
     pub echo: bool,
     /// Extra instrumentation installed on every connection.
     pub instrumentation: Option<InstrumentationFactory>,
@@ -175,7 +177,7 @@ impl DbConnectionManager {
         };
         if self.echo || self.instrumentation.is_some() || watch.is_some() {
             conn.set_instrumentation(ConnectionHooks {
-                echo: self.echo.then(|| self.redactor.clone()),
+                echo: self.echo.then(|| Echo::new(self.redactor.clone())),
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
                 stall: watch,
             });

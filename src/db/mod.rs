@@ -3,6 +3,7 @@
 //! the classification of database errors, the connection URL and the redaction of its secrets.
 //! Nothing here knows about transactions, migrations or the bank.
 
+pub mod binds;
 pub mod classify;
 pub mod config;
 pub mod connection;
@@ -21,7 +22,7 @@ pub mod url;
 pub use classify::{classify, ErrorClass};
 pub use connection::DbConnection;
 pub use database::Database;
-pub use echo::echo_connection_events;
+pub use echo::{echo_connection_events, ECHO_TARGET};
 pub use error::{one_line, DbError};
 pub use flavor::Flavor;
 pub use manager::{
