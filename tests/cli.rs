@@ -16,7 +16,7 @@ use support::bin::{
     command, describe, dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, Started,
     DEFAULT_DEADLINE,
 };
-use support::{not_run_on_cockroachdb, TestDb, TestSqlite};
+use support::{echo, not_run_on_cockroachdb, TestDb, TestSqlite};
 
 /// The announcement the binary makes when it falls back to the embedded SQLite file.
 const DEFAULT_ANNOUNCEMENT: &str = "using the embedded SQLite file bank.db";
@@ -749,17 +749,25 @@ fn right_password_seeds_and_echo_shows_sql_but_never_the_password() {
     );
     assert_success(&echo);
     let stderr = stderr_of(&echo);
-    for expected in [
-        "INSERT INTO",
-        "BEGIN",
-        "connecting to postgresql://pwuser:***@",
-    ] {
-        assert!(
-            stderr.contains(expected),
-            "--echo output lacks {expected:?}: {}",
-            describe(&echo)
-        );
-    }
+    assert!(
+        echo::records(&stderr)
+            .iter()
+            .any(|record| record.target == echo::ENGINE
+                && record
+                    .message
+                    .starts_with("connecting to postgresql://pwuser:***@")),
+        "--echo did not show the connection, password hidden: {}",
+        describe(&echo)
+    );
+    let statements = echo::statements(&stderr);
+    let begin = find_statement(&statements, "BEGIN", &echo);
+    assert_eq!(
+        (begin.cache.as_str(), begin.parameters.as_str()),
+        ("raw sql", "()")
+    );
+    // Five accounts, an id and a balance each, on the line after the INSERT.
+    let insert = find_statement(&statements, "INSERT INTO \"accounts\"", &echo);
+    assert_eq!(values(&insert.parameters).len(), 10, "{insert:?}");
     assert_not_leaked(&echo, RIGHT_PASSWORD);
     assert_eq!(db.psql("SELECT count(*) FROM accounts"), "10");
 }
@@ -852,15 +860,243 @@ fn sqlite_echo_shows_begin_immediate_insert_and_commit() {
         &[],
     );
     assert_success(&output);
-    let stderr = stderr_of(&output);
-    for expected in ["BEGIN IMMEDIATE", "COMMIT", "INSERT INTO `accounts`"] {
-        assert!(
-            stderr.contains(expected),
-            "--echo output lacks {expected:?}: {}",
-            describe(&output)
-        );
+    let statements = echo::statements(&stderr_of(&output));
+    for control in ["BEGIN IMMEDIATE", "COMMIT"] {
+        let statement = find_statement(&statements, control, &output);
+        assert_eq!(statement.parameters, "()", "{statement:?}");
     }
+    // Three accounts, an id and a balance each.
+    let insert = find_statement(&statements, "INSERT INTO `accounts`", &output);
+    assert_eq!(values(&insert.parameters).len(), 6, "{insert:?}");
     assert_eq!(sqlite_count(&sqlite.path, "accounts"), 3);
+}
+
+/// The first echoed statement starting with `start`.
+fn find_statement<'s>(
+    statements: &'s [echo::Statement],
+    start: &str,
+    output: &Output,
+) -> &'s echo::Statement {
+    statements
+        .iter()
+        .find(|statement| statement.sql.starts_with(start))
+        .unwrap_or_else(|| panic!("--echo shows no {start:?} statement: {}", describe(output)))
+}
+
+/// The values of a Python tuple of integers and `None`s, as `--echo` shows binds.
+fn values(tuple: &str) -> Vec<String> {
+    tuple
+        .trim_start_matches('(')
+        .trim_end_matches(')')
+        .split(',')
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What every `--echo` run shows: each record timestamped (now), each statement once with its
+/// binds on the next line (`echo::statements` checks that), one connection, and the migration
+/// check once.
+fn assert_echo_of_one_command(output: &Output) -> Vec<echo::Statement> {
+    assert_success(output);
+    let stderr = stderr_of(output);
+    let records = echo::records(&stderr);
+    assert!(!records.is_empty(), "nothing echoed: {}", describe(output));
+    for record in &records {
+        echo::assert_recent(record.time, Duration::from_secs(120));
+    }
+    let connecting = records
+        .iter()
+        .filter(|record| record.message.starts_with("connecting to "))
+        .count();
+    assert_eq!(
+        connecting,
+        1,
+        "connected more than once: {}",
+        describe(output)
+    );
+    let statements = echo::statements(&stderr);
+    let migration_checks = statements
+        .iter()
+        .filter(|statement| statement.sql.contains("__diesel_schema_migrations"))
+        .count();
+    assert_eq!(
+        migration_checks,
+        1,
+        "the migration check is not one statement: {}",
+        describe(output)
+    );
+    statements
+}
+
+#[test]
+fn echo_shows_each_statement_once_timestamped_with_its_binds_on_the_next_line() {
+    let db = TestDb::new("cli_echo_format");
+    let dir = temp_dir();
+    let seed = run(
+        dir.path(),
+        &["--database-url", &db.url, "seed", "--accounts", "10"],
+        &[],
+    );
+    assert_success(&seed);
+
+    let output = run(
+        dir.path(),
+        &["--database-url", &db.url, "--echo", "transfer"],
+        &[],
+    );
+    let statements = assert_echo_of_one_command(&output);
+    // The session set-up is text sent as it is; everything after it is built by Diesel.
+    let setup = &statements[0];
+    assert!(setup.sql.starts_with("SET "), "{setup:?}");
+    assert_eq!(
+        (setup.cache.as_str(), setup.parameters.as_str()),
+        ("raw sql", "()")
+    );
+    let detect = find_statement(&statements, "SELECT version()", &output);
+    assert!(detect.cache.starts_with("generated in "), "{detect:?}");
+    // The one-statement transfer, once: its SQL over several lines, then its three binds (two
+    // random starting points and the ledger id) on the line after it.
+    let transfers: Vec<_> = statements
+        .iter()
+        .filter(|statement| statement.sql.contains("INSERT INTO transfers"))
+        .collect();
+    assert_eq!(transfers.len(), 1, "{}", describe(&output));
+    assert!(transfers[0].sql.contains('\n'), "{:?}", transfers[0]);
+    let binds = values(&transfers[0].parameters);
+    assert_eq!(binds.len(), 3, "{:?}", transfers[0]);
+    assert!(
+        binds.iter().all(|value| value.parse::<i64>().is_ok()),
+        "{:?}",
+        transfers[0]
+    );
+    assert_eq!(
+        statements
+            .iter()
+            .filter(|statement| statement.sql == "SELECT version()")
+            .count(),
+        1,
+        "{}",
+        describe(&output)
+    );
+}
+
+#[test]
+fn sqlite_echo_of_an_up_to_date_file_connects_once_and_checks_migrations_once() {
+    let sqlite = TestSqlite::new();
+    let cwd = sqlite.dir.path();
+    let seed = run(
+        cwd,
+        &["--database-url", &sqlite.url, "seed", "--accounts", "3"],
+        &[],
+    );
+    assert_success(&seed);
+    let output = run(
+        cwd,
+        &["--database-url", &sqlite.url, "--echo", "balance"],
+        &[],
+    );
+    let statements = assert_echo_of_one_command(&output);
+    assert!(
+        statements
+            .iter()
+            .all(|statement| !statement.sql.starts_with("CREATE")),
+        "an up-to-date file gets no DDL: {}",
+        describe(&output)
+    );
+    let pragma = find_statement(&statements, "PRAGMA busy_timeout", &output);
+    assert_eq!(pragma.cache, "raw sql");
+    let total = find_statement(&statements, "SELECT COUNT(*)", &output);
+    assert_eq!(total.parameters, "(1,)", "{total:?}");
+}
+
+/// A PL/pgSQL trigger on `transfers` that makes the first `k` inserts raise 40001, through the
+/// suite's `fail_first` injector.
+fn conflict_on_first_transfers(db: &TestDb, k: u32) {
+    db.psql(support::CONFLICT_INJECTOR);
+    db.psql(&format!(
+        "CREATE FUNCTION conflict_on_transfer() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM fail_first({k}); RETURN NEW; END $$; \
+         CREATE TRIGGER conflict BEFORE INSERT ON transfers \
+         FOR EACH ROW EXECUTE FUNCTION conflict_on_transfer();"
+    ));
+}
+
+#[test]
+fn verbose_shows_each_retry_with_its_sqlstate_and_wait() {
+    if not_run_on_cockroachdb(
+        "verbose_shows_each_retry_with_its_sqlstate_and_wait",
+        "conflicts are injected by a test-only PL/pgSQL trigger raising 40001",
+    ) {
+        return;
+    }
+    let db = TestDb::new("cli_verbose_retries");
+    let dir = temp_dir();
+    let seed = run(
+        dir.path(),
+        &["--database-url", &db.url, "seed", "--accounts", "5"],
+        &[],
+    );
+    assert_success(&seed);
+    conflict_on_first_transfers(&db, 2);
+
+    let output = run(
+        dir.path(),
+        &["--database-url", &db.url, "-v", "transfer"],
+        &[],
+    );
+    assert_success(&output);
+    assert!(
+        stdout_of(&output).contains("(3 attempts)"),
+        "{}",
+        describe(&output)
+    );
+    let stderr = stderr_of(&output);
+    let retries: Vec<_> = echo::records(&stderr)
+        .into_iter()
+        .filter(|record| record.target == echo::RETRY)
+        .collect();
+    assert_eq!(retries.len(), 2, "{}", describe(&output));
+    for (attempt, retry) in (1..).zip(&retries) {
+        echo::assert_recent(retry.time, Duration::from_secs(120));
+        assert_eq!(retry.level, "INFO", "{retry:?}");
+        for expected in [
+            "retrying transaction ".to_string(),
+            format!(" attempt={attempt} "),
+            " sqlstate=40001 ".to_string(),
+            " next=new_transaction ".to_string(),
+            " backoff_ms=".to_string(),
+            " flavor=PostgreSQL ".to_string(),
+            "injected conflict".to_string(),
+        ] {
+            assert!(
+                retry.message.contains(&expected),
+                "{expected:?} in {retry:?}"
+            );
+        }
+    }
+    // No statements without --echo.
+    assert!(
+        echo::statements(&stderr).is_empty(),
+        "{}",
+        describe(&output)
+    );
+
+    // Without -v the retries happen all the same, silently.
+    db.psql("SELECT setval('injected_conflicts', 1, false)");
+    let quiet = run(dir.path(), &["--database-url", &db.url, "transfer"], &[]);
+    assert_success(&quiet);
+    assert!(
+        stdout_of(&quiet).contains("(3 attempts)"),
+        "{}",
+        describe(&quiet)
+    );
+    assert!(
+        echo::records(&stderr_of(&quiet)).is_empty(),
+        "{}",
+        describe(&quiet)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

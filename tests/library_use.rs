@@ -13,13 +13,19 @@ use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::retry::{
     run_transaction, run_transaction_exactly_once, ConnectionSource, Flavored, RetryPolicy,
-    TransactionError,
+    TransactionError, RETRY_TARGET,
 };
 use roachbank::schema::accounts;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::proxy::CuttingProxy;
 use support::{not_run_on_cockroachdb, server, target::Target, TestDb, TestSqlite};
+use tracing::field::{Field, Visit};
+use tracing::{Level, Subscriber};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::Layer;
 
 diesel::table! {
     /// A user's own table, unknown to roachbank.
@@ -133,6 +139,163 @@ fn a_plain_diesel_pg_pool_retries_40001_in_new_serializable_transactions_and_com
     );
 }
 
+/// One `tracing` event as an application's own subscriber sees it.
+#[derive(Debug, Clone)]
+struct Seen {
+    level: Level,
+    target: String,
+    /// The span it happened in.
+    span: Option<String>,
+    /// Every field, `message` included, as text.
+    fields: BTreeMap<String, String>,
+}
+
+impl Seen {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).map(String::as_str)
+    }
+}
+
+/// A subscriber layer of the application's own: it keeps every event.
+#[derive(Clone, Default)]
+struct Collector(Arc<Mutex<Vec<Seen>>>);
+
+impl Collector {
+    /// The events of `run_transaction` whose message is `message`.
+    fn retry_events(&self, message: &str) -> Vec<Seen> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|seen| seen.target == RETRY_TARGET && seen.field("message") == Some(message))
+            .cloned()
+            .collect()
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Collector {
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        struct Fields(BTreeMap<String, String>);
+        impl Visit for Fields {
+            fn record_str(&mut self, field: &Field, value: &str) {
+                self.0.insert(field.name().to_string(), value.to_string());
+            }
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                self.0
+                    .insert(field.name().to_string(), format!("{value:?}"));
+            }
+        }
+        let mut fields = Fields(BTreeMap::new());
+        event.record(&mut fields);
+        self.0.lock().unwrap().push(Seen {
+            level: *event.metadata().level(),
+            target: event.metadata().target().to_string(),
+            span: ctx.event_span(event).map(|span| span.name().to_string()),
+            fields: fields.0,
+        });
+    }
+}
+
+/// Runs `f` with `collector` as the thread's subscriber, as an application would install its
+/// own.
+fn observed<T>(collector: &Collector, f: impl FnOnce() -> T) -> T {
+    let subscriber = tracing_subscriber::registry().with(collector.clone());
+    tracing::subscriber::with_default(subscriber, f)
+}
+
+#[test]
+fn an_applications_own_subscriber_sees_each_retry_with_its_sqlstate() {
+    const TEST: &str = "an_applications_own_subscriber_sees_each_retry_with_its_sqlstate";
+    if not_run_on_cockroachdb(TEST, NEEDS_PLPGSQL_INJECTOR) {
+        return;
+    }
+    let db = database_with_injector("subscriber_sees_retries");
+    let (pool, _log) = plain_pool(&db.url);
+    let collector = Collector::default();
+    let committed = observed(&collector, || {
+        run_transaction(&pool, &quick_policy(), |conn| {
+            insert_after_two_conflicts(conn, 21)
+        })
+    })
+    .expect("retried to a commit");
+    assert_eq!(committed.attempts, 3);
+
+    let retries = collector.retry_events("retrying transaction");
+    assert_eq!(retries.len(), 2, "{retries:#?}");
+    for (attempt, retry) in (1..).zip(&retries) {
+        assert_eq!(retry.level, Level::INFO, "{retry:?}");
+        assert_eq!(retry.span.as_deref(), Some("run_transaction"), "{retry:?}");
+        assert_eq!(retry.field("attempt"), Some(attempt.to_string().as_str()));
+        assert_eq!(retry.field("sqlstate"), Some("40001"), "{retry:?}");
+        assert_eq!(retry.field("next"), Some("new_transaction"), "{retry:?}");
+        assert_eq!(retry.field("flavor"), Some("PostgreSQL"), "{retry:?}");
+        assert!(retry.field("backoff_ms").is_some(), "{retry:?}");
+        assert!(
+            retry
+                .field("error")
+                .is_some_and(|error| error.contains("injected conflict")),
+            "{retry:?}"
+        );
+        // PostgreSQL's 40001 carries no CockroachDB reason.
+        assert_eq!(retry.field("reason"), None, "{retry:?}");
+    }
+    let committed = collector.retry_events("transaction committed");
+    assert_eq!(committed.len(), 1, "{committed:#?}");
+    assert_eq!(committed[0].level, Level::DEBUG);
+    assert_eq!(committed[0].field("attempts"), Some("3"));
+}
+
+/// `fail_like_cockroach(k)`: raises 40001 on its first `k` calls with the message CockroachDB
+/// sends for a read within the uncertainty interval (cockroachdb/docs
+/// `transaction-retry-error-reference.md`).
+const COCKROACH_SHAPED_INJECTOR: &str = "CREATE SEQUENCE cockroach_conflicts;
+     CREATE FUNCTION fail_like_cockroach(k BIGINT) RETURNS BIGINT LANGUAGE plpgsql AS $$
+     DECLARE n BIGINT := nextval('cockroach_conflicts');
+     BEGIN
+       IF n <= k THEN
+         RAISE EXCEPTION 'restart transaction: TransactionRetryWithProtoRefreshError: ReadWithinUncertaintyIntervalError: read at time 1591009232.376925064,0 encountered previous write with future timestamp 1591009232.493830170,0'
+           USING ERRCODE = '40001';
+       END IF;
+       RETURN n;
+     END $$;";
+
+#[test]
+fn a_subscriber_sees_cockroachdbs_retry_reason_and_no_wait_inside_the_savepoint() {
+    const TEST: &str =
+        "a_subscriber_sees_cockroachdbs_retry_reason_and_no_wait_inside_the_savepoint";
+    if not_run_on_cockroachdb(TEST, NEEDS_PLPGSQL_INJECTOR) {
+        return;
+    }
+    let db = TestDb::new("subscriber_sees_reason");
+    db.psql(CREATE_WALLETS);
+    db.psql(COCKROACH_SHAPED_INJECTOR);
+    let (pool, _log) = plain_pool(&db.url);
+    let bank = Flavored::new(&pool, Flavor::CockroachDb);
+    let collector = Collector::default();
+    let committed = observed(&collector, || {
+        run_transaction(&bank, &quick_policy(), |conn| {
+            diesel::sql_query("SELECT fail_like_cockroach(1)").execute(conn)?;
+            diesel::insert_into(wallets::table)
+                .values((wallets::id.eq(22), wallets::cents.eq(1)))
+                .execute(conn)
+        })
+    })
+    .expect("retried to a commit");
+    assert_eq!(committed.attempts, 2);
+    let retries = collector.retry_events("retrying transaction");
+    assert_eq!(retries.len(), 1, "{retries:#?}");
+    let retry = &retries[0];
+    assert_eq!(retry.field("sqlstate"), Some("40001"), "{retry:?}");
+    assert_eq!(
+        retry.field("reason"),
+        Some("ReadWithinUncertaintyIntervalError"),
+        "{retry:?}"
+    );
+    assert_eq!(retry.field("next"), Some("same_transaction"), "{retry:?}");
+    assert_eq!(retry.field("backoff_ms"), Some("0.0"), "{retry:?}");
+    assert_eq!(retry.field("flavor"), Some("CockroachDB"), "{retry:?}");
+}
+
 #[test]
 fn a_diesel_pg_pool_flavoured_as_cockroachdb_retries_through_the_restart_savepoint() {
     const TEST: &str =
@@ -191,25 +354,37 @@ fn exactly_once_with_a_plain_pool_finds_a_commit_whose_answer_was_lost() {
     let (pool, _log) = plain_pool(&url);
     proxy.cut_after("COMMIT");
     let mut runs = 0;
-    let committed = run_transaction_exactly_once(
-        &pool,
-        &quick_policy(),
-        |conn| {
-            runs += 1;
-            diesel::insert_into(wallets::table)
-                .values((wallets::id.eq(11), wallets::cents.eq(5)))
-                .execute(conn)
-                .map(|_| 11_i64)
-        },
-        |conn| {
-            wallets::table
-                .find(11)
-                .select(wallets::id)
-                .first::<i64>(conn)
-                .optional()
-        },
-    )
+    let collector = Collector::default();
+    let committed = observed(&collector, || {
+        run_transaction_exactly_once(
+            &pool,
+            &quick_policy(),
+            |conn| {
+                runs += 1;
+                diesel::insert_into(wallets::table)
+                    .values((wallets::id.eq(11), wallets::cents.eq(5)))
+                    .execute(conn)
+                    .map(|_| 11_i64)
+            },
+            |conn| {
+                wallets::table
+                    .find(11)
+                    .select(wallets::id)
+                    .first::<i64>(conn)
+                    .optional()
+            },
+        )
+    })
     .expect("the probe settles the lost answer");
+    // The application's subscriber saw the unknown outcome, and how it was settled.
+    let unknown = collector.retry_events("commit outcome unknown");
+    assert_eq!(unknown.len(), 1, "{unknown:#?}");
+    assert_eq!(unknown[0].level, Level::WARN);
+    assert_eq!(unknown[0].field("attempt"), Some("1"));
+    assert_eq!(unknown[0].field("probe"), Some("true"));
+    let settled = collector.retry_events("commit outcome settled by the probe");
+    assert_eq!(settled.len(), 1, "{settled:#?}");
+    assert_eq!(settled[0].field("outcome"), Some("committed"));
     assert_eq!(proxy.cuts(), 1, "the proxy cut the link after COMMIT");
     assert_eq!(committed.value, 11);
     assert_eq!(committed.attempts, 1);

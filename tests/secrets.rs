@@ -2,9 +2,10 @@ mod support;
 
 // No password is ever printed: every command, with `--echo` (which prints every connection
 // attempt — diesel's connection events carry the URL with its password — and every
-// statement), with passwords in the database URL and in init's admin URL (as `user:pw@`, as
-// `?password=`, percent-encoded), against a reachable server (right and wrong password, one
-// and several hosts) and an unreachable one. Everything the binary writes is searched for
+// statement) and `-vv` (run_transaction's events, database errors included), with passwords
+// in the database URL and in init's admin URL (as `user:pw@`, as `?password=`,
+// percent-encoded), against a reachable server (right and wrong password, one and several
+// hosts) and an unreachable one. Everything the binary writes is searched for
 // every form of every password.
 
 use std::process::Output;
@@ -100,10 +101,11 @@ impl Drop for PasswordUser {
     }
 }
 
-/// Runs `command` with `--echo` against `url` (and `admin` for init); returns the output.
+/// Runs `command` with `--echo` and `-vv` against `url` (and `admin` for init); returns the
+/// output.
 fn run_echo(url: &str, admin: &str, command: &[&str]) -> Output {
     let dir = temp_dir();
-    let mut args = vec!["--database-url", url, "--echo"];
+    let mut args = vec!["--database-url", url, "--echo", "-vv"];
     args.extend_from_slice(command);
     if command == ["init"] {
         args.extend_from_slice(&["--admin-url", admin]);

@@ -19,9 +19,16 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
 
-    /// Print every SQL statement with its binds on stderr (passwords redacted).
+    /// Print every SQL statement on stderr, timestamped, with its binds on the next line, like
+    /// SQLAlchemy's echo=True (passwords redacted).
     #[arg(long, global = true)]
     pub echo: bool,
+
+    /// Show on stderr what the retrying transactions do: -v each retry (its SQLSTATE,
+    /// CockroachDB's retry reason, the wait) and every commit whose outcome is unknown; -vv
+    /// also commits, failures and the commit probe; -vvv every attempt.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
 
     /// Retries per transaction before giving up (the work runs at most N+1 times).
     #[arg(long, global = true, value_name = "N", default_value_t = 50)]

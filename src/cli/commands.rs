@@ -10,11 +10,9 @@ use roachbank::bank::audit::{self, AuditReport};
 use roachbank::bank::points::{self, LoadMethod};
 use roachbank::bank::{self, TransferStyle};
 use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
-use roachbank::db::durability::{durability_warning, durability_warning_on};
+use roachbank::db::durability::durability_warning;
 use roachbank::db::redact::Redactor;
-use roachbank::db::{
-    echo_connection_events, one_line, ConnectOptions, Database, DbConnectionManager, Flavor,
-};
+use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, Flavor};
 use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
 use roachbank::workload::points::PointsRun;
@@ -98,7 +96,7 @@ struct Invocation<'a> {
 
 impl Invocation<'_> {
     /// Called once, when the command has checked what it was given and is about to connect:
-    /// sets up --echo (its connection events scrubbed by the redactor as it is now), refuses
+    /// sets up --echo and -v (their output scrubbed by the redactor as it is now), refuses
     /// what SQLite cannot do before the file is created, says so when the embedded SQLite
     /// default is used, and returns the options to connect with.
     fn connect_options(&self) -> Result<ConnectOptions, CliError> {
@@ -107,6 +105,7 @@ impl Invocation<'_> {
             echo_connection_events(self.redactor.clone())
                 .map_err(|err| anyhow::anyhow!(one_line(&err.to_string())))?;
         }
+        super::log::install(cli.verbose, cli.echo, self.redactor.clone())?;
         if config.backend() == Backend::Sqlite {
             refuse_unsupported(&cli.command, Flavor::Sqlite).map_err(CliError::Usage)?;
         }
@@ -212,16 +211,12 @@ fn init(invocation: &mut Invocation<'_>, admin_url: Option<&str>) -> Result<(), 
     }
     let plan = InitPlan::new(invocation.config, admin.as_ref()).map_err(CliError::from_init)?;
     let options = invocation.connect_options()?;
-    let report = init::init(&plan, &options)
+    let (report, db) = init::init(&plan, &options)
         .map_err(|err| CliError::from_init(err).context("init failed"))?;
     print_init(&report)?;
-    // Asked on a session of the user init set up, as the other commands would ask.
-    if report.flavor != Flavor::Sqlite {
-        let manager = DbConnectionManager::new(invocation.config.clone(), &options);
-        if let Ok(mut conn) = manager.establish() {
-            warn_if_not_durable(durability_warning_on(&mut conn, report.flavor));
-        }
-    }
+    // Asked on the session of the user init set up (the one that migrated), as the other
+    // commands ask.
+    warn_if_not_durable(durability_warning(&db));
     Ok(())
 }
 

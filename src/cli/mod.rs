@@ -9,3 +9,4 @@ pub mod dotenv;
 pub mod error;
 pub mod hint;
 pub mod interrupt;
+pub mod log;

@@ -16,7 +16,8 @@ impl Database {
     /// A database reached through `manager`, whose engine is `flavor`: builds the pool that
     /// every transaction draws from, sized by `options`. Connections are made as they are
     /// needed; [`Database::open`](crate::migrate) connects once first, to fail fast, and
-    /// migrates.
+    /// migrates, and hands that connection to the pool
+    /// ([`DbConnectionManager::keep_for_pool`]) as its first.
     pub fn with_pool(
         manager: DbConnectionManager,
         flavor: Flavor,

@@ -3,14 +3,14 @@
 
 use super::config::{Backend, DatabaseConfig};
 use super::conninfo::ConnInfo;
-use super::echo::ConnectionHooks;
+use super::echo::{ConnectionHooks, Echo};
 use super::redact::Redactor;
 use super::stall::{self, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
 use diesel::connection::{Instrumentation, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// Builds a fresh [`Instrumentation`] for each new connection (tests use it to record the
@@ -22,7 +22,9 @@ pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Sen
 pub struct ConnectOptions {
     /// Most connections the pool holds (size it to the number of workers).
     pub pool_size: u32,
-    /// Print every SQL statement with its binds on stderr (`--echo`).
+    /// Report every SQL statement with its binds, and every connection attempt, as `tracing`
+    /// events on [`ECHO_TARGET`](super::ECHO_TARGET) (`--echo`; see [`super::echo`]). Off by
+    /// default: binds can hold data an application's log should not.
     pub echo: bool,
     /// Extra instrumentation installed on every connection.
     pub instrumentation: Option<InstrumentationFactory>,
@@ -100,6 +102,9 @@ pub struct DbConnectionManager {
     idle_in_transaction_timeout: Duration,
     /// The URL's own password and `options.redactor`'s secrets.
     redactor: Redactor,
+    /// A connection made before the pool (the one `Database::open` migrates on), which the
+    /// pool's first `connect` takes instead of opening another.
+    spare: Mutex<Option<DbConnection>>,
 }
 
 impl DbConnectionManager {
@@ -116,7 +121,14 @@ impl DbConnectionManager {
             idle_in_transaction_timeout: options.idle_in_transaction_timeout,
             stall_timeout: options.stall_timeout,
             redactor,
+            spare: Mutex::new(None),
         }
+    }
+
+    /// Hands `conn`, a connection this manager made, to the pool: its first `connect` returns it
+    /// instead of opening another, so a command that opened the database on it connects once.
+    pub fn keep_for_pool(&self, conn: DbConnection) {
+        *self.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
     }
 
     /// The configuration this manager connects with.
@@ -165,7 +177,7 @@ impl DbConnectionManager {
         };
         if self.echo || self.instrumentation.is_some() || watch.is_some() {
             conn.set_instrumentation(ConnectionHooks {
-                echo: self.echo.then(|| self.redactor.clone()),
+                echo: self.echo.then(|| Echo::new(self.redactor.clone())),
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
                 stall: watch,
             });
@@ -275,7 +287,21 @@ impl r2d2::ManageConnection for DbConnectionManager {
     type Error = DbError;
 
     fn connect(&self) -> Result<DbConnection, DbError> {
-        self.establish()
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match spare {
+            Some(mut conn) => {
+                if conn.is_broken() {
+                    self.establish()
+                } else {
+                    Ok(conn)
+                }
+            }
+            None => self.establish(),
+        }
     }
 
     fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {

@@ -3,6 +3,7 @@
 //! the classification of database errors, the connection URL and the redaction of its secrets.
 //! Nothing here knows about transactions, migrations or the bank.
 
+pub mod binds;
 pub mod classify;
 pub mod config;
 pub mod connection;
@@ -14,13 +15,14 @@ pub mod error;
 pub mod flavor;
 pub mod manager;
 pub mod redact;
+pub mod sqlstate;
 pub mod stall;
 pub mod url;
 
 pub use classify::{classify, ErrorClass};
 pub use connection::DbConnection;
 pub use database::Database;
-pub use echo::echo_connection_events;
+pub use echo::{echo_connection_events, ECHO_TARGET};
 pub use error::{one_line, DbError};
 pub use flavor::Flavor;
 pub use manager::{
@@ -28,4 +30,5 @@ pub use manager::{
     PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT, MAX_STATEMENT_TIMEOUT, STALL_GRACE,
 };
 pub use redact::Redactor;
+pub use sqlstate::{cockroach_retry_reason, sqlstate};
 pub use url::ConnectionUrl;

@@ -46,20 +46,25 @@ use admin::AdminSession;
 
 /// Runs the plan: creates and grants what is missing (connected with the admin URL), then
 /// applies the migrations as the user. `options` are used for every connection (`--echo`,
-/// statement timeout); the pool size is 1.
-pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<InitReport, InitError> {
+/// statement timeout); the pool size is 1. Returns what was done, and the database opened as
+/// the user (its pool holds the session that migrated, for whatever the caller asks next).
+pub fn init(
+    plan: &InitPlan,
+    options: &ConnectOptions,
+) -> Result<(InitReport, Database), InitError> {
     let mut options = ConnectOptions {
         pool_size: 1,
         ..options.clone()
     };
     let Some(server) = &plan.server else {
         let db = Database::open(plan.target.clone(), &options)?;
-        return Ok(InitReport {
+        let report = InitReport {
             flavor: db.flavor(),
             user: None,
             steps: Vec::new(),
             migrations_applied: db.migrations_applied(),
-        });
+        };
+        return Ok((report, db));
     };
 
     // The admin's connections must scrub the user's password too, in every form it takes,
@@ -92,10 +97,11 @@ pub fn init(plan: &InitPlan, options: &ConnectOptions) -> Result<InitReport, Ini
     });
 
     let db = Database::open(plan.target.clone(), &options)?;
-    Ok(InitReport {
+    let report = InitReport {
         flavor,
         user: Some(server.user.clone()),
         steps,
         migrations_applied: db.migrations_applied(),
-    })
+    };
+    Ok((report, db))
 }

@@ -8,6 +8,8 @@ use super::lock::MigrationLock;
 use crate::db::{DbConnection, Flavor};
 use diesel::backend::Backend;
 use diesel::migration::MigrationSource;
+use diesel::query_builder::SqlQuery;
+use diesel::query_dsl::LoadQuery;
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -32,7 +34,7 @@ where
 {
     match conn {
         DbConnection::Postgresql(pg) => {
-            let pending = pending_migrations(pg)?;
+            let pending = pending_migrations(pg, &POSTGRES_MIGRATIONS)?;
             if pending == 0 {
                 return Ok(0);
             }
@@ -53,7 +55,7 @@ where
             };
             let _lock = MigrationLock::acquire(lock_pg, lock_wait).map_err(needs_migrating)?;
             // Another process may have migrated (further) while this one waited for the lock.
-            pending_migrations(pg)?;
+            pending_migrations(pg, &POSTGRES_MIGRATIONS)?;
             let adopt_and_migrate = |pg: &mut PgConnection| -> Result<usize, MigrationError> {
                 adopt::adopt_server_tables(pg, adopt::Apply::Change)?;
                 pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
@@ -71,25 +73,41 @@ where
             applied.map_err(needs_migrating)
         }
         DbConnection::Sqlite(sqlite) => {
+            // The same one read as on a server: an up-to-date file is checked once, with no DDL.
+            if pending_migrations(sqlite, &SQLITE_MIGRATIONS)? == 0 {
+                return Ok(0);
+            }
             adopt::check_sqlite_tables(sqlite)?;
             migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS)
         }
     }
 }
 
-/// How many embedded migrations are not applied yet, read without DDL and without the lock
-/// (so that on an up-to-date database — every command after the first — a user with read
-/// rights only gets through). A schema newer than this build is refused here; if the
-/// migrations table cannot be read (none yet, say), all of them are pending.
-fn pending_migrations(pg: &mut PgConnection) -> Result<usize, MigrationError> {
-    #[derive(QueryableByName)]
-    struct Version {
-        #[diesel(sql_type = Text)]
-        version: String,
-    }
-    let known = known_versions::<diesel::pg::Pg>(&POSTGRES_MIGRATIONS)?;
+/// A version recorded in `__diesel_schema_migrations`.
+#[derive(QueryableByName)]
+struct Version {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+/// How many of `migrations` are not applied yet, read with one plain `SELECT` — no DDL and no
+/// lock — so that on an up-to-date database (every command after the first) the check is one
+/// statement and a user with read rights only gets through. A schema newer than this build is
+/// refused here; if the migrations table cannot be read (none yet, say), all of them are
+/// pending.
+fn pending_migrations<C, DB>(
+    conn: &mut C,
+    migrations: &EmbeddedMigrations,
+) -> Result<usize, MigrationError>
+where
+    DB: Backend,
+    C: Connection<Backend = DB>,
+    EmbeddedMigrations: MigrationSource<DB>,
+    SqlQuery: for<'a> LoadQuery<'a, C, Version>,
+{
+    let known = known_versions::<DB>(migrations)?;
     let Ok(applied) =
-        diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load::<Version>(pg)
+        diesel::sql_query("SELECT version FROM __diesel_schema_migrations").load::<Version>(conn)
     else {
         return Ok(known.len());
     };

@@ -62,7 +62,8 @@ impl Database {
                     .establish_with_stall_bound(bound)
                     .map_err(|error| error.to_string())
             })?;
-        drop(first);
+        // The pool's first connection is this one: a command connects once, not twice.
+        manager.keep_for_pool(first);
         Ok(Database::with_pool(
             manager,
             flavor,

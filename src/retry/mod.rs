@@ -23,6 +23,10 @@
 //! was sent is replaced by a fresh pooled one and the work retried; an error that is not
 //! retryable is rolled back and returned unchanged after one attempt.
 //!
+//! Every retry (with its SQLSTATE and CockroachDB's retry reason), wait, unknown outcome and
+//! give-up is a `tracing` event on the target [`RETRY_TARGET`], in a span per call: install any
+//! subscriber (`tracing_subscriber::fmt().init()`, say) and the application sees its retries.
+//!
 //! The work is a closure that may run more than once and must not commit, roll back or open
 //! transactions itself: `run_transaction` owns the transaction.
 //!
@@ -60,6 +64,7 @@ mod attempt;
 mod connection;
 mod error;
 mod policy;
+mod report;
 mod run;
 mod settle;
 mod source;
@@ -68,6 +73,7 @@ use attempt::Shape;
 pub use connection::{Access, CommitError, RetryConnection, RESTART_SAVEPOINT};
 pub use error::{DatabaseErrorSource, TransactionError};
 pub use policy::RetryPolicy;
+pub use report::RETRY_TARGET;
 pub use run::Committed;
 pub use settle::CommitProbe;
 pub use source::{ConnectionSource, DetectError, Flavored};

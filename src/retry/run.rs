@@ -5,8 +5,11 @@ use super::attempt::{attempt, set_aside, Attempt, Next, Shape};
 use super::connection::RetryConnection;
 use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
+use super::report::{self, NextIn};
 use super::settle::{self, CommitProbe, Outcome};
 use super::source::ConnectionSource;
+use std::time::Duration;
+use tracing::field::display;
 
 /// A committed transaction's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +27,8 @@ impl<T> Committed<T> {
     }
 }
 
-/// Runs `work` until it commits or the policy says stop (see the [module documentation](super)).
+/// Runs `work` until it commits or the policy says stop (see the [module documentation](super)),
+/// reporting each step as a `tracing` event ([`super::report`]).
 pub(super) fn run<S, T, E, F>(
     mut source: S,
     policy: &RetryPolicy,
@@ -37,6 +41,8 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
+    let span = report::span(shape);
+    let _in_span = span.enter();
     let known_flavor = source.flavor();
     let mut attempts = 0;
     // Set once a commit's outcome was unknown and the probe did not find it: that commit may
@@ -45,46 +51,81 @@ where
     let error = 'connections: loop {
         let mut conn = match source.checkout() {
             Ok(conn) => conn,
-            Err(error) => break TransactionError::Connection(error),
+            Err(error) => {
+                report::no_connection(&error);
+                break TransactionError::Connection(error);
+            }
         };
         let flavor = known_flavor.unwrap_or_else(|| conn.default_flavor());
+        span.record("flavor", display(flavor));
         let mut open = false; // a CockroachDB transaction kept open across retries
         loop {
             attempts += 1;
-            let next = match attempt(&mut *conn, flavor, shape, open, &mut work) {
-                Attempt::Committed(value) => return Ok(Committed { value, attempts }),
-                Attempt::Retry { next, .. } if policy.may_retry(attempts) => next,
+            report::attempt_starts(attempts);
+            let (cause, next) = match attempt(&mut *conn, flavor, shape, open, &mut work) {
+                Attempt::Committed(value) => {
+                    report::committed(attempts, flavor);
+                    return Ok(Committed { value, attempts });
+                }
+                Attempt::Retry { cause, next } if policy.may_retry(attempts) => (cause, next),
                 Attempt::Retry { cause: last, .. } => {
                     conn.abandon();
+                    report::gave_up(attempts, flavor, &last);
                     break 'connections TransactionError::RetriesExhausted { attempts, last };
                 }
                 Attempt::Failed(cause) => {
                     conn.abandon();
+                    report::failed(attempts, flavor, &cause);
                     break 'connections TransactionError::Failed(cause);
                 }
                 Attempt::Ambiguous(cause) => {
+                    report::unknown_outcome(attempts, flavor, &cause, probe.is_some());
                     set_aside(&mut *conn, &cause);
                     drop(conn); // the probe needs a connection from the pool
                     match settle::probe(&mut source, policy, probe.as_deref_mut()) {
-                        Outcome::Committed(value) => return Ok(Committed { value, attempts }),
-                        Outcome::NotFound if policy.may_retry(attempts) => unknown = Some(cause),
-                        _ => return Err(TransactionError::AmbiguousCommit { attempts, cause }),
+                        Outcome::Committed(value) => {
+                            report::settled(attempts, true, None);
+                            return Ok(Committed { value, attempts });
+                        }
+                        Outcome::NotFound if policy.may_retry(attempts) => {
+                            let wait = policy.backoff(attempts);
+                            report::settled(attempts, false, Some(wait));
+                            unknown = Some(cause);
+                            std::thread::sleep(wait);
+                            // Not committed (yet): again, on a fresh connection.
+                            continue 'connections;
+                        }
+                        _ => {
+                            report::unsettled(attempts);
+                            return Err(TransactionError::AmbiguousCommit { attempts, cause });
+                        }
                     }
-                    std::thread::sleep(policy.backoff(attempts));
-                    continue 'connections; // not committed (yet): again, on a fresh connection
                 }
             };
             open = match next {
-                Next::SameTransaction if conn.rollback_to_restart().is_ok() => true,
+                Next::SameTransaction if conn.rollback_to_restart().is_ok() => {
+                    report::retrying(
+                        attempts,
+                        flavor,
+                        &cause,
+                        NextIn::SameTransaction,
+                        Duration::ZERO,
+                    );
+                    true
+                }
                 Next::SameTransaction | Next::NewTransaction => {
                     conn.abandon();
-                    std::thread::sleep(policy.backoff(attempts));
+                    let wait = policy.backoff(attempts);
+                    report::retrying(attempts, flavor, &cause, NextIn::NewTransaction, wait);
+                    std::thread::sleep(wait);
                     false
                 }
                 Next::NewConnection => {
                     conn.discard();
                     drop(conn);
-                    std::thread::sleep(policy.backoff(attempts));
+                    let wait = policy.backoff(attempts);
+                    report::retrying(attempts, flavor, &cause, NextIn::NewConnection, wait);
+                    std::thread::sleep(wait);
                     continue 'connections;
                 }
             };
@@ -113,7 +154,13 @@ where
         return Err(error);
     };
     match settle::probe(source, policy, probe) {
-        Outcome::Committed(value) => Ok(Committed { value, attempts }),
-        _ => Err(TransactionError::AmbiguousCommit { attempts, cause }),
+        Outcome::Committed(value) => {
+            report::settled(attempts, true, None);
+            Ok(Committed { value, attempts })
+        }
+        _ => {
+            report::unsettled(attempts);
+            Err(TransactionError::AmbiguousCommit { attempts, cause })
+        }
     }
 }

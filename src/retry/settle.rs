@@ -4,6 +4,7 @@
 use super::connection::RetryConnection;
 use super::error::DatabaseErrorSource;
 use super::policy::RetryPolicy;
+use super::report;
 use super::source::ConnectionSource;
 use crate::db::{classify, ErrorClass};
 
@@ -42,21 +43,32 @@ where
         return Outcome::Unknown;
     };
     for round in 1..=PROBE_TRIES {
-        if let Ok(mut conn) = source.checkout() {
-            match probe(&mut conn) {
+        let wait = policy.backoff(round);
+        match source.checkout() {
+            Ok(mut conn) => match probe(&mut conn) {
                 Ok(Some(value)) => return Outcome::Committed(value),
                 Ok(None) => return Outcome::NotFound,
-                Err(error) => match error.database_error().map(classify) {
-                    Some(ErrorClass::Retryable) => {}
-                    // Lost outside a transaction, the connection is not marked broken by
-                    // Diesel: without this the pool would hand the same dead one back to
-                    // every round.
-                    Some(ErrorClass::ConnectionLost) => conn.discard(),
+                Err(error) => match error.database_error() {
+                    Some(db_error)
+                        if matches!(
+                            classify(db_error),
+                            ErrorClass::Retryable | ErrorClass::ConnectionLost
+                        ) =>
+                    {
+                        report::probe_failed(round, report::sqlstate_of(&error), db_error, wait);
+                        // Lost outside a transaction (in Diesel's prepare, say), the
+                        // connection is not marked broken: without this the pool would hand
+                        // the same dead one back to every round.
+                        if classify(db_error) == ErrorClass::ConnectionLost {
+                            conn.discard();
+                        }
+                    }
                     _ => return Outcome::Unknown,
                 },
-            }
+            },
+            Err(error) => report::probe_failed(round, None, &error, wait),
         }
-        std::thread::sleep(policy.backoff(round));
+        std::thread::sleep(wait);
     }
     Outcome::Unknown
 }

@@ -4,7 +4,21 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+/// The bar or spinner on screen, if one is: [`above`] prints log lines above it.
+static SHOWN: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Runs `print` (which writes to stderr) with the progress display, if one is drawn, cleared
+/// first and drawn again after, so that log lines (`-v`, `--echo`) scroll above it.
+pub fn above<R>(print: impl FnOnce() -> R) -> R {
+    let shown = SHOWN.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    match shown {
+        Some(bar) => bar.suspend(print),
+        None => print(),
+    }
+}
 
 /// How often a spinner moves while nothing completes (a server that has stopped answering).
 const SPINNER_TICK: Duration = Duration::from_millis(200);
@@ -50,7 +64,11 @@ impl Progress {
 
     /// `make()`'s bar if stderr is a terminal.
     fn drawn(make: impl FnOnce() -> ProgressBar) -> Self {
-        Progress(std::io::stderr().is_terminal().then(make))
+        let bar = std::io::stderr().is_terminal().then(make);
+        if let Some(bar) = &bar {
+            *SHOWN.lock().unwrap_or_else(PoisonError::into_inner) = Some(bar.clone());
+        }
+        Progress(bar)
     }
 
     /// `n` more done.
@@ -70,6 +88,7 @@ impl Progress {
     /// Clears the display, so that what the command prints next starts on a clean line.
     pub fn finish(&self) {
         if let Some(bar) = &self.0 {
+            SHOWN.lock().unwrap_or_else(PoisonError::into_inner).take();
             bar.finish_and_clear();
         }
     }

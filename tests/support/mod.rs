@@ -5,7 +5,8 @@
 //!   PostgreSQL server started on first use, one per test binary.
 //! * [`TestDb`] is a fresh database on that server, dropped again when the value is.
 //! * [`TestSqlite`] is a fresh SQLite file in a temporary directory.
-//! * [`bin`] runs the `roachbank` binary and checks what it printed.
+//! * [`bin`] runs the `roachbank` binary and checks what it printed; [`echo`] reads its
+//!   `--echo` and `-v` output.
 //! * [`tls::tls_server()`] is a second throwaway server with TLS and client certificates.
 //! * [`not_run_on_cockroachdb`] and [`not_run_on_postgresql`]: the one way a test steps aside
 //!   on a server it cannot run on, saying `NOT RUN on …` and why.
@@ -14,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod bin;
+pub mod echo;
 mod pg_server;
 pub mod proxy;
 #[macro_use]
