@@ -297,7 +297,10 @@ fn pgbench(
         .args(["-c", &clients.to_string(), "-j", &clients.to_string()])
         .args(["-T", &duration.as_secs().to_string(), "--max-tries=1000"])
         .arg("--log")
-        .arg(format!("--log-prefix={}", logs.path().join("pgbench").display()))
+        .arg(format!(
+            "--log-prefix={}",
+            logs.path().join("pgbench").display()
+        ))
         .arg(server.url_for(&name))
         .output()
         .expect("run pgbench (Debian: apt-get install postgresql-client)");
