@@ -18,6 +18,7 @@ use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
 use roachbank::workload::points::PointsRun;
 use roachbank::workload::progress::Progress;
+use roachbank::workload::stats::{grouped, grouped_rate};
 use roachbank::workload::sync::{into_inner, lock};
 use roachbank::workload::{RunLength, TransferOutcome, TransferRun};
 use std::io::Write;
@@ -250,7 +251,7 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     let committed = bank::seed(db, policy, accounts).context("seed failed")?;
     say!(
         "seeded {} account{} holding {} in total ({} attempt{})",
-        committed.value.accounts,
+        grouped(committed.value.accounts),
         plural(committed.value.accounts),
         committed.value.money,
         committed.attempts,
@@ -335,16 +336,16 @@ fn transfer(
     let printed = match into_inner(unprinted) {
         Some(error) => Err(error),
         None => say!(
-            "transfers: {} done, {} failed, {}{}, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
-            summary.done,
-            summary.failed,
+            "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {} ({} worker{})",
+            grouped(summary.done),
+            grouped(summary.failed),
             if summary.unknown > 0 {
-                format!("{} with unknown outcome, ", summary.unknown)
+                format!("{} with unknown outcome, ", grouped(summary.unknown))
             } else {
                 String::new()
             },
             retries(summary.retries),
-            summary.per_second(),
+            grouped_rate(summary.per_second()),
             format_latency(summary.latency_quantile(0.50)),
             format_latency(summary.latency_quantile(0.99)),
             workers,
@@ -366,9 +367,9 @@ fn transfer(
         None => Ok(printed?),
         Some(error) => Err(anyhow::Error::new(error).context(format!(
             "{} transfer{} failed (none of them applied), {} with unknown outcome; the first",
-            summary.failed,
+            grouped(summary.failed),
             plural(summary.failed),
-            summary.unknown,
+            grouped(summary.unknown),
         ))),
     }
 }
@@ -395,17 +396,17 @@ fn print_audit(report: &AuditReport, elapsed: Duration) -> Result<(), StdoutErro
         } else {
             "FAILED"
         },
-        totals.accounts,
+        count(totals.accounts),
         plural(totals.accounts as u64),
-        totals.ledger_rows,
+        count(totals.ledger_rows),
         plural(totals.ledger_rows as u64),
         totals.total_balance,
         totals.total_deposits,
-        report.mismatched_accounts,
+        count(report.mismatched_accounts),
         plural(report.mismatched_accounts as u64),
-        totals.negative_balances,
+        count(totals.negative_balances),
         plural(totals.negative_balances as u64),
-        totals.orphan_rows,
+        count(totals.orphan_rows),
         plural(totals.orphan_rows as u64),
         elapsed.as_secs_f64(),
     )?;
@@ -432,7 +433,9 @@ fn add_points(
     let effective = points::effective_chunk_size(db.flavor(), chunk_size);
     if effective != chunk_size {
         note!(
-            "roachbank: chunks of {effective} rows instead of {chunk_size}: {} advises keeping transactions small",
+            "roachbank: chunks of {} rows instead of {}: {} advises keeping transactions small",
+            grouped(effective),
+            grouped(chunk_size),
             db.flavor()
         );
     }
@@ -446,24 +449,25 @@ fn add_points(
     if let Some(signal) = interrupt.received() {
         if report.rows < count {
             note!(
-                "roachbank: {}: stopped after {} of {count} row{} ({} chunk{}) committed, each exactly once; no chunk started after it",
+                "roachbank: {}: stopped after {} of {} row{} ({} chunk{}) committed, each exactly once; no chunk started after it",
                 signal.name(),
-                report.rows,
+                grouped(report.rows),
+                grouped(count),
                 plural(count),
-                report.chunks,
+                grouped(report.chunks),
                 plural(report.chunks),
             );
         }
     }
     say!(
-        "points: {} row{} in {} chunk{}, {}, {:.2} s, {:.0} rows/s",
-        report.rows,
+        "points: {} row{} in {} chunk{}, {}, {:.2} s, {} rows/s",
+        grouped(report.rows),
         plural(report.rows),
-        report.chunks,
+        grouped(report.chunks),
         plural(report.chunks),
         retries(report.retries),
         report.elapsed.as_secs_f64(),
-        report.rows_per_second(),
+        grouped_rate(report.rows_per_second()),
     )?;
     Ok(())
 }
@@ -471,7 +475,7 @@ fn add_points(
 fn balance(db: &Database, policy: &RetryPolicy) -> Result<()> {
     let summary = bank::balance(db, policy).context("balance failed")?.value;
     let or_dash = |value: Option<i64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
-    say!("accounts: {}", summary.accounts)?;
+    say!("accounts: {}", count(summary.accounts))?;
     say!("total balance: {}", summary.total)?;
     say!("min balance: {}", or_dash(summary.min))?;
     say!("max balance: {}", or_dash(summary.max))?;
@@ -485,9 +489,15 @@ fn format_latency(latency: Option<Duration>) -> String {
     )
 }
 
-/// "1 retry", "2 retries".
+/// "1 retry", "2 retries", "1,024 retries".
 fn retries(n: u64) -> String {
-    format!("{n} retr{}", if n == 1 { "y" } else { "ies" })
+    format!("{} retr{}", grouped(n), if n == 1 { "y" } else { "ies" })
+}
+
+/// A count the database returned (never negative), its digits grouped; money and ids stay
+/// plain.
+fn count(n: i64) -> String {
+    grouped(n.max(0) as u64)
 }
 
 fn plural(n: u64) -> &'static str {

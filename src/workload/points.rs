@@ -4,7 +4,7 @@
 //! N is.
 
 use super::runner::{FirstError, Flow, RunLength, Runner, Tally, WorkerPanicked};
-use super::stats;
+use super::stats::{self, grouped};
 use super::sync::lock;
 use crate::bank::ids::PointIds;
 use crate::bank::points::{effective_chunk_size, load_chunk, LoadMethod, SERVER_LOADERS};
@@ -62,20 +62,21 @@ pub struct PointsError {
     pub cause: PointsFailure,
 }
 
-/// "2000 rows in 2 chunks committed before the run stopped, …": what a [`PointsError`] adds to
+/// "2,000 rows in 2 chunks committed before the run stopped, …": what a [`PointsError`] adds to
 /// its cause.
 fn committed_so_far(committed: &PointsReport, in_doubt: u64) -> String {
     let plural = |n: u64| if n == 1 { "" } else { "s" };
     let mut text = format!(
         "{} row{} in {} chunk{} committed before the run stopped, each exactly once; they stay",
-        committed.rows,
+        grouped(committed.rows),
         plural(committed.rows),
-        committed.chunks,
+        grouped(committed.chunks),
         plural(committed.chunks),
     );
     if in_doubt > 0 {
         text.push_str(&format!(
-            "; {in_doubt} more row{} in chunks whose commit outcome is unknown",
+            "; {} more row{} in chunks whose commit outcome is unknown",
+            grouped(in_doubt),
             plural(in_doubt)
         ));
     }

@@ -1,6 +1,7 @@
-//! The figures of a run: rates, and latencies in an HDR histogram (the `hdrhistogram` crate):
+//! The figures of a run: rates, latencies in an HDR histogram (the `hdrhistogram` crate):
 //! constant memory whatever the run's length, one per worker with no lock on the way, merged
-//! when the workers are done.
+//! when the workers are done; and the one way counts and rates are written for people
+//! ([`grouped`]).
 
 use hdrhistogram::Histogram;
 use std::time::Duration;
@@ -66,6 +67,27 @@ impl Latencies {
     }
 }
 
+/// `n` with its digits grouped by threes with commas (`12,345,678`), as the progress bar and
+/// every summary line write counts and rates. Money and ids are written plain: they are exact
+/// values a reader compares with SQL output or pastes into a query.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// A rate as people read it: a whole number, its digits grouped (`12,345`).
+pub fn grouped_rate(per_second: f64) -> String {
+    // `as` saturates: a NaN is 0 and an infinite rate the largest count.
+    grouped(per_second.round() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +116,26 @@ mod tests {
         latencies.record(Duration::from_millis(1234));
         let p50 = latencies.quantile(0.5).unwrap().as_secs_f64();
         assert!((p50 - 1.234).abs() / 1.234 < 0.001, "{p50}");
+    }
+
+    #[test]
+    fn counts_and_rates_are_grouped_by_threes() {
+        for (n, text) in [
+            (0, "0"),
+            (7, "7"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (12_345, "12,345"),
+            (262_840, "262,840"),
+            (1_000_000, "1,000,000"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(grouped(n), text);
+        }
+        assert_eq!(grouped_rate(262_840.267_1), "262,840");
+        assert_eq!(grouped_rate(0.4), "0");
+        assert_eq!(grouped_rate(1_999.5), "2,000");
+        assert_eq!(grouped_rate(f64::NAN), "0");
     }
 
     #[test]
