@@ -3,6 +3,7 @@
 
 use super::args::{Cli, Command};
 use super::error::{CliError, StdoutError};
+use super::follow::{Following, OutputFiles, TICK_EVERY};
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
 use roachbank::bank::audit::{self, AuditReport};
@@ -16,12 +17,13 @@ use roachbank::db::{
 };
 use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
+use roachbank::workload::columns::{total_line, TOTAL_HEADER};
 use roachbank::workload::points::PointsRun;
 use roachbank::workload::progress::Progress;
 use roachbank::workload::stats::{grouped, grouped_rate};
 use roachbank::workload::sync::{into_inner, lock};
-use roachbank::workload::{RunLength, TransferOutcome, TransferRun};
-use std::io::Write;
+use roachbank::workload::{RunLength, TransferOutcome, TransferRun, TransferSummary};
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -68,12 +70,24 @@ pub fn run(
             workers,
             check: audit_after,
             style,
-        } => invocation.on_database(|db, policy| {
-            let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            let style = style.map_or_else(|| TransferStyle::fastest_for(db.flavor()), Into::into);
-            let run = TransferRun::new(length, workers).style(style);
-            transfer_then_check(db, policy, run, audit_after, interrupt)
-        }),
+            ticks,
+            ref histograms,
+            ref plot,
+        } => {
+            // Before anything touches the database: an unwritable file is bad usage.
+            let files = OutputFiles::open(histograms.as_deref(), plot.as_deref())?;
+            invocation.on_database(|db, policy| {
+                let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
+                let style =
+                    style.map_or_else(|| TransferStyle::fastest_for(db.flavor()), Into::into);
+                let run = TransferRun::new(length, workers).style(style);
+                let shown = Shown {
+                    ticks: ticks || (duration.is_some() && std::io::stderr().is_terminal()),
+                    columns: ticks || duration.is_some(),
+                };
+                transfer_then_check(db, policy, run, shown, files, audit_after, interrupt)
+            })
+        }
         Command::Points {
             count,
             chunk_size,
@@ -260,15 +274,28 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     Ok(())
 }
 
+/// What a transfer run shows besides its summary line.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    /// A line of figures every second on stderr (`--ticks`, or a `--duration` run on a
+    /// terminal), instead of the progress display.
+    ticks: bool,
+    /// The total in `cockroach workload run`'s columns, on stdout (a `--duration` run, or
+    /// `--ticks`).
+    columns: bool,
+}
+
 /// `transfer`, then the ledger audit if `audit_after` (`--check`).
 fn transfer_then_check(
     db: &Database,
     policy: &RetryPolicy,
     run: TransferRun,
+    shown: Shown,
+    files: OutputFiles,
     audit_after: bool,
     interrupt: &Interrupt,
 ) -> Result<()> {
-    let transferred = transfer(db, policy, run, interrupt);
+    let transferred = transfer(db, policy, run, shown, files, interrupt);
     // The audit runs whatever happened to the transfers (that is when it matters most),
     // unless the user asked the run to stop.
     let audited = match interrupt.received() {
@@ -293,14 +320,17 @@ fn transfer(
     db: &Database,
     policy: &RetryPolicy,
     run: TransferRun,
+    shown: Shown,
+    files: OutputFiles,
     interrupt: &Interrupt,
 ) -> Result<()> {
     let (length, workers) = (run.length(), run.workers());
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
     let progress = match length {
-        _ if print_each => Progress::hidden(),
+        _ if print_each || shown.ticks => Progress::hidden(),
         RunLength::Count(count) => Progress::bar(count, "transfers"),
-        RunLength::Duration(duration) => Progress::timed(duration, "transfers"),
+        // A timed run on a terminal shows ticks; elsewhere nothing is drawn anyway.
+        RunLength::Duration(_) => Progress::hidden(),
     };
     // The first failed write to stdout: the transfers go on (at most TRANSFER_LINES_UP_TO of
     // them), unprinted, and the run reports it at the end.
@@ -323,7 +353,22 @@ fn transfer(
         }
         progress.inc(1);
     };
-    let report = run.cancel(interrupt.flag()).run(db, policy, &on_transfer);
+    let run = run.cancel(interrupt.flag());
+    let following = Following::new(shown.ticks, files);
+    let (report, files_written) = if following.wanted() {
+        let title = format!(
+            "roachbank transfer: {} worker{}, {} style, {}",
+            workers,
+            plural(u64::from(workers)),
+            style_name(run.style_on(db.flavor())),
+            db.flavor(),
+        );
+        following.run(&title, |on_tick| {
+            run.run_ticking(db, policy, &on_transfer, TICK_EVERY, on_tick)
+        })
+    } else {
+        (run.run(db, policy, &on_transfer), Ok(()))
+    };
     progress.finish();
     let summary = &report.summary;
     if let Some(signal) = interrupt.received() {
@@ -335,22 +380,7 @@ fn transfer(
     }
     let printed = match into_inner(unprinted) {
         Some(error) => Err(error),
-        None => say!(
-            "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {} ({} worker{})",
-            grouped(summary.done),
-            grouped(summary.failed),
-            if summary.unknown > 0 {
-                format!("{} with unknown outcome, ", grouped(summary.unknown))
-            } else {
-                String::new()
-            },
-            retries(summary.retries),
-            grouped_rate(summary.per_second()),
-            format_latency(summary.latency_quantile(0.50)),
-            format_latency(summary.latency_quantile(0.99)),
-            workers,
-            plural(u64::from(workers)),
-        ),
+        None => print_transfer_summary(summary, shown, workers),
     };
     // A panicked worker (a bug) or a failed transfer outranks unprinted output: the exit status
     // must say the run went wrong.
@@ -364,7 +394,11 @@ fn transfer(
         )));
     }
     match report.error {
-        None => Ok(printed?),
+        None => {
+            // A file that could not be written outranks unprinted output too.
+            files_written?;
+            Ok(printed?)
+        }
         Some(error) => Err(anyhow::Error::new(error).context(format!(
             "{} transfer{} failed (none of them applied), {} with unknown outcome; the first",
             grouped(summary.failed),
@@ -372,6 +406,47 @@ fn transfer(
             grouped(summary.unknown),
         ))),
     }
+}
+
+/// The name `--style` gives `style`.
+fn style_name(style: TransferStyle) -> &'static str {
+    match style {
+        TransferStyle::OneStatement => "one-statement",
+        TransferStyle::Tutorial => "tutorial",
+    }
+}
+
+/// A transfer run's summary on stdout: the total in `cockroach workload run`'s columns if
+/// `shown.columns` (after a blank line if ticks were printed, as CockroachDB does), then the
+/// `transfers:` line.
+fn print_transfer_summary(
+    summary: &TransferSummary,
+    shown: Shown,
+    workers: u32,
+) -> Result<(), StdoutError> {
+    if shown.columns {
+        if shown.ticks {
+            say!("")?;
+        }
+        say!("{TOTAL_HEADER}")?;
+        say!("{}", total_line(summary))?;
+    }
+    say!(
+        "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {} ({} worker{})",
+        grouped(summary.done),
+        grouped(summary.failed),
+        if summary.unknown > 0 {
+            format!("{} with unknown outcome, ", grouped(summary.unknown))
+        } else {
+            String::new()
+        },
+        retries(summary.retries),
+        grouped_rate(summary.per_second()),
+        format_latency(summary.latency_quantile(0.50)),
+        format_latency(summary.latency_quantile(0.99)),
+        workers,
+        plural(u64::from(workers)),
+    )
 }
 
 fn check(db: &Database, policy: &RetryPolicy) -> Result<()> {

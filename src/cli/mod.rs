@@ -6,4 +6,5 @@ pub mod args;
 pub mod commands;
 pub mod dotenv;
 pub mod error;
+pub mod follow;
 pub mod interrupt;

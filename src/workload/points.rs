@@ -196,8 +196,8 @@ impl<'c> PointsRun<'c> {
         // the totals it sees only grow.
         let done = Mutex::new((0u64, on_chunk));
         let first_error = FirstError::default();
-        let finished = runner.run(|index, tally: &mut LoaderTally| {
-            let first = index * chunk_size;
+        let finished = runner.run(|job, tally: &mut LoaderTally| {
+            let first = job.index * chunk_size;
             let rows = chunk_size.min(count - first);
             match load_chunk(db, policy, method, &ids, first, rows) {
                 Ok(committed) => {

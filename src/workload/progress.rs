@@ -1,15 +1,12 @@
 //! Progress of a run on stderr, drawn by indicatif only when stderr is a terminal (a redirected
 //! or piped stderr gets nothing, so it carries only the command's diagnostics): a bar towards
-//! the run's size, with the committed rate and the time left at that rate; a spinner for a
-//! timed run, with the committed rate.
+//! the run's size, with the committed rate and the time left at that rate. (A timed `transfer`
+//! shows CockroachDB-style ticks instead: see [`columns`](super::columns).)
 
 use super::stats::{grouped, grouped_rate, per_second};
 use indicatif::{HumanDuration, ProgressBar, ProgressState, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::Duration;
-
-/// How often a spinner moves while nothing completes (a server that has stopped answering).
-const SPINNER_TICK: Duration = Duration::from_millis(200);
 
 /// A progress display; every method does nothing when stderr is not a terminal.
 #[derive(Debug)]
@@ -62,35 +59,6 @@ impl Progress {
                     },
                 );
             ProgressBar::new(total).with_style(style)
-        })
-    }
-
-    /// A spinner counting `units` done during a run of `length`, with the committed rate.
-    pub fn timed(length: Duration, units: &str) -> Self {
-        Progress::drawn(|| {
-            let template = format!(
-                "{{spinner}} {{done}} {units} in {{elapsed}} of {} ({{committed_rate}}/s)",
-                humantime::format_duration(length)
-            );
-            let spinner = ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template(&template)
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner())
-                    .with_key(
-                        "done",
-                        |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-                            let _ = out.write_str(&grouped(state.pos()));
-                        },
-                    )
-                    .with_key(
-                        "committed_rate",
-                        |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-                            let rate = committed_rate(state.pos(), state.elapsed());
-                            let _ = out.write_str(&grouped_rate(rate));
-                        },
-                    ),
-            );
-            spinner.enable_steady_tick(SPINNER_TICK);
-            spinner
         })
     }
 

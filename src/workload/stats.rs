@@ -6,7 +6,7 @@
 use hdrhistogram::Histogram;
 use std::time::Duration;
 
-/// Significant digits the histogram keeps: values are exact up to 2,048 µs and within 0.1%
+/// Significant digits the histogram keeps: values are exact up to 2,048 ns and within 0.1%
 /// beyond, finer than the hundredths of a millisecond the CLI prints.
 const SIGNIFICANT_DIGITS: u8 = 3;
 
@@ -15,7 +15,9 @@ pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(f64::EPSILON)
 }
 
-/// Latencies, recorded in microseconds.
+/// Latencies, recorded in nanoseconds: the unit CockroachDB's `workload` records in, and the one
+/// HdrHistogram's tools assume (their `HistogramLogProcessor` prints milliseconds by default),
+/// so a [histogram log](super::histogram_log) reads right in them.
 #[derive(Debug, Clone)]
 pub struct Latencies(Histogram<u64>);
 
@@ -34,13 +36,13 @@ impl Latencies {
         )
     }
 
-    /// Records one latency, in whole microseconds.
+    /// Records one latency, in whole nanoseconds.
     pub fn record(&mut self, latency: Duration) {
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
         // The histogram grows to take the value; should it ever fail to, the value is clamped
         // to the largest it holds (`saturating_record` alone clamps instead of growing).
-        if self.0.record(micros).is_err() {
-            self.0.saturating_record(micros);
+        if self.0.record(nanos).is_err() {
+            self.0.saturating_record(nanos);
         }
     }
 
@@ -63,7 +65,21 @@ impl Latencies {
         if self.0.is_empty() {
             return None;
         }
-        Some(Duration::from_micros(self.0.value_at_quantile(quantile)))
+        Some(Duration::from_nanos(self.0.value_at_quantile(quantile)))
+    }
+
+    /// The mean latency (within the histogram's precision, to the nearest nanosecond); none
+    /// without any.
+    pub fn mean(&self) -> Option<Duration> {
+        if self.0.is_empty() {
+            return None;
+        }
+        Some(Duration::from_nanos(self.0.mean().round() as u64))
+    }
+
+    /// The histogram itself, its values in nanoseconds.
+    pub fn histogram(&self) -> &Histogram<u64> {
+        &self.0
     }
 }
 
@@ -96,18 +112,25 @@ mod tests {
     fn quantiles_are_the_nearest_rank_of_the_merged_latencies() {
         let mut first = Latencies::new();
         let mut second = Latencies::new();
-        for micros in 1..=50 {
-            first.record(Duration::from_micros(micros));
+        // Exact values (below 2,048 ns), so that the nearest rank is seen exactly.
+        for nanos in 1..=50 {
+            first.record(Duration::from_nanos(nanos));
         }
-        for micros in 51..=100 {
-            second.record(Duration::from_micros(micros));
+        for nanos in 51..=100 {
+            second.record(Duration::from_nanos(nanos));
         }
         first.merge(&second);
         assert_eq!(first.count(), 100);
-        assert_eq!(first.quantile(0.5), Some(Duration::from_micros(50)));
-        assert_eq!(first.quantile(0.99), Some(Duration::from_micros(99)));
-        assert_eq!(first.quantile(1.0), Some(Duration::from_micros(100)));
+        assert_eq!(first.quantile(0.5), Some(Duration::from_nanos(50)));
+        assert_eq!(first.quantile(0.99), Some(Duration::from_nanos(99)));
+        assert_eq!(first.quantile(1.0), Some(Duration::from_nanos(100)));
+        assert_eq!(
+            first.mean(),
+            Some(Duration::from_nanos(51)),
+            "50.5 ns, rounded"
+        );
         assert_eq!(Latencies::new().quantile(0.5), None);
+        assert_eq!(Latencies::new().mean(), None);
     }
 
     #[test]
@@ -116,6 +139,22 @@ mod tests {
         latencies.record(Duration::from_millis(1234));
         let p50 = latencies.quantile(0.5).unwrap().as_secs_f64();
         assert!((p50 - 1.234).abs() / 1.234 < 0.001, "{p50}");
+    }
+
+    #[test]
+    fn a_millisecond_is_recorded_in_nanoseconds() {
+        let mut latencies = Latencies::new();
+        latencies.record(Duration::from_millis(1));
+        let histogram = latencies.histogram();
+        assert!(
+            histogram.equivalent(histogram.max(), 1_000_000),
+            "{}",
+            histogram.max()
+        );
+        assert!(
+            !histogram.equivalent(histogram.max(), 1_000),
+            "not microseconds"
+        );
     }
 
     #[test]
