@@ -354,7 +354,11 @@ fn transfer(
         progress.inc(1);
     };
     let run = run.cancel(interrupt.flag());
-    let following = Following::new(shown.ticks, files);
+    let timed = match length {
+        RunLength::Duration(duration) => Some(duration),
+        RunLength::Count(_) => None,
+    };
+    let following = Following::new(shown.ticks, files, timed);
     let (report, files_written) = if following.wanted() {
         let title = format!(
             "roachbank transfer: {} worker{}, {} style, {}",

@@ -92,12 +92,21 @@ pub struct Following {
     /// Whether its ticks are printed on stderr.
     show_ticks: bool,
     files: OutputFiles,
+    /// A timed run's length: an interval that begins after it is the run's tail (transfers
+    /// started before the time was up, finishing), neither printed nor plotted — CockroachDB
+    /// prints no tick for it either — but in the log and the plot's totals all the same.
+    tail_after: Option<Duration>,
 }
 
 impl Following {
-    /// A run followed with ticks on stderr if `show_ticks`, into `files`.
-    pub fn new(show_ticks: bool, files: OutputFiles) -> Self {
-        Following { show_ticks, files }
+    /// A run followed with ticks on stderr if `show_ticks`, into `files`; `duration` is the
+    /// length of a timed run.
+    pub fn new(show_ticks: bool, files: OutputFiles, duration: Option<Duration>) -> Self {
+        Following {
+            show_ticks,
+            files,
+            tail_after: duration,
+        }
     }
 
     /// Whether there is anything to follow the run for (else it needs no ticks).
@@ -114,7 +123,11 @@ impl Following {
         title: &str,
         run: impl FnOnce(&mut (dyn FnMut(&TransferTick) + Send)) -> TransferReport,
     ) -> (TransferReport, Result<()>) {
-        let Following { show_ticks, files } = self;
+        let Following {
+            show_ticks,
+            files,
+            tail_after,
+        } = self;
         let (histograms, plot_file) = match (
             files.histograms.map(OutputFile::emptied).transpose(),
             files.plot.map(OutputFile::emptied).transpose(),
@@ -157,11 +170,15 @@ impl Following {
                         intervals = None;
                     }
                 }
+                let shown = shows(tail_after, tick);
                 if wants_points {
                     // Every tick: the plot leaves out what is not shown, but counts it.
-                    points.push(PlotPoint::from(tick));
+                    points.push(PlotPoint {
+                        shown,
+                        ..PlotPoint::from(tick)
+                    });
                 }
-                if show_ticks && tick.shown() {
+                if show_ticks && shown {
                     let mut stderr = std::io::stderr().lock();
                     for line in table.lines(tick) {
                         let _ = writeln!(stderr, "{line}");
@@ -190,5 +207,48 @@ impl Following {
             written = written.and(drawn);
         }
         (report, written)
+    }
+}
+
+/// Whether `tick` is shown to people: not a last tick too short to have a rate that means
+/// anything, nor the tail of a timed run of length `tail_after`.
+fn shows(tail_after: Option<Duration>, tick: &TransferTick) -> bool {
+    let tail = tail_after.is_some_and(|length| tick.elapsed - tick.interval >= length);
+    tick.shown() && !tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(start_ms: u64, end_ms: u64, last: bool) -> TransferTick {
+        TransferTick {
+            elapsed: Duration::from_millis(end_ms),
+            interval: Duration::from_millis(end_ms - start_ms),
+            last,
+            ..TransferTick::default()
+        }
+    }
+
+    #[test]
+    fn the_tail_of_a_timed_run_and_a_short_last_tick_are_not_shown() {
+        let timed = Some(Duration::from_secs(3));
+        assert!(shows(timed, &tick(2_000, 3_001, false)), "a full second");
+        assert!(
+            !shows(timed, &tick(3_001, 3_800, true)),
+            "after the time was up: the tail"
+        );
+        assert!(
+            shows(timed, &tick(2_000, 2_900, true)),
+            "cut short (Ctrl-C): the run's own last 0.9 s"
+        );
+        assert!(
+            shows(None, &tick(7_000, 7_600, true)),
+            "a counted run's end"
+        );
+        assert!(
+            !shows(None, &tick(7_000, 7_100, true)),
+            "too short for a rate"
+        );
     }
 }

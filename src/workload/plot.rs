@@ -1,8 +1,8 @@
 //! A transfer run drawn as an SVG picture (the `plotters` crate, its SVG backend only):
 //! committed transfers per second, with the retries of each second as red bars on their own
 //! axis (and failed transfers, if any, as crosses on it), above the p50 and p99 latencies of
-//! each second — to look at a run rather than read it. Rates and latencies are drawn at the
-//! middle of their second; a retry bar spans it.
+//! each second — to look at a run rather than read it. Rates and latencies (on a log
+//! scale) are drawn at the middle of their second; a retry bar spans it.
 
 use super::stats::grouped;
 use super::transfers::TransferTick;
@@ -21,6 +21,9 @@ const FAILURES: RGBColor = RGBColor(120, 0, 0);
 const P50: RGBColor = RGBColor(44, 160, 44);
 /// p99's colour.
 const P99: RGBColor = RGBColor(148, 103, 189);
+/// Each axis goes this far beyond the highest value it shows (on the log scale, in decades),
+/// so that the legends in the upper right corners stay clear of the data.
+const HEADROOM: f64 = 1.4;
 /// The typeface of every text.
 const FONT: &str = "sans-serif";
 
@@ -97,6 +100,17 @@ fn axis_number(value: &f64) -> String {
     }
 }
 
+/// A latency on the log-scale axis, in milliseconds: as many decimals as it needs (0.05, 0.2,
+/// 3, 1,000).
+fn latency_label(millis: &f64) -> String {
+    if *millis >= 1.0 {
+        axis_number(&millis.round())
+    } else {
+        let text = format!("{millis:.3}");
+        text.trim_end_matches('0').to_string()
+    }
+}
+
 /// The plot could not be drawn.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw the plot: {0}")]
@@ -132,12 +146,12 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
         .iter()
         .map(|point| point.per_second)
         .fold(1.0, f64::max)
-        * 1.15;
+        * HEADROOM;
     let top_retries = points
         .iter()
         .flat_map(|point| [point.retries_per_second(), point.errors_per_second()])
         .fold(1.0, f64::max)
-        * 1.15;
+        * HEADROOM;
     let mut chart = ChartBuilder::on(&upper)
         .margin(12)
         .caption(
@@ -216,31 +230,38 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperRight)
         .label_font((FONT, 13))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.5))
         .draw()?;
 
     // Latency: p50 and p99 of each second.
-    let top_latency = points
-        .iter()
-        .filter_map(|point| point.p99_ms)
-        .fold(0.1, f64::max)
-        * 1.15;
+    // On a log scale: a p99 a hundred times the p50 (a stall, a retry storm) leaves the p50
+    // readable.
+    let latencies = || {
+        points
+            .iter()
+            .flat_map(|point| [point.p50_ms, point.p99_ms])
+            .flatten()
+    };
+    let highest = latencies().fold(0.1, f64::max);
+    let bottom_latency = latencies().fold(highest, f64::min) / 1.5;
+    // The same room above the data as on a linear axis, in decades.
+    let top_latency = bottom_latency * (highest / bottom_latency).powf(HEADROOM);
     let mut chart = ChartBuilder::on(&lower)
         .margin(12)
         .caption("Latency of committed transfers", (FONT, 17))
         .margin_right(12 + 80) // lined up with the throughput's right-hand axis
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..seconds, 0.0..top_latency)?;
+        .build_cartesian_2d(0.0..seconds, (bottom_latency..top_latency).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("elapsed (s)")
         .x_label_formatter(&axis_number)
-        .y_desc("latency (ms)")
-        .y_label_formatter(&axis_number)
+        .y_desc("latency (ms, log scale)")
+        .y_label_formatter(&latency_label)
         .bold_line_style(BLACK.mix(0.12))
         .light_line_style(BLACK.mix(0.03))
         .label_style((FONT, 13))
@@ -300,7 +321,7 @@ mod tests {
             "roachbank transfer",
             "committed transfers/s",
             "retries/s",
-            "latency (ms)",
+            "latency (ms, log scale)",
             "elapsed (s)",
             "p50",
             "p99",
