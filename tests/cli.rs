@@ -33,25 +33,60 @@ const NEEDS_PASSWORDS: &str = "pwuser is a role with a password (made in PL/pgSQ
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// The integer after `prefix` on the first stdout line starting with `prefix`.
+/// `n` as the binary writes counts and rates: digits grouped by threes with commas
+/// (`12,345`). Written here independently of the library's own, so that the output is checked
+/// against the format, not against itself.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
+
+/// Whether `text` is a whole number written as the binary writes counts and rates: grouped by
+/// threes with commas, no decimals (`7`, `12,345`).
+fn is_grouped_integer(text: &str) -> bool {
+    text.replace(',', "")
+        .parse::<u64>()
+        .is_ok_and(|n| grouped(n) == text)
+}
+
+/// The integer after `prefix` on the first stdout line starting with `prefix`: plain (`4736`)
+/// or grouped (`4,736`), as long as the grouping is right.
 fn number_after(output: &Output, prefix: &str) -> i64 {
     let stdout = stdout_of(output);
     let line = stdout
         .lines()
         .find(|line| line.starts_with(prefix))
         .unwrap_or_else(|| panic!("no line starting with {prefix:?}: {}", describe(output)));
-    let digits: String = line[prefix.len()..]
+    let number: String = line[prefix.len()..]
         .chars()
-        .take_while(|c| c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit() || *c == ',')
         .collect();
-    digits
+    let number = number.trim_end_matches(',');
+    let parsed: u64 = number
+        .replace(',', "")
         .parse()
-        .unwrap_or_else(|_| panic!("no integer after {prefix:?} in {line:?}"))
+        .unwrap_or_else(|_| panic!("no integer after {prefix:?} in {line:?}"));
+    assert!(
+        number == parsed.to_string() || number == grouped(parsed),
+        "{number:?} after {prefix:?} is grouped wrongly in {line:?}"
+    );
+    parsed as i64
 }
 
-/// The money `seed` reports: M in "seeded N accounts holding M in total".
+/// The money `seed` reports: M in "seeded N accounts holding M in total" (N grouped, M plain:
+/// money is written as the exact integer the database holds).
 fn seeded_money(output: &Output, accounts: u64) -> i64 {
-    let money = number_after(output, &format!("seeded {accounts} accounts holding "));
+    let money = number_after(
+        output,
+        &format!("seeded {} accounts holding ", grouped(accounts)),
+    );
     assert!(
         stdout_of(output).contains(&format!("holding {money} in total")),
         "seed summary malformed: {}",
@@ -63,13 +98,17 @@ fn seeded_money(output: &Output, accounts: u64) -> i64 {
 /// (accounts, total balance) as printed by `balance`.
 fn balance_figures(output: &Output) -> (i64, i64) {
     assert_success(output);
-    (
-        number_after(output, "accounts: "),
-        number_after(output, "total balance: "),
-    )
+    let total = number_after(output, "total balance: ");
+    assert!(
+        stdout_of(output).contains(&format!("total balance: {total}\n")),
+        "the total balance is money, written plain: {}",
+        describe(output)
+    );
+    (number_after(output, "accounts: "), total)
 }
 
-/// Checks the `transfer` summary line says `count` done and carries the figures it promises.
+/// Checks the `transfer` summary line says `count` done and carries the figures it promises:
+/// counts grouped, the rate a grouped whole number.
 fn assert_transfer_summary(output: &Output, count: u64) {
     let stdout = stdout_of(output);
     let summary = stdout
@@ -77,7 +116,7 @@ fn assert_transfer_summary(output: &Output, count: u64) {
         .find(|line| line.starts_with("transfers: "))
         .unwrap_or_else(|| panic!("no transfer summary: {}", describe(output)));
     assert!(
-        summary.starts_with(&format!("transfers: {count} done, ")),
+        summary.starts_with(&format!("transfers: {} done, ", grouped(count))),
         "summary does not say {count} done: {summary:?}"
     );
     assert!(
@@ -90,6 +129,14 @@ fn assert_transfer_summary(output: &Output, count: u64) {
             "summary lacks {part:?}: {summary:?}"
         );
     }
+    let rate = summary
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" transfers/s"))
+        .unwrap_or_else(|| panic!("no rate in {summary:?}"));
+    assert!(
+        is_grouped_integer(rate),
+        "the rate {rate:?} must be a whole number, grouped: {summary:?}"
+    );
 }
 
 /// Rows in `table` of the SQLite file at `path`, counted with diesel (not through the binary).
@@ -205,8 +252,19 @@ fn default_sqlite_seed_transfer_points_keep_totals_and_write_bank_db_in_cwd() {
     let points = run(cwd, &["points", "2500", "--chunk-size", "1000"], &[]);
     assert_success(&points);
     assert!(
-        stdout_of(&points).contains("points: 2500 rows in 3 chunks"),
+        stdout_of(&points).contains("points: 2,500 rows in 3 chunks"),
         "{}",
+        describe(&points)
+    );
+    let stdout = stdout_of(&points);
+    let rate = stdout
+        .trim_end()
+        .strip_suffix(" rows/s")
+        .and_then(|line| line.rsplit(", ").next())
+        .unwrap_or_else(|| panic!("no rows/s: {}", describe(&points)));
+    assert!(
+        is_grouped_integer(rate),
+        "rows/s {rate:?} must be a whole number, grouped: {}",
         describe(&points)
     );
     assert_eq!(sqlite_count(&cwd.join("bank.db"), "points"), 2500);
@@ -406,7 +464,7 @@ fn postgres_flow(test_name: &str, via: UrlVia) {
     );
     assert_success(&points);
     assert!(
-        stdout_of(&points).contains("points: 3000 rows in 3 chunks"),
+        stdout_of(&points).contains("points: 3,000 rows in 3 chunks"),
         "{}",
         describe(&points)
     );
@@ -1225,7 +1283,7 @@ fn points_chunk_size_is_at_most_100000_a_usage_error_beyond_and_help_says_so() {
     );
     assert_success(&at_max);
     assert!(
-        stdout_of(&at_max).contains("points: 1000 rows in 1 chunk,"),
+        stdout_of(&at_max).contains("points: 1,000 rows in 1 chunk,"),
         "{}",
         describe(&at_max)
     );
@@ -1390,7 +1448,11 @@ fn points_stopped_by_sigint_says_how_many_rows_committed_and_the_table_holds_the
         describe(&output)
     );
     let chunks = rows / 1000;
-    let summary = format!("points: {rows} rows in {chunks} chunk");
+    let summary = format!(
+        "points: {} rows in {} chunk",
+        grouped(rows as u64),
+        grouped(chunks as u64)
+    );
     assert!(
         stdout_of(&output).starts_with(&summary),
         "expected {summary:?}: {}",
@@ -1398,7 +1460,8 @@ fn points_stopped_by_sigint_says_how_many_rows_committed_and_the_table_holds_the
     );
     let stderr = stderr_of(&output);
     assert!(
-        stderr.contains("SIGINT") && stderr.contains(&format!("{rows} of 100000000 rows")),
+        stderr.contains("SIGINT")
+            && stderr.contains(&format!("{} of 100,000,000 rows", grouped(rows as u64))),
         "stderr must say the run was stopped and what committed: {}",
         describe(&output)
     );
@@ -1449,7 +1512,7 @@ fn points_failing_midway_says_how_many_rows_and_chunks_committed() {
         describe(&output)
     );
     assert_eq!(
-        line.matches("3000 rows in 3 chunks committed").count(),
+        line.matches("3,000 rows in 3 chunks committed").count(),
         1,
         "the line must say once what committed: {}",
         describe(&output)

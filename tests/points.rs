@@ -212,11 +212,23 @@ fn a_failed_chunk_stops_the_run_and_the_error_tells_what_committed(target: Targe
         assert_eq!(committed.chunks, 3, "{err:?}");
     }
     assert!(committed.rows <= 3000, "{err:?}");
+    // Counts grouped by threes, as every summary writes them: "3,000 rows in 3 chunks".
+    let grouped = |n: u64| {
+        let digits = n.to_string();
+        let mut text = String::new();
+        for (i, digit) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                text.push(',');
+            }
+            text.push(digit);
+        }
+        text
+    };
     let said = format!(
         "{} row{} in {} chunk{} committed",
-        committed.rows,
+        grouped(committed.rows),
         if committed.rows == 1 { "" } else { "s" },
-        committed.chunks,
+        grouped(committed.chunks),
         if committed.chunks == 1 { "" } else { "s" },
     );
     assert_eq!(err.to_string().matches(&said).count(), 1, "{err}");

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use roachbank::bank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use roachbank::bank::{TransferStyle, MAX_SEED_ACCOUNTS};
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// CockroachDB's bank tutorial in Rust: seed accounts, move money between them, bulk-load
@@ -92,6 +93,20 @@ pub enum Command {
         /// the default on SQLite).
         #[arg(long, value_enum, value_name = "STYLE")]
         style: Option<TransferStyleArg>,
+        /// Print a line of figures every second on stderr, in the columns of `cockroach
+        /// workload run` (errors, ops/sec, p50/p95/p99/pMax in ms), and the total in the same
+        /// columns on stdout. A --duration run prints its ticks whenever stderr is a terminal,
+        /// and its total always.
+        #[arg(long)]
+        ticks: bool,
+        /// Write the latency histogram of each second to FILE, in HdrHistogram's interval log
+        /// format (values in nanoseconds), for HdrHistogram's tools.
+        #[arg(long, value_name = "FILE")]
+        histograms: Option<PathBuf>,
+        /// Draw the run as an SVG picture in FILE: committed transfers/s and retries/s, p50
+        /// and p99 latency, second by second.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
     },
     /// Insert N random points (x, y, z in [0, 1024)) in chunks, one transaction per chunk.
     #[command(allow_negative_numbers = true)]

@@ -3,6 +3,7 @@
 
 use super::args::{Cli, Command};
 use super::error::{CliError, StdoutError};
+use super::follow::{Following, OutputFiles, TICK_EVERY};
 use super::hint;
 use super::interrupt::Interrupt;
 use anyhow::{Context, Result};
@@ -15,11 +16,13 @@ use roachbank::db::redact::Redactor;
 use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, Flavor};
 use roachbank::init::{self, InitPlan, InitReport};
 use roachbank::retry::RetryPolicy;
+use roachbank::sync::{into_inner, lock};
+use roachbank::workload::columns::{total_line, TOTAL_HEADER};
 use roachbank::workload::points::PointsRun;
 use roachbank::workload::progress::Progress;
-use roachbank::workload::sync::{into_inner, lock};
-use roachbank::workload::{RunLength, TransferOutcome, TransferRun};
-use std::io::Write;
+use roachbank::workload::stats::{grouped, grouped_rate};
+use roachbank::workload::{RunLength, TransferOutcome, TransferRun, TransferSummary};
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -66,12 +69,24 @@ pub fn run(
             workers,
             check: audit_after,
             style,
-        } => invocation.on_database(|db, policy| {
-            let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
-            let style = style.map_or_else(|| TransferStyle::fastest_for(db.flavor()), Into::into);
-            let run = TransferRun::new(length, workers).style(style);
-            transfer_then_check(db, policy, run, audit_after, interrupt)
-        }),
+            ticks,
+            ref histograms,
+            ref plot,
+        } => {
+            // Before anything touches the database: an unwritable file is bad usage.
+            let files = OutputFiles::open(histograms.as_deref(), plot.as_deref())?;
+            invocation.on_database(|db, policy| {
+                let length = duration.map_or(RunLength::Count(count), RunLength::Duration);
+                let style =
+                    style.map_or_else(|| TransferStyle::fastest_for(db.flavor()), Into::into);
+                let run = TransferRun::new(length, workers).style(style);
+                let shown = Shown {
+                    ticks: ticks || (duration.is_some() && std::io::stderr().is_terminal()),
+                    columns: ticks || duration.is_some(),
+                };
+                transfer_then_check(db, policy, run, shown, files, audit_after, interrupt)
+            })
+        }
         Command::Points {
             count,
             chunk_size,
@@ -249,7 +264,7 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     let committed = bank::seed(db, policy, accounts).context("seed failed")?;
     say!(
         "seeded {} account{} holding {} in total ({} attempt{})",
-        committed.value.accounts,
+        grouped(committed.value.accounts),
         plural(committed.value.accounts),
         committed.value.money,
         committed.attempts,
@@ -258,15 +273,28 @@ fn seed(db: &Database, policy: &RetryPolicy, accounts: u64) -> Result<()> {
     Ok(())
 }
 
+/// What a transfer run shows besides its summary line.
+#[derive(Debug, Clone, Copy)]
+struct Shown {
+    /// A line of figures every second on stderr (`--ticks`, or a `--duration` run on a
+    /// terminal), instead of the progress display.
+    ticks: bool,
+    /// The total in `cockroach workload run`'s columns, on stdout (a `--duration` run, or
+    /// `--ticks`).
+    columns: bool,
+}
+
 /// `transfer`, then the ledger audit if `audit_after` (`--check`).
 fn transfer_then_check(
     db: &Database,
     policy: &RetryPolicy,
     run: TransferRun,
+    shown: Shown,
+    files: OutputFiles,
     audit_after: bool,
     interrupt: &Interrupt,
 ) -> Result<()> {
-    let transferred = transfer(db, policy, run, interrupt);
+    let transferred = transfer(db, policy, run, shown, files, interrupt);
     // The audit runs whatever happened to the transfers (that is when it matters most),
     // unless the user asked the run to stop.
     let audited = match interrupt.received() {
@@ -291,14 +319,17 @@ fn transfer(
     db: &Database,
     policy: &RetryPolicy,
     run: TransferRun,
+    shown: Shown,
+    files: OutputFiles,
     interrupt: &Interrupt,
 ) -> Result<()> {
     let (length, workers) = (run.length(), run.workers());
     let print_each = matches!(length, RunLength::Count(count) if count <= TRANSFER_LINES_UP_TO);
     let progress = match length {
-        _ if print_each => Progress::hidden(),
+        _ if print_each || shown.ticks => Progress::hidden(),
         RunLength::Count(count) => Progress::bar(count, "transfers"),
-        RunLength::Duration(duration) => Progress::timed(duration, "transfers"),
+        // A timed run on a terminal shows ticks; elsewhere nothing is drawn anyway.
+        RunLength::Duration(_) => Progress::hidden(),
     };
     // The first failed write to stdout: the transfers go on (at most TRANSFER_LINES_UP_TO of
     // them), unprinted, and the run reports it at the end.
@@ -321,7 +352,26 @@ fn transfer(
         }
         progress.inc(1);
     };
-    let report = run.cancel(interrupt.flag()).run(db, policy, &on_transfer);
+    let run = run.cancel(interrupt.flag());
+    let timed = match length {
+        RunLength::Duration(duration) => Some(duration),
+        RunLength::Count(_) => None,
+    };
+    let following = Following::new(shown.ticks, files, timed);
+    let (report, files_written) = if following.wanted() {
+        let title = format!(
+            "roachbank transfer: {} worker{}, {} style, {}",
+            workers,
+            plural(u64::from(workers)),
+            style_name(run.style_on(db.flavor())),
+            db.flavor(),
+        );
+        following.run(&title, |on_tick| {
+            run.run_ticking(db, policy, &on_transfer, TICK_EVERY, on_tick)
+        })
+    } else {
+        (run.run(db, policy, &on_transfer), Ok(()))
+    };
     progress.finish();
     let summary = &report.summary;
     if let Some(signal) = interrupt.received() {
@@ -333,22 +383,7 @@ fn transfer(
     }
     let printed = match into_inner(unprinted) {
         Some(error) => Err(error),
-        None => say!(
-            "transfers: {} done, {} failed, {}{}, {:.1} transfers/s, p50 {}, p99 {} ({} worker{})",
-            summary.done,
-            summary.failed,
-            if summary.unknown > 0 {
-                format!("{} with unknown outcome, ", summary.unknown)
-            } else {
-                String::new()
-            },
-            retries(summary.retries),
-            summary.per_second(),
-            format_latency(summary.latency_quantile(0.50)),
-            format_latency(summary.latency_quantile(0.99)),
-            workers,
-            plural(u64::from(workers)),
-        ),
+        None => print_transfer_summary(summary, shown, workers),
     };
     // A panicked worker (a bug) or a failed transfer outranks unprinted output: the exit status
     // must say the run went wrong.
@@ -362,14 +397,59 @@ fn transfer(
         )));
     }
     match report.error {
-        None => Ok(printed?),
+        None => {
+            // A file that could not be written outranks unprinted output too.
+            files_written?;
+            Ok(printed?)
+        }
         Some(error) => Err(anyhow::Error::new(error).context(format!(
             "{} transfer{} failed (none of them applied), {} with unknown outcome; the first",
-            summary.failed,
+            grouped(summary.failed),
             plural(summary.failed),
-            summary.unknown,
+            grouped(summary.unknown),
         ))),
     }
+}
+
+/// The name `--style` gives `style`.
+fn style_name(style: TransferStyle) -> &'static str {
+    match style {
+        TransferStyle::OneStatement => "one-statement",
+        TransferStyle::Tutorial => "tutorial",
+    }
+}
+
+/// A transfer run's summary on stdout: the total in `cockroach workload run`'s columns if
+/// `shown.columns` (after a blank line if ticks were printed, as CockroachDB does), then the
+/// `transfers:` line.
+fn print_transfer_summary(
+    summary: &TransferSummary,
+    shown: Shown,
+    workers: u32,
+) -> Result<(), StdoutError> {
+    if shown.columns {
+        if shown.ticks {
+            say!("")?;
+        }
+        say!("{TOTAL_HEADER}")?;
+        say!("{}", total_line(summary))?;
+    }
+    say!(
+        "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {} ({} worker{})",
+        grouped(summary.done),
+        grouped(summary.failed),
+        if summary.unknown > 0 {
+            format!("{} with unknown outcome, ", grouped(summary.unknown))
+        } else {
+            String::new()
+        },
+        retries(summary.retries),
+        grouped_rate(summary.per_second()),
+        format_latency(summary.latency_quantile(0.50)),
+        format_latency(summary.latency_quantile(0.99)),
+        workers,
+        plural(u64::from(workers)),
+    )
 }
 
 fn check(db: &Database, policy: &RetryPolicy) -> Result<()> {
@@ -394,17 +474,17 @@ fn print_audit(report: &AuditReport, elapsed: Duration) -> Result<(), StdoutErro
         } else {
             "FAILED"
         },
-        totals.accounts,
+        count(totals.accounts),
         plural(totals.accounts as u64),
-        totals.ledger_rows,
+        count(totals.ledger_rows),
         plural(totals.ledger_rows as u64),
         totals.total_balance,
         totals.total_deposits,
-        report.mismatched_accounts,
+        count(report.mismatched_accounts),
         plural(report.mismatched_accounts as u64),
-        totals.negative_balances,
+        count(totals.negative_balances),
         plural(totals.negative_balances as u64),
-        totals.orphan_rows,
+        count(totals.orphan_rows),
         plural(totals.orphan_rows as u64),
         elapsed.as_secs_f64(),
     )?;
@@ -431,7 +511,9 @@ fn add_points(
     let effective = points::effective_chunk_size(db.flavor(), chunk_size);
     if effective != chunk_size {
         note!(
-            "roachbank: chunks of {effective} rows instead of {chunk_size}: {} advises keeping transactions small",
+            "roachbank: chunks of {} rows instead of {}: {} advises keeping transactions small",
+            grouped(effective),
+            grouped(chunk_size),
             db.flavor()
         );
     }
@@ -445,24 +527,25 @@ fn add_points(
     if let Some(signal) = interrupt.received() {
         if report.rows < count {
             note!(
-                "roachbank: {}: stopped after {} of {count} row{} ({} chunk{}) committed, each exactly once; no chunk started after it",
+                "roachbank: {}: stopped after {} of {} row{} ({} chunk{}) committed, each exactly once; no chunk started after it",
                 signal.name(),
-                report.rows,
+                grouped(report.rows),
+                grouped(count),
                 plural(count),
-                report.chunks,
+                grouped(report.chunks),
                 plural(report.chunks),
             );
         }
     }
     say!(
-        "points: {} row{} in {} chunk{}, {}, {:.2} s, {:.0} rows/s",
-        report.rows,
+        "points: {} row{} in {} chunk{}, {}, {:.2} s, {} rows/s",
+        grouped(report.rows),
         plural(report.rows),
-        report.chunks,
+        grouped(report.chunks),
         plural(report.chunks),
         retries(report.retries),
         report.elapsed.as_secs_f64(),
-        report.rows_per_second(),
+        grouped_rate(report.rows_per_second()),
     )?;
     Ok(())
 }
@@ -470,7 +553,7 @@ fn add_points(
 fn balance(db: &Database, policy: &RetryPolicy) -> Result<()> {
     let summary = bank::balance(db, policy).context("balance failed")?.value;
     let or_dash = |value: Option<i64>| value.map_or_else(|| "-".to_string(), |v| v.to_string());
-    say!("accounts: {}", summary.accounts)?;
+    say!("accounts: {}", count(summary.accounts))?;
     say!("total balance: {}", summary.total)?;
     say!("min balance: {}", or_dash(summary.min))?;
     say!("max balance: {}", or_dash(summary.max))?;
@@ -484,9 +567,15 @@ fn format_latency(latency: Option<Duration>) -> String {
     )
 }
 
-/// "1 retry", "2 retries".
+/// "1 retry", "2 retries", "1,024 retries".
 fn retries(n: u64) -> String {
-    format!("{n} retr{}", if n == 1 { "y" } else { "ies" })
+    format!("{} retr{}", grouped(n), if n == 1 { "y" } else { "ies" })
+}
+
+/// A count the database returned (never negative), its digits grouped; money and ids stay
+/// plain.
+fn count(n: i64) -> String {
+    grouped(n.max(0) as u64)
 }
 
 fn plural(n: u64) -> &'static str {

@@ -7,6 +7,7 @@ pub mod args;
 pub mod commands;
 pub mod dotenv;
 pub mod error;
+pub mod follow;
 pub mod hint;
 pub mod interrupt;
 pub mod log;

@@ -20,6 +20,7 @@ use super::binds::python_tuple;
 use super::redact::{redact_url, Redactor};
 use super::stall::StallWatch;
 use super::{one_line, DbError};
+use crate::sync::{read, write};
 use diesel::connection::{DebugQuery, Instrumentation, InstrumentationEvent};
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -190,14 +191,9 @@ static CONNECTION_ECHO: RwLock<Option<Redactor>> = RwLock::new(None);
 /// [`DbConnectionManager`](super::DbConnectionManager) puts its own in place (so statements
 /// are reported once).
 pub fn echo_connection_events(redactor: Redactor) -> Result<(), DbError> {
-    *CONNECTION_ECHO
-        .write()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(redactor);
+    *write(&CONNECTION_ECHO) = Some(redactor);
     diesel::connection::set_default_instrumentation(|| {
-        let redactor = CONNECTION_ECHO
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()?;
+        let redactor = read(&CONNECTION_ECHO).clone()?;
         Some(Box::new(ConnectionEcho(Echo::new(redactor))))
     })?;
     Ok(())

@@ -7,10 +7,11 @@ use super::echo::{ConnectionHooks, Echo};
 use super::redact::Redactor;
 use super::stall::{self, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
+use crate::sync::lock;
 use diesel::connection::{Instrumentation, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Builds a fresh [`Instrumentation`] for each new connection (tests use it to record the
@@ -128,7 +129,7 @@ impl DbConnectionManager {
     /// Hands `conn`, a connection this manager made, to the pool: its first `connect` returns it
     /// instead of opening another, so a command that opened the database on it connects once.
     pub fn keep_for_pool(&self, conn: DbConnection) {
-        *self.spare.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn);
+        *lock(&self.spare) = Some(conn);
     }
 
     /// The configuration this manager connects with.
@@ -287,11 +288,7 @@ impl r2d2::ManageConnection for DbConnectionManager {
     type Error = DbError;
 
     fn connect(&self) -> Result<DbConnection, DbError> {
-        let spare = self
-            .spare
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let spare = lock(&self.spare).take();
         match spare {
             Some(mut conn) => {
                 if conn.is_broken() {

@@ -14,10 +14,11 @@
 //! that the one new socket is the connection's. If the difference is not exactly one socket (an
 //! unusual process opening sockets at that moment), that connection goes unwatched.
 
+use crate::sync::lock;
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::sync::{Arc, Mutex, MutexGuard, Once, Weak};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
 /// Default of how long a statement may go without an answer before its connection counts as
@@ -160,13 +161,6 @@ fn fd_dir() -> &'static str {
     } else {
         "/dev/fd"
     }
-}
-
-/// Locks `mutex`, whatever a panicking holder left behind (the data stays valid).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

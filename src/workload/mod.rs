@@ -3,14 +3,21 @@
 //! panicked worker reported, never dropped. Its two uses are [`transfers`] (random transfers)
 //! and [`points`] (the "large transactions" example, chunk by chunk); [`progress`] draws
 //! either on a terminal, [`stats`] holds the rates and latency histograms, and [`sync`] the one
-//! way a poisoned lock is taken over.
+//! way a poisoned lock is taken over. A transfer run can also be followed second by second
+//! ([`interval`]): in `cockroach workload run`'s [`columns`], as an HdrHistogram
+//! [`histogram_log`], and as a [`plot`].
 
+pub mod columns;
+pub mod histogram_log;
+pub mod interval;
+pub mod plot;
 pub mod points;
 pub mod progress;
 pub mod runner;
 pub mod stats;
-pub mod sync;
 pub mod transfers;
 
 pub use runner::{RunLength, WorkerPanicked};
-pub use transfers::{TransferOutcome, TransferReport, TransferRun, TransferSummary, RETRY_GRACE};
+pub use transfers::{
+    TransferOutcome, TransferReport, TransferRun, TransferSummary, TransferTick, RETRY_GRACE,
+};

@@ -4,12 +4,12 @@
 //! N is.
 
 use super::runner::{FirstError, Flow, RunLength, Runner, Tally, WorkerPanicked};
-use super::stats;
-use super::sync::lock;
+use super::stats::{self, grouped};
 use crate::bank::ids::PointIds;
 use crate::bank::points::{effective_chunk_size, load_chunk, LoadMethod, SERVER_LOADERS};
 use crate::db::{Database, Flavor};
 use crate::retry::{RetryPolicy, TransactionError};
+use crate::sync::lock;
 use diesel::result::Error as DieselError;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -62,20 +62,21 @@ pub struct PointsError {
     pub cause: PointsFailure,
 }
 
-/// "2000 rows in 2 chunks committed before the run stopped, …": what a [`PointsError`] adds to
+/// "2,000 rows in 2 chunks committed before the run stopped, …": what a [`PointsError`] adds to
 /// its cause.
 fn committed_so_far(committed: &PointsReport, in_doubt: u64) -> String {
     let plural = |n: u64| if n == 1 { "" } else { "s" };
     let mut text = format!(
         "{} row{} in {} chunk{} committed before the run stopped, each exactly once; they stay",
-        committed.rows,
+        grouped(committed.rows),
         plural(committed.rows),
-        committed.chunks,
+        grouped(committed.chunks),
         plural(committed.chunks),
     );
     if in_doubt > 0 {
         text.push_str(&format!(
-            "; {in_doubt} more row{} in chunks whose commit outcome is unknown",
+            "; {} more row{} in chunks whose commit outcome is unknown",
+            grouped(in_doubt),
             plural(in_doubt)
         ));
     }
@@ -195,8 +196,8 @@ impl<'c> PointsRun<'c> {
         // the totals it sees only grow.
         let done = Mutex::new((0u64, on_chunk));
         let first_error = FirstError::default();
-        let finished = runner.run(|index, tally: &mut LoaderTally| {
-            let first = index * chunk_size;
+        let finished = runner.run(|job, tally: &mut LoaderTally| {
+            let first = job.index * chunk_size;
             let rows = chunk_size.min(count - first);
             match load_chunk(db, policy, method, &ids, first, rows) {
                 Ok(committed) => {

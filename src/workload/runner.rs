@@ -3,7 +3,7 @@
 //! figures (no lock between jobs), merged when it is done. A job that panics stops the run and
 //! is reported, with the figures its worker had gathered until then.
 
-use super::sync::{into_inner, lock};
+use crate::sync::{into_inner, lock};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,16 @@ pub enum Flow {
     Continue,
     /// Start no more jobs, on any worker; those in flight run to their end.
     Stop,
+}
+
+/// One job as the runner hands it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// Its index: 0, 1, 2, … in the order jobs are taken, over all workers.
+    pub index: u64,
+    /// The worker running it, in `0..workers`: a worker's own slot in figures kept per worker
+    /// (see [`Slots`](super::interval::Slots)).
+    pub worker: u32,
 }
 
 /// One worker's figures, merged into the run's when the workers are done.
@@ -118,8 +128,8 @@ impl<'c> Runner<'c> {
     }
 
     /// Runs `job` on every worker until the run's length is reached, it is cancelled, or a job
-    /// returns [`Flow::Stop`]. Each call gets the job's index (0, 1, 2, … in the order jobs are
-    /// taken, over all workers) and its worker's own [`Tally`].
+    /// returns [`Flow::Stop`]. Each call gets the [`Job`] (its index and its worker's number)
+    /// and its worker's own [`Tally`].
     ///
     /// A job that panics stops the run like [`Flow::Stop`]; its worker's figures so far are
     /// kept and the panic is reported in [`Finished::panicked`]. The panic message is also
@@ -127,7 +137,7 @@ impl<'c> Runner<'c> {
     pub fn run<T, F>(&self, job: F) -> Finished<T>
     where
         T: Tally,
-        F: Fn(u64, &mut T) -> Flow + Sync,
+        F: Fn(Job, &mut T) -> Flow + Sync,
     {
         let started = Instant::now();
         let next = AtomicU64::new(0);
@@ -162,12 +172,14 @@ impl<'c> Runner<'c> {
         };
         let tallies: Vec<T> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..self.workers)
-                .map(|_| {
-                    scope.spawn(|| {
+                .map(|worker| {
+                    let (job, another, report_panic, stop) = (&job, &another, &report_panic, &stop);
+                    scope.spawn(move || {
                         let mut tally = T::default();
                         while let Some(index) = another() {
-                            let flow =
-                                panic::catch_unwind(AssertUnwindSafe(|| job(index, &mut tally)));
+                            let flow = panic::catch_unwind(AssertUnwindSafe(|| {
+                                job(Job { index, worker }, &mut tally)
+                            }));
                             match flow {
                                 Ok(Flow::Continue) => {}
                                 Ok(Flow::Stop) => {
@@ -228,23 +240,25 @@ mod tests {
     #[test]
     fn a_counted_run_does_each_job_once_over_all_workers() {
         let seen = Mutex::new(Vec::new());
-        let finished = Runner::new(4, RunLength::Count(100)).run(|index, done: &mut Done| {
-            lock(&seen).push(index);
+        let finished = Runner::new(4, RunLength::Count(100)).run(|job, done: &mut Done| {
+            lock(&seen).push(job);
             done.0 += 1;
             Flow::Continue
         });
-        let mut seen = into_inner(seen);
-        seen.sort_unstable();
-        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        let seen = into_inner(seen);
+        let mut indexes: Vec<_> = seen.iter().map(|job| job.index).collect();
+        indexes.sort_unstable();
+        assert_eq!(indexes, (0..100).collect::<Vec<_>>());
+        assert!(seen.iter().all(|job| job.worker < 4), "{seen:?}");
         assert_eq!(finished.tally.0, 100);
         assert_eq!(finished.panicked, None);
     }
 
     #[test]
     fn a_stop_or_a_cancel_starts_no_more_jobs() {
-        let finished = Runner::new(1, RunLength::Count(100)).run(|index, done: &mut Done| {
+        let finished = Runner::new(1, RunLength::Count(100)).run(|job, done: &mut Done| {
             done.0 += 1;
-            if index == 9 {
+            if job.index == 9 {
                 Flow::Stop
             } else {
                 Flow::Continue
@@ -264,9 +278,9 @@ mod tests {
 
     #[test]
     fn a_panicked_job_is_reported_and_its_workers_figures_are_kept() {
-        let finished = Runner::new(1, RunLength::Count(100)).run(|index, done: &mut Done| {
-            if index == 5 {
-                panic!("job {index} broke");
+        let finished = Runner::new(1, RunLength::Count(100)).run(|job, done: &mut Done| {
+            if job.index == 5 {
+                panic!("job {} broke", job.index);
             }
             done.0 += 1;
             Flow::Continue

@@ -1,10 +1,12 @@
 //! Many random transfers at once, on the [`runner`](super::runner): a run length in transfers
-//! or in time, and the figures of the run (done, failed, retries, throughput, latency).
+//! or in time, the figures of the run (done, failed, retries, throughput, latency), and, if
+//! asked, the same figures for each second of it ([`TransferTick`]).
 
-use super::runner::{FirstError, Flow, RunLength, Runner, Tally, WorkerPanicked};
+use super::interval::{self, Slots, TickTime};
+use super::runner::{FirstError, Flow, Job, RunLength, Runner, Tally, WorkerPanicked};
 use super::stats::{self, Latencies};
 use crate::bank::{self, BankError, Transfer, TransferStyle};
-use crate::db::Database;
+use crate::db::{Database, Flavor};
 use crate::retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
@@ -60,6 +62,78 @@ impl Tally for TransferSummary {
     }
 }
 
+/// The figures of one interval of a transfer run (a tick), as [`TransferRun::run_ticking`]
+/// reports them while the run goes on.
+#[derive(Debug, Clone, Default)]
+pub struct TransferTick {
+    /// Time since the run started, at the end of the interval.
+    pub elapsed: Duration,
+    /// The interval's length.
+    pub interval: Duration,
+    /// Latencies of the transfers that committed in the interval.
+    pub latencies: Latencies,
+    /// Retries of the transfers that committed in the interval.
+    pub retries: u64,
+    /// Transfers that did not commit, or whose outcome stayed unknown, in the interval.
+    pub errors: u64,
+    /// Transfers committed since the run started, this interval's included.
+    pub done_so_far: u64,
+    /// Transfers that did not commit or whose outcome stayed unknown since the run started,
+    /// this interval's included.
+    pub errors_so_far: u64,
+    /// Whether this is the last tick, closing the run's last (usually partial) interval.
+    pub last: bool,
+}
+
+impl TransferTick {
+    /// Transfers committed in the interval.
+    pub fn done(&self) -> u64 {
+        self.latencies.count()
+    }
+
+    /// Committed transfers per second of the interval.
+    pub fn per_second(&self) -> f64 {
+        stats::per_second(self.done(), self.interval)
+    }
+
+    /// Committed transfers per second since the run started.
+    pub fn per_second_so_far(&self) -> f64 {
+        stats::per_second(self.done_so_far, self.elapsed)
+    }
+
+    /// Retries per second of the interval.
+    pub fn retries_per_second(&self) -> f64 {
+        stats::per_second(self.retries, self.interval)
+    }
+
+    /// Whether the tick is shown to people (printed, plotted): any but a last one too short to
+    /// have a meaningful rate ([`SHORTEST_SHOWN_LAST`](super::interval::SHORTEST_SHOWN_LAST)).
+    pub fn shown(&self) -> bool {
+        TickTime {
+            elapsed: self.elapsed,
+            interval: self.interval,
+            last: self.last,
+        }
+        .shown()
+    }
+}
+
+/// What one worker recorded in the current interval.
+#[derive(Debug, Default)]
+struct IntervalFigures {
+    latencies: Latencies,
+    retries: u64,
+    errors: u64,
+}
+
+impl Tally for IntervalFigures {
+    fn merge(&mut self, other: Self) {
+        self.latencies.merge(&other.latencies);
+        self.retries += other.retries;
+        self.errors += other.errors;
+    }
+}
+
 /// How a transfer run ended.
 #[derive(Debug)]
 pub struct TransferReport {
@@ -110,6 +184,12 @@ impl<'c> TransferRun<'c> {
         self.length
     }
 
+    /// The style its transfers are made in on a database of `flavor`.
+    pub fn style_on(&self, flavor: Flavor) -> TransferStyle {
+        self.style
+            .unwrap_or_else(|| TransferStyle::fastest_for(flavor))
+    }
+
     /// How many workers it runs on.
     pub fn workers(&self) -> u32 {
         self.workers
@@ -135,6 +215,52 @@ impl<'c> TransferRun<'c> {
         policy: &RetryPolicy,
         on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
     ) -> TransferReport {
+        self.run_recording(db, policy, on_transfer, None)
+    }
+
+    /// [`run`](Self::run), and `on_tick` called with the figures of each `every` of it (on a
+    /// thread of its own), then once more with the run's last interval as soon as the workers
+    /// are done ([`TransferTick::last`]): every committed transfer is in exactly one tick, so
+    /// the ticks' counts add up to the report's `done`. Each worker records into its own slot,
+    /// which the ticker empties once per tick: the workers never wait on each other.
+    pub fn run_ticking(
+        &self,
+        db: &Database,
+        policy: &RetryPolicy,
+        on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
+        every: Duration,
+        on_tick: &mut (dyn FnMut(&TransferTick) + Send),
+    ) -> TransferReport {
+        let slots = Slots::<IntervalFigures>::new(self.workers);
+        let (mut done_so_far, mut errors_so_far) = (0, 0);
+        let tick = |time: TickTime| {
+            let figures = slots.take();
+            done_so_far += figures.latencies.count();
+            errors_so_far += figures.errors;
+            on_tick(&TransferTick {
+                elapsed: time.elapsed,
+                interval: time.interval,
+                latencies: figures.latencies,
+                retries: figures.retries,
+                errors: figures.errors,
+                done_so_far,
+                errors_so_far,
+                last: time.last,
+            });
+        };
+        interval::ticking(every, Instant::now(), tick, || {
+            self.run_recording(db, policy, on_transfer, Some(&slots))
+        })
+    }
+
+    /// Runs the transfers, recording each into its worker's slot in `slots` too, if given.
+    fn run_recording(
+        &self,
+        db: &Database,
+        policy: &RetryPolicy,
+        on_transfer: &(dyn Fn(&TransferOutcome) + Sync),
+        slots: Option<&Slots<IntervalFigures>>,
+    ) -> TransferReport {
         // A timed run ends on time: no transfer starts a retry later than RETRY_GRACE after it
         // (a conflict met at the very end is still retried; a transfer stuck in retries is not).
         let policy = &match self.length {
@@ -151,11 +277,14 @@ impl<'c> TransferRun<'c> {
         if let Some(cancel) = self.cancel {
             runner = runner.cancel(cancel);
         }
-        let style = self
-            .style
-            .unwrap_or_else(|| TransferStyle::fastest_for(db.flavor()));
+        let style = self.style_on(db.flavor());
         let first_error = FirstError::default();
-        let finished = runner.run(|_, summary: &mut TransferSummary| {
+        let in_slot = |job: Job, record: &dyn Fn(&mut IntervalFigures)| {
+            if let Some(slots) = slots {
+                slots.record(job.worker, record);
+            }
+        };
+        let finished = runner.run(|job, summary: &mut TransferSummary| {
             let begun = Instant::now();
             match bank::transfer_in_style(db, policy, style) {
                 Ok(committed) => {
@@ -164,13 +293,19 @@ impl<'c> TransferRun<'c> {
                         attempts: committed.attempts,
                         latency: begun.elapsed(),
                     };
+                    let retries = u64::from(outcome.attempts - 1);
                     summary.done += 1;
-                    summary.retries += u64::from(outcome.attempts - 1);
+                    summary.retries += retries;
                     summary.latencies.record(outcome.latency);
+                    in_slot(job, &|figures| {
+                        figures.latencies.record(outcome.latency);
+                        figures.retries += retries;
+                    });
                     on_transfer(&outcome);
                     Flow::Continue
                 }
                 Err(error) => {
+                    in_slot(job, &|figures| figures.errors += 1);
                     let flow = match error {
                         TransactionError::AmbiguousCommit { .. } => {
                             summary.unknown += 1;
