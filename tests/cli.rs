@@ -8,13 +8,13 @@ mod support;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 use support::bin::{
     assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, assert_usage_block,
-    command, describe, dir_entries, run, run_timed, stderr_of, stdout_of, temp_dir, Started,
-    DEFAULT_DEADLINE,
+    command, describe, dir_entries, run, run_timed, send_signal, stderr_of, stdout_of, temp_dir,
+    Started, DEFAULT_DEADLINE,
 };
 use support::{echo, not_run_on_cockroachdb, TestDb, TestSqlite};
 
@@ -1338,12 +1338,7 @@ fn run_and_signal(dir: &Path, args: &[&str], signal: &str, after: Duration) -> (
             describe(&output)
         );
     }
-    let kill = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(kill.success(), "kill -{signal} failed");
+    send_signal(signal, child.id());
     let signalled = Instant::now();
     let output = child.wait(SIGNAL_DEADLINE);
     (output, signalled.elapsed())

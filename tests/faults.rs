@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
+use support::bin::send_signal;
 use support::proxy::CuttingProxy;
 use support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb};
 
@@ -1257,7 +1258,7 @@ struct FrozenBackends(Vec<i64>);
 impl FrozenBackends {
     fn freeze(pids: Vec<i64>) -> FrozenBackends {
         for pid in &pids {
-            signal("STOP", *pid);
+            send_signal("STOP", *pid);
         }
         FrozenBackends(pids)
     }
@@ -1266,17 +1267,9 @@ impl FrozenBackends {
 impl Drop for FrozenBackends {
     fn drop(&mut self) {
         for pid in &self.0 {
-            signal("CONT", *pid);
+            send_signal("CONT", *pid);
         }
     }
-}
-
-fn signal(name: &str, pid: i64) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}: {status}");
 }
 
 /// Whether the frozen-backend tests can run here (they say why not otherwise).

@@ -294,3 +294,15 @@ pub fn run_at_once(count: usize, args: &[&str]) -> Vec<Output> {
         .map(|child| child.wait(DEFAULT_DEADLINE))
         .collect()
 }
+
+/// Sends signal `name` (`"INT"`, `"TERM"`, `"STOP"`, `"CONT"`) to process `pid` with the
+/// shell's own `kill`, so that no `kill` program (Debian's procps) need be installed; panics
+/// if it fails.
+pub fn send_signal(name: &str, pid: impl std::fmt::Display) {
+    let pid = pid.to_string();
+    let status = Command::new("sh")
+        .args(["-c", r#"kill -s "$1" "$2""#, "sh", name, &pid])
+        .status()
+        .expect("run sh");
+    assert!(status.success(), "kill -s {name} {pid}: {status}");
+}

@@ -14,11 +14,12 @@ const ENV_URL: &str = "TEST_DATABASE_URL";
 
 /// Message for a machine without PostgreSQL server binaries and without `TEST_DATABASE_URL`.
 const NO_BINARIES: &str = "server tests need PostgreSQL server binaries (initdb, pg_ctl): \
-install them (Debian: apt-get install postgresql) or set TEST_DATABASE_URL to an existing \
-CockroachDB/PostgreSQL URL";
+run scripts/test, which installs them (or Debian: apt-get install postgresql), or set \
+TEST_DATABASE_URL to an existing CockroachDB/PostgreSQL URL";
 
-/// The `psql` client used by [`TestServer::psql`].
-const PSQL: &str = "/usr/bin/psql";
+/// The `psql` client used by [`TestServer::psql`], found on `PATH` (Debian's `/usr/bin/psql`;
+/// `scripts/test` puts Homebrew's keg-only PostgreSQL on `PATH` too).
+const PSQL: &str = "psql";
 
 /// How many free ports to try before giving up on starting the throwaway server.
 const START_ATTEMPTS: usize = 3;
@@ -187,7 +188,7 @@ impl TestServer {
             .arg(sql)
             .stdin(Stdio::null())
             .output()
-            .map_err(|err| format!("could not run {PSQL}: {err}"))?;
+            .map_err(|err| format!("could not run {PSQL} (scripts/test installs it): {err}"))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
         } else {

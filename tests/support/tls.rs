@@ -236,7 +236,7 @@ fn openssl(args: &[&str]) {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .expect("run openssl (Debian: apt-get install openssl)");
+        .expect("run openssl (scripts/test installs it; Debian: apt-get install openssl)");
     assert!(
         output.status.success(),
         "openssl {args:?} failed: {}",
