@@ -163,10 +163,9 @@ where
 /// CockroachDB retries such a statement on the server when it meets a conflict (as long as its
 /// results fit the results buffer, 16 KiB by default), so the client sees far fewer 40001s —
 /// the "automatic retries" of <https://www.cockroachlabs.com/docs/stable/transactions#automatic-retries>.
-/// A 40001 that still reaches the client, or PostgreSQL's, is retried here like any other,
-/// after the policy's backoff: the failed statement holds no locks, but sending it again at
-/// once meets the same conflict while the transaction it lost to is still committing (measured
-/// on PostgreSQL: retrying at once used up 50 retries within one slow commit).
+/// A 40001 that still reaches the client, or PostgreSQL's, is retried here like any other:
+/// the first time at once, then after the policy's backoff (see
+/// [`RetryPolicy::first_retry_at_once`]).
 ///
 /// The statement runs at the session's default isolation: SERIALIZABLE on CockroachDB; on
 /// PostgreSQL roachbank's own connections set `default_transaction_isolation = serializable`,
