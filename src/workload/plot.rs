@@ -111,6 +111,23 @@ fn latency_label(millis: &f64) -> String {
     }
 }
 
+/// The 1–2–5 steps of each decade between `low` and `high`: the labels of a log-scale axis,
+/// never crowded, and always some below the lowest line.
+fn one_two_five(low: f64, high: f64) -> Vec<f64> {
+    let mut decade = 10f64.powf(low.log10().floor());
+    let mut steps = Vec::new();
+    while decade <= high {
+        steps.extend(
+            [1.0, 2.0, 5.0]
+                .map(|step| step * decade)
+                .into_iter()
+                .filter(|value| (low..=high).contains(value)),
+        );
+        decade *= 10.0;
+    }
+    steps
+}
+
 /// The plot could not be drawn.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw the plot: {0}")]
@@ -246,7 +263,9 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
             .flatten()
     };
     let highest = latencies().fold(0.1, f64::max);
-    let bottom_latency = latencies().fold(highest, f64::min) / 1.5;
+    // From the power of ten below the lowest value, so the axis has a labelled decade under
+    // the p50 (a p50 of 3 ms on an axis starting at 2 ms had no label below 10).
+    let bottom_latency = 10f64.powf((latencies().fold(highest, f64::min) / 1.5).log10().floor());
     // The same room above the data as on a linear axis, in decades.
     let top_latency = bottom_latency * (highest / bottom_latency).powf(HEADROOM);
     let mut chart = ChartBuilder::on(&lower)
@@ -255,7 +274,12 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
         .margin_right(12 + 80) // lined up with the throughput's right-hand axis
         .x_label_area_size(40)
         .y_label_area_size(80)
-        .build_cartesian_2d(0.0..seconds, (bottom_latency..top_latency).log_scale())?;
+        .build_cartesian_2d(
+            0.0..seconds,
+            (bottom_latency..top_latency)
+                .log_scale()
+                .with_key_points(one_two_five(bottom_latency, top_latency)),
+        )?;
     chart
         .configure_mesh()
         .x_desc("elapsed (s)")
