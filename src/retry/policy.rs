@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 ///
 /// The defaults follow cockroach-go: at most 50 retries (51 attempts). Waits are exponential
 /// with full jitter: before retry `n` (1-based) the helper sleeps a uniformly random time in
-/// `[0, min(max_backoff, initial_backoff * 2^(n-1))]` (except before the first retry, which
-/// goes at once unless `first_retry_at_once` is off) — and only when it holds no locks: after a
-/// full ROLLBACK, or when the connection was lost. CockroachDB retries through
+/// `[0, min(max_backoff, initial_backoff * 2^(n-2))]`, the first retry going at once (with
+/// `first_retry_at_once` off: `2^(n-1)`, the first retry waiting too) — and only when it holds
+/// no locks: after a full ROLLBACK, or when the connection was lost. CockroachDB retries through
 /// `ROLLBACK TO SAVEPOINT cockroach_restart` keep the transaction (and its priority) open, so
 /// they go again at once without sleeping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +65,12 @@ impl RetryPolicy {
         Duration::from_nanos(rand::rng().random_range(0..=nanos))
     }
 
-    /// The upper bound of the wait before retry number `retry` (1-based).
+    /// The upper bound of the wait before retry number `retry` (1-based): `initial_backoff`
+    /// before the first retry that waits (the second if the first goes at once), doubling
+    /// from there up to `max_backoff`.
     pub fn backoff_ceiling(&self, retry: u32) -> Duration {
-        let doublings = retry.saturating_sub(1).min(30);
+        let first_waiting = if self.first_retry_at_once { 2 } else { 1 };
+        let doublings = retry.saturating_sub(first_waiting).min(30);
         self.initial_backoff
             .saturating_mul(1u32 << doublings)
             .min(self.max_backoff)
@@ -101,6 +104,8 @@ mod tests {
     fn the_first_retry_goes_at_once_and_the_second_waits() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.backoff(1), Duration::ZERO);
+        assert_eq!(policy.backoff_ceiling(2), policy.initial_backoff);
+        assert_eq!(policy.backoff_ceiling(3), policy.initial_backoff * 2);
         let waits: std::collections::BTreeSet<_> = (0..50).map(|_| policy.backoff(2)).collect();
         assert!(waits.iter().any(|wait| !wait.is_zero()), "{waits:?}");
         let waiting = RetryPolicy {
