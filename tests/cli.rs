@@ -16,7 +16,7 @@ use support::bin::{
     command, describe, dir_entries, run, run_timed, send_signal, stderr_of, stdout_of, temp_dir,
     Started, DEFAULT_DEADLINE,
 };
-use support::{echo, not_run_on_cockroachdb, TestDb, TestSqlite};
+use support::{echo, grouped, not_run_on_cockroachdb, TestDb, TestSqlite};
 
 /// The announcement the binary makes when it falls back to the embedded SQLite file.
 const DEFAULT_ANNOUNCEMENT: &str = "using the embedded SQLite file bank.db";
@@ -33,19 +33,20 @@ const NEEDS_PASSWORDS: &str = "pwuser is a role with a password (made in PL/pgSQ
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// `n` as the binary writes counts and rates: digits grouped by threes with commas
-/// (`12,345`). Written here independently of the library's own, so that the output is checked
-/// against the format, not against itself.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
+/// Runs `seed --accounts N` on the database at `url`, from `dir`, and checks it succeeded.
+fn seed_on(dir: &Path, url: &str, accounts: u64) {
+    let seed = run(
+        dir,
+        &[
+            "--database-url",
+            url,
+            "seed",
+            "--accounts",
+            &accounts.to_string(),
+        ],
+        &[],
+    );
+    assert_success(&seed);
 }
 
 /// Whether `text` is a whole number written as the binary writes counts and rates: grouped by
@@ -661,12 +662,7 @@ fn unknown_url_scheme_error_names_the_schemes_and_hides_the_password() {
 fn transfer_with_one_account_fails_with_one_line_mentioning_seed() {
     let sqlite = TestSqlite::new();
     let cwd = sqlite.dir.path();
-    let seed = run(
-        cwd,
-        &["--database-url", &sqlite.url, "seed", "--accounts", "1"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(cwd, &sqlite.url, 1);
 
     let transfer = run(cwd, &["--database-url", &sqlite.url, "transfer"], &[]);
     let line = assert_one_line_error(&transfer);
@@ -840,12 +836,7 @@ const FUTURE_VERSION: &str = "99991231235959";
 fn sqlite_schema_newer_than_build_fails_with_upgrade_hint_and_writes_nothing() {
     let sqlite = TestSqlite::new();
     let cwd = sqlite.dir.path();
-    let seed = run(
-        cwd,
-        &["--database-url", &sqlite.url, "seed", "--accounts", "3"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(cwd, &sqlite.url, 3);
     {
         let mut conn = SqliteConnection::establish(sqlite.path.to_str().expect("UTF-8 path"))
             .expect("open the SQLite file");
@@ -873,12 +864,7 @@ fn sqlite_schema_newer_than_build_fails_with_upgrade_hint_and_writes_nothing() {
 fn postgres_schema_newer_than_build_fails_with_upgrade_hint_and_writes_nothing() {
     let db = TestDb::new("cli_pg_newer_schema");
     let dir = temp_dir();
-    let seed = run(
-        dir.path(),
-        &["--database-url", &db.url, "seed", "--accounts", "3"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(dir.path(), &db.url, 3);
     db.psql(&format!(
         "INSERT INTO __diesel_schema_migrations (version) VALUES ('{FUTURE_VERSION}')"
     ));
@@ -992,12 +978,7 @@ fn assert_echo_of_one_command(output: &Output) -> Vec<echo::Statement> {
 fn echo_shows_each_statement_once_timestamped_with_its_binds_on_the_next_line() {
     let db = TestDb::new("cli_echo_format");
     let dir = temp_dir();
-    let seed = run(
-        dir.path(),
-        &["--database-url", &db.url, "seed", "--accounts", "10"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(dir.path(), &db.url, 10);
 
     let output = run(
         dir.path(),
@@ -1044,12 +1025,7 @@ fn echo_shows_each_statement_once_timestamped_with_its_binds_on_the_next_line() 
 fn sqlite_echo_of_an_up_to_date_file_connects_once_and_checks_migrations_once() {
     let sqlite = TestSqlite::new();
     let cwd = sqlite.dir.path();
-    let seed = run(
-        cwd,
-        &["--database-url", &sqlite.url, "seed", "--accounts", "3"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(cwd, &sqlite.url, 3);
     let output = run(
         cwd,
         &["--database-url", &sqlite.url, "--echo", "balance"],
@@ -1091,12 +1067,7 @@ fn verbose_shows_each_retry_with_its_sqlstate_and_wait() {
     }
     let db = TestDb::new("cli_verbose_retries");
     let dir = temp_dir();
-    let seed = run(
-        dir.path(),
-        &["--database-url", &db.url, "seed", "--accounts", "5"],
-        &[],
-    );
-    assert_success(&seed);
+    seed_on(dir.path(), &db.url, 5);
     conflict_on_first_transfers(&db, 2);
 
     let output = run(

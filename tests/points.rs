@@ -15,6 +15,7 @@ use roachbank::db::Database;
 use roachbank::retry::{RetryPolicy, TransactionError};
 use roachbank::workload::points::{PointsFailure, PointsReport, PointsRun};
 use std::sync::atomic::{AtomicBool, Ordering};
+use support::grouped;
 use support::target::Target;
 
 on_sqlite_and_postgresql!(
@@ -213,17 +214,6 @@ fn a_failed_chunk_stops_the_run_and_the_error_tells_what_committed(target: Targe
     }
     assert!(committed.rows <= 3000, "{err:?}");
     // Counts grouped by threes, as every summary writes them: "3,000 rows in 3 chunks".
-    let grouped = |n: u64| {
-        let digits = n.to_string();
-        let mut text = String::new();
-        for (i, digit) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
-                text.push(',');
-            }
-            text.push(digit);
-        }
-        text
-    };
     let said = format!(
         "{} row{} in {} chunk{} committed",
         grouped(committed.rows),

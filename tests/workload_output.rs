@@ -17,7 +17,7 @@ use support::bin::{
     assert_one_line_error, assert_success, describe, dir_entries, run, stderr_of, stdout_of,
     temp_dir,
 };
-use support::TestDb;
+use support::{grouped, TestDb};
 
 /// CockroachDB's tick header, as its text formatter prints it (pkg/workload/cli/format.go in
 /// cockroachdb/cockroach) — written out here, not taken from the library, so that the output
@@ -412,19 +412,6 @@ fn plot_is_an_svg_of_throughput_retries_and_latency() {
     if retries > 0 {
         assert!(retry_bars >= 2, "retries are marked: {retry_bars} bars");
     }
-}
-
-/// `n` grouped by threes with commas, as the binary writes counts.
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut text = String::new();
-    for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            text.push(',');
-        }
-        text.push(digit);
-    }
-    text
 }
 
 #[test]

@@ -111,6 +111,20 @@ fn latency_label(millis: &f64) -> String {
     }
 }
 
+/// Draws `chart`'s legend, the same in both panels: upper right, on a light background.
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
 /// The 1–2–5 steps of each decade between `low` and `high`: the labels of a log-scale axis,
 /// never crowded, and always some below the lowest line.
 fn one_two_five(low: f64, high: f64) -> Vec<f64> {
@@ -245,13 +259,7 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
             .label("failed or unknown/s (right axis)")
             .legend(|(x, y)| Cross::new((x + 9, y), 5, FAILURES.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
+    draw_legend(&mut chart)?;
 
     // Latency: p50 and p99 of each second.
     // On a log scale: a p99 a hundred times the p50 (a stall, a retry storm) leaves the p50
@@ -311,13 +319,7 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
             });
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
+    draw_legend(&mut chart)?;
     Ok(())
 }
 

@@ -133,3 +133,19 @@ pub fn with_param(url: &str, param: &str) -> String {
         .with_param(&decoded(name), &decoded(value))
         .into_string()
 }
+
+/// `n` as the binary writes counts and rates: digits grouped by threes with commas
+/// (`12,345`). Written here independently of the library's own, so that the output is checked
+/// against the format, not against itself.
+#[allow(dead_code)] // not every test binary reads counts
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            text.push(',');
+        }
+        text.push(digit);
+    }
+    text
+}
