@@ -10,10 +10,12 @@
 mod support;
 
 use diesel::Connection;
-use roachbank::bank::{self, BankError, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE};
+use roachbank::bank::{
+    self, AccountIdSlices, BankError, LedgerIds, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE,
+};
 use roachbank::db::Database;
 use roachbank::migrate::{MigrationError, OpenError};
-use roachbank::retry::{RetryPolicy, TransactionError};
+use roachbank::retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -26,6 +28,9 @@ on_sqlite_and_postgresql!(
     seed_creates_exactly_n_accounts_in_range_and_reports_their_sum,
     seeding_twice_adds_both_batches,
     seed_draws_again_for_ids_already_taken,
+    seed_puts_one_account_in_each_equal_slice_of_the_id_space,
+    seed_chunks_fill_the_slices_after_the_previous_chunk,
+    a_full_slice_gets_its_account_drawn_from_the_whole_id_space,
     balance_matches_count_sum_min_max_computed_by_sql,
     balance_of_an_empty_bank_is_zero_with_no_min_or_max,
     transfers_conserve_money_and_never_make_a_balance_negative,
@@ -117,6 +122,69 @@ fn seed_draws_again_for_ids_already_taken(target: Target) {
         "pre-existing accounts must be left alone"
     );
     assert_eq!(money, total(&target));
+}
+
+/// A seed of N accounts spreads them over the id space, one in each N-th of it, so that the
+/// transfers' random picks (the first id at or after a random point) are close to uniform.
+/// With ids drawn from the whole space, 1,000 accounts would fill all 1,000 slices with
+/// probability 1000!/1000^1000 ≈ 10^-432.
+fn seed_puts_one_account_in_each_equal_slice_of_the_id_space(target: Target) {
+    let db = target.open(2);
+    seed(&db, 1000);
+    let width = ID_SPACE / 1000;
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(DISTINCT id / {width}) FROM accounts"
+        )),
+        1000,
+        "distinct slices of {width} ids holding an account"
+    );
+}
+
+/// Runs the seed's body for `count` accounts in slices `first..first + count` of `slices`.
+fn create_in_slices(db: &Database, slices: AccountIdSlices, first: u64, count: u64) {
+    run_transaction(db, &policy(), |conn| {
+        bank::create_random_accounts(conn, slices, first, count, LedgerIds::for_deposits())
+    })
+    .expect("create accounts");
+}
+
+/// CockroachDB seeds in chunks of [`bank::COCKROACH_SEED_CHUNK`] accounts, one transaction
+/// each: every chunk takes the slices after the previous chunk's, so the whole seed is spread
+/// as one.
+fn seed_chunks_fill_the_slices_after_the_previous_chunk(target: Target) {
+    let db = target.open(2);
+    let slices = AccountIdSlices::new(100);
+    create_in_slices(&db, slices, 0, 60);
+    create_in_slices(&db, slices, 60, 40);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 100);
+    let width = ID_SPACE / 100;
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(DISTINCT id / {width}) FROM accounts"
+        )),
+        100,
+        "distinct slices of {width} ids holding an account"
+    );
+}
+
+/// A slice whose ids are all taken cannot hold the new account: after
+/// [`bank::MAX_SLICE_DRAWS`] draws its id comes from the whole id space, so the seed ends.
+fn a_full_slice_gets_its_account_drawn_from_the_whole_id_space(target: Target) {
+    let db = target.open(2);
+    // Slices one id wide: slice 5 is id 5, taken beforehand.
+    let slices = AccountIdSlices::new(ID_SPACE as u64);
+    assert_eq!(slices.slice(5), 5..6);
+    target.execute("INSERT INTO accounts (id, balance) VALUES (5, 0)");
+    create_in_slices(&db, slices, 5, 1);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 2);
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(*) FROM accounts WHERE id <> 5 AND id >= 0 AND id < {ID_SPACE}"
+        )),
+        1,
+        "the new account, somewhere else in the id space"
+    );
 }
 
 fn balance_matches_count_sum_min_max_computed_by_sql(target: Target) {

@@ -2,7 +2,7 @@
 //! deposit in the ledger), `pick_random_account` draws one, `balance` sums them all up.
 
 use super::error::BankError;
-use super::ids::{random_account_id, LedgerIds, ID_SPACE};
+use super::ids::{random_account_id, AccountIdSlices, LedgerIds, ID_SPACE};
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{
@@ -20,6 +20,9 @@ use std::collections::HashSet;
 pub const OPENING_BALANCE_SPACE: i64 = 1_000_000;
 /// Most accounts one `seed` may create (ids are drawn from a space of 10^9).
 pub const MAX_SEED_ACCOUNTS: u64 = 10_000_000;
+/// Draws of a seed's account id inside its own slice of the id space before it is drawn from
+/// the whole space instead (a slice is at least 100 ids wide).
+pub const MAX_SLICE_DRAWS: u32 = 8;
 /// Ids per `IN (…)` lookup and rows per INSERT: 8,000 ledger rows × 4 columns stay below
 /// SQLite's 32,766 bind parameters (and PostgreSQL's 65,535).
 const ROWS_PER_STATEMENT: usize = 8_000;
@@ -59,9 +62,10 @@ pub fn seed_chunk_size(flavor: Flavor) -> u64 {
     }
 }
 
-/// Creates `count` accounts with random ids in `[0, 10^9)` and random balances in
-/// `[0, 10^6)`, each with its opening deposit in the ledger. Ids already taken (in the table or
-/// in this batch) are drawn again, so a collision never fails the command and never shrinks
+/// Creates `count` accounts with random ids in `[0, 10^9)`, one in each of `count` equal slices
+/// of that space ([`AccountIdSlices`]: random ids, evenly spread, so that random picks are
+/// close to uniform), and random balances in `[0, 10^6)`, each with its opening deposit in the
+/// ledger. Ids already taken (in the table or in this batch) are drawn again, so a collision never fails the command and never shrinks
 /// `count`. One transaction on PostgreSQL and SQLite; on CockroachDB one per
 /// [`seed_chunk_size`] accounts, committed in turn. Each transaction is exactly once: an
 /// unknown commit outcome is resolved by looking its deposits up under their client-chosen ids.
@@ -73,6 +77,7 @@ pub fn seed(
 ) -> Result<Committed<SeedReport>, SeedError> {
     let chunk = seed_chunk_size(db.flavor());
     let deposits = LedgerIds::for_deposits();
+    let slices = AccountIdSlices::new(count);
     let mut created = SeedReport {
         accounts: 0,
         money: 0,
@@ -85,7 +90,7 @@ pub fn seed(
         let committed = run_transaction_exactly_once(
             db,
             policy,
-            |conn| create_random_accounts(conn, accounts, ids),
+            |conn| create_random_accounts(conn, slices, created.accounts, accounts, ids),
             |conn| find_deposits(conn, ids, accounts),
         )
         .map_err(|cause| SeedError {
@@ -105,10 +110,14 @@ pub fn seed(
     })
 }
 
-/// The body of [`seed`]: draws fresh ids until `count` unused ones are found, then inserts the
-/// accounts and one deposit each, with ledger ids `deposits.first() + i`.
+/// The body of [`seed`]: creates one account in each of the slices
+/// `first_slice..first_slice + count` of `slices` — its id drawn at random inside the slice,
+/// drawn again while it is taken (after [`MAX_SLICE_DRAWS`] draws anywhere in the id space) —
+/// with a random balance, and one deposit each, with ledger ids `deposits.first() + i`.
 pub fn create_random_accounts(
     conn: &mut DbConnection,
+    slices: AccountIdSlices,
+    first_slice: u64,
     count: u64,
     deposits: LedgerIds,
 ) -> Result<SeedReport, BankError> {
@@ -116,29 +125,44 @@ pub fn create_random_accounts(
     let wanted = usize::try_from(count).unwrap_or(usize::MAX);
     let mut drawn: HashSet<i64> = HashSet::with_capacity(wanted);
     let mut new_accounts: Vec<Account> = Vec::with_capacity(wanted);
-    while new_accounts.len() < wanted {
-        let candidates: Vec<i64> = std::iter::repeat_with(|| random_account_id(&mut rng))
-            .filter(|id| drawn.insert(*id))
-            .take(wanted - new_accounts.len())
-            .collect();
+    // The slices still without an account, with how often each has been drawn from.
+    let mut pending: Vec<(u64, u32)> = (first_slice..first_slice + count)
+        .map(|slice| (slice, 0))
+        .collect();
+    while !pending.is_empty() {
+        let mut candidates = Vec::with_capacity(pending.len());
+        for (slice, draws) in pending.drain(..) {
+            let id = if draws < MAX_SLICE_DRAWS {
+                slices.draw(slice, &mut rng)
+            } else {
+                random_account_id(&mut rng)
+            };
+            candidates.push((slice, draws + 1, id));
+        }
+        let (fresh, drawn_before): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .partition(|&(_, _, id)| drawn.insert(id));
+        pending.extend(drawn_before.iter().map(|&(slice, draws, _)| (slice, draws)));
         let mut taken = HashSet::new();
-        for chunk in candidates.chunks(ROWS_PER_STATEMENT) {
+        for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
+            let ids: Vec<i64> = chunk.iter().map(|&(_, _, id)| id).collect();
             taken.extend(
                 accounts::table
-                    .filter(accounts::id.eq_any(chunk))
+                    .filter(accounts::id.eq_any(ids))
                     .select(accounts::id)
                     .load::<i64>(conn)?,
             );
         }
-        new_accounts.extend(
-            candidates
-                .into_iter()
-                .filter(|id| !taken.contains(id))
-                .map(|id| Account {
+        for (slice, draws, id) in fresh {
+            if taken.contains(&id) {
+                pending.push((slice, draws));
+            } else {
+                new_accounts.push(Account {
                     id,
                     balance: rng.random_range(0..OPENING_BALANCE_SPACE),
-                }),
-        );
+                });
+            }
+        }
     }
     for chunk in new_accounts.chunks(ROWS_PER_STATEMENT) {
         let insert = diesel::insert_into(accounts::table).values(chunk);

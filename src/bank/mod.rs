@@ -17,8 +17,9 @@ pub mod transfer_statement;
 
 pub use accounts::{
     balance, create_random_accounts, pick_random_account, seed, seed_chunk_size, BalanceSummary,
-    SeedError, SeedReport, COCKROACH_SEED_CHUNK, MAX_SEED_ACCOUNTS, OPENING_BALANCE_SPACE,
+    SeedError, SeedReport, COCKROACH_SEED_CHUNK, MAX_SEED_ACCOUNTS, MAX_SLICE_DRAWS,
+    OPENING_BALANCE_SPACE,
 };
 pub use error::BankError;
-pub use ids::{LedgerIds, ID_SPACE};
+pub use ids::{AccountIdSlices, LedgerIds, ID_SPACE};
 pub use transfer::{transfer, transfer_funds_randomly, transfer_in_style, Transfer, TransferStyle};

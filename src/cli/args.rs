@@ -64,7 +64,8 @@ pub struct Cli {
 /// The commands; each runs its work through `run_transaction`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create accounts with random ids in [0, 10^9) and random balances in [0, 10^6).
+    /// Create accounts with random ids in [0, 10^9), one in each N-th of that space, and
+    /// random balances in [0, 10^6).
     Seed {
         /// How many accounts to create (in one transaction).
         #[arg(long, value_name = "N", default_value_t = 100,

@@ -164,8 +164,8 @@ where
 /// results fit the results buffer, 16 KiB by default), so the client sees far fewer 40001s —
 /// the "automatic retries" of <https://www.cockroachlabs.com/docs/stable/transactions#automatic-retries>.
 /// A 40001 that still reaches the client, or PostgreSQL's, is retried here like any other:
-/// the first time at once, then after the policy's backoff (see
-/// [`RetryPolicy::first_retry_at_once`]).
+/// the first few times at once, then after the policy's backoff (see
+/// [`RetryPolicy::immediate_retries`]).
 ///
 /// The statement runs at the session's default isolation: SERIALIZABLE on CockroachDB; on
 /// PostgreSQL roachbank's own connections set `default_transaction_isolation = serializable`,
