@@ -94,8 +94,13 @@ const NEEDS_PLPGSQL_INJECTOR: &str = "conflicts are injected by a test-only PL/p
 
 /// Creates `fail_first(k)`: raises 40001 on its first `k` calls in this database, then
 /// returns. Its counter is a sequence, which rollbacks do not undo.
-fn install_conflict_injector(db: &TestDb) {
+/// A fresh database named after `name` with the test-only `fail_first` conflict injector,
+/// opened as `flavor` through a one-connection pool whose statements are logged.
+fn open_with_conflict_injector(name: &str, flavor: Flavor) -> (TestDb, Database, StatementLog) {
+    let db = TestDb::new(name);
     db.psql(support::CONFLICT_INJECTOR);
+    let (database, log) = open(&db.url, Some(flavor));
+    (db, database, log)
 }
 
 fn fail_first(conn: &mut DbConnection, k: u32) -> QueryResult<()> {
@@ -154,9 +159,8 @@ fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_o
     ) {
         return;
     }
-    let db = TestDb::new("crdb_injected_40001");
-    install_conflict_injector(&db);
-    let (database, log) = open(&db.url, Some(Flavor::CockroachDb));
+    let (db, database, log) =
+        open_with_conflict_injector("crdb_injected_40001", Flavor::CockroachDb);
     let mut runs = 0;
     let committed = run_transaction(&database, &quick_policy(10), |conn| {
         runs += 1;
@@ -209,9 +213,7 @@ fn postgres_protocol_retries_injected_40001_with_a_new_serializable_transaction_
     ) {
         return;
     }
-    let db = TestDb::new("pg_injected_40001");
-    install_conflict_injector(&db);
-    let (database, log) = open(&db.url, Some(Flavor::PostgreSql));
+    let (db, database, log) = open_with_conflict_injector("pg_injected_40001", Flavor::PostgreSql);
     let committed = run_transaction(&database, &quick_policy(10), |conn| {
         fail_first(conn, 2)?;
         insert_account(conn, 1, 100)
@@ -251,9 +253,7 @@ fn single_statement_sends_no_transaction_control_and_retries_40001_by_sending_it
         return;
     }
     for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
-        let db = TestDb::new("single_statement_40001");
-        install_conflict_injector(&db);
-        let (database, log) = open(&db.url, Some(flavor));
+        let (db, database, log) = open_with_conflict_injector("single_statement_40001", flavor);
         let mut runs = 0;
         let committed = run_single_statement(&database, &quick_policy(10), |conn| {
             runs += 1;
@@ -416,9 +416,7 @@ fn exhausted_retries_return_the_typed_error_with_attempts_and_last_cause_and_com
         return;
     }
     for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
-        let db = TestDb::new("exhausted");
-        install_conflict_injector(&db);
-        let (database, log) = open(&db.url, Some(flavor));
+        let (db, database, log) = open_with_conflict_injector("exhausted", flavor);
         let mut runs = 0;
         let result = run_transaction(&database, &quick_policy(2), |conn| {
             runs += 1;
