@@ -13,7 +13,7 @@
 //! * [`bank`] and [`init`] — the tutorial's domain (accounts and transfers, the ledger audit,
 //!   points) and setting a server up for it;
 //! * [`retry`] and [`migrate`] — `run_transaction`, and the embedded migrations that
-//!   [`db::Database::open`](crate::migrate) applies;
+//!   [`db::Database::open`](crate::db::Database::open) applies;
 //! * [`db`] — connections, their flavour, error classification, the connection URL, redaction;
 //! * [`schema`] and [`models`] — the tables, as Diesel sees them.
 //!
