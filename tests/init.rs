@@ -5,15 +5,22 @@ mod support;
 // changes nothing when run again, and refuses clearly — changing nothing — when the admin may
 // not do it. Every check reads the server's catalogs through psql, not through roachbank.
 
+use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::prelude::*;
+use roachbank::db::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Flavor};
+use roachbank::init::{InitPlan, StepOutcome};
 use roachbank::migrate::MIGRATION_LOCK_TABLE;
 use std::path::Path;
 use std::process::Output;
+use std::sync::{Arc, Mutex};
 use support::bin::{
     assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
     stderr_of, stdout_of, temp_dir,
 };
 use support::{
-    ensure_password_checked_group, not_run_on_cockroachdb, server, PASSWORD_CHECKED_GROUP,
+    ensure_password_checked_group, not_run_on_cockroachdb, not_run_on_postgresql, server,
+    PASSWORD_CHECKED_GROUP, TUTORIAL_TABLES,
 };
 
 /// A user and a database for one test, dropped (database first) when the value is.
@@ -427,6 +434,132 @@ fn an_existing_database_with_another_owners_tables_is_granted_to_the_user() {
         &[],
     );
     assert_success(&seed);
+}
+
+/// Every statement `init`'s connections send, in order.
+#[derive(Clone, Default)]
+struct SentStatements(Arc<Mutex<Vec<String>>>);
+
+impl Instrumentation for SentStatements {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        if let InstrumentationEvent::StartQuery { query, .. } = event {
+            self.0.lock().unwrap().push(query.to_string());
+        }
+    }
+}
+
+/// Runs `init` through the library as on CockroachDB (the suite's flavour override: a no-op on
+/// a real CockroachDB), for `fresh`'s user and database with the suite's admin URL. Returns
+/// what init reported and the statements it sent.
+fn init_as_cockroachdb(fresh: &Fresh) -> (roachbank::init::InitReport, Vec<String>) {
+    let parse = |url: &str| DatabaseConfig::parse(url, UrlSource::Flag).unwrap();
+    let plan = InitPlan::new(&parse(&fresh.url()), Some(&parse(server().admin_url())))
+        .expect("a plan for the test's user and database");
+    let sent = SentStatements::default();
+    let recorder = sent.clone();
+    let options = ConnectOptions {
+        flavor_override: Some(Flavor::CockroachDb),
+        instrumentation: Some(Arc::new(move || {
+            Box::new(recorder.clone()) as Box<dyn Instrumentation>
+        })),
+        ..ConnectOptions::default()
+    };
+    let (report, db) = roachbank::init::init(&plan, &options)
+        .unwrap_or_else(|err| panic!("init as CockroachDB failed: {err}"));
+    drop(db);
+    let statements = sent.0.lock().unwrap().clone();
+    (report, statements)
+}
+
+/// The user's own connection to its database (what the app will use).
+fn connect_as_user(fresh: &Fresh) -> PgConnection {
+    PgConnection::establish(&fresh.url()).expect("connect as the user")
+}
+
+// CockroachDB: `GRANT ALL ON DATABASE` gives no privileges on the tables already in it
+// (cockroachdb/docs src/current/v25.1/grant.md, "Granting privileges": "The user does not
+// automatically get privileges to new or existing tables in the database"), so init grants
+// on them too, as on PostgreSQL.
+#[test]
+fn init_as_cockroachdb_lets_the_user_use_tables_the_admin_created_before() {
+    // As in the tutorial, the admin made the user and the database, then a table in it.
+    let fresh = Fresh::new("crdb_before");
+    server().psql("postgres", &format!("CREATE USER \"{}\"", fresh.user));
+    server().psql(
+        "postgres",
+        &format!("CREATE DATABASE \"{}\"", fresh.database),
+    );
+    fresh.psql(
+        "CREATE TABLE legacy (id BIGINT PRIMARY KEY, note TEXT); \
+         INSERT INTO legacy (id, note) VALUES (1, 'made by the admin before init')",
+    );
+    let (report, sent) = init_as_cockroachdb(&fresh);
+
+    // The user can use the admin's table as its own: read, write, change and delete.
+    let mut conn = connect_as_user(&fresh);
+    conn.batch_execute(
+        "SELECT note FROM legacy WHERE id = 1; \
+         INSERT INTO legacy (id, note) VALUES (2, 'written by the user'); \
+         UPDATE legacy SET note = 'changed by the user' WHERE id = 1; \
+         DELETE FROM legacy WHERE id = 2",
+    )
+    .unwrap_or_else(|err| panic!("the user cannot use the admin's table: {err}"));
+    assert_eq!(
+        fresh.psql("SELECT note FROM legacy ORDER BY id"),
+        "changed by the user"
+    );
+
+    let grant = format!(
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO \"{}\"",
+        fresh.user
+    );
+    assert!(
+        sent.iter().any(|sql| sql.trim() == grant),
+        "init sent no {grant:?}: {sent:#?}"
+    );
+    let subject = format!(
+        "privileges of \"{}\" on existing tables in schema public",
+        fresh.user
+    );
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|step| step.subject == subject && step.outcome == StepOutcome::Ensured),
+        "no step {subject:?}: {:?}",
+        report.steps
+    );
+}
+
+// The issue's own case: root made the tutorial's tables in `bank` before `init`. On
+// CockroachDB the user adopts them (ALTER TABLE and COMMENT ON need the CREATE privilege on the
+// table there: cockroachdb/docs src/current/v25.1/alter-table.md and comment-on.md, "Required
+// privileges"), which the grant on existing tables gives. PostgreSQL lets only a table's owner
+// do either, so there the admin's tables cannot be adopted by another user.
+#[test]
+fn init_on_cockroachdb_adopts_the_tutorial_tables_root_created_before() {
+    if not_run_on_postgresql(
+        "init_on_cockroachdb_adopts_the_tutorial_tables_root_created_before",
+        "rule that the CREATE privilege on a table (not ownership, as on PostgreSQL) allows \
+         ALTER TABLE and COMMENT ON",
+    ) {
+        return;
+    }
+    let fresh = Fresh::new("crdb_tutorial");
+    server().psql("postgres", &format!("CREATE USER \"{}\"", fresh.user));
+    server().psql(
+        "postgres",
+        &format!("CREATE DATABASE \"{}\"", fresh.database),
+    );
+    fresh.psql(TUTORIAL_TABLES);
+    let (report, _) = init_as_cockroachdb(&fresh);
+    assert_eq!(report.flavor, Flavor::CockroachDb);
+    assert!(report.migrations_applied > 0, "{report:?}");
+    // Each tutorial account got its opening deposit (migration 3 read root's accounts).
+    assert_eq!(
+        fresh.psql("SELECT count(*) FROM transfers WHERE source_id IS NULL"),
+        "3"
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@ use diesel::result::Error as DieselError;
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::retry::{
-    run_transaction, run_transaction_exactly_once, ConnectionSource, Flavored, RetryPolicy,
-    TransactionError, RETRY_TARGET,
+    run_single_statement, run_transaction, run_transaction_exactly_once, ConnectionSource,
+    Flavored, RetryPolicy, TransactionError, RETRY_TARGET,
 };
 use roachbank::schema::accounts;
 use std::collections::BTreeMap;
@@ -461,4 +461,75 @@ fn roachbanks_own_connection_runs_its_variants_protocol() {
         );
         assert_eq!(target.count("SELECT count(*) FROM accounts"), 1);
     }
+}
+
+/// The isolation the statement `run_single_statement` sends through `source` runs at, as the
+/// server says inside it.
+fn single_statement_isolation<S>(source: S) -> String
+where
+    S: ConnectionSource<Connection = PgConnection>,
+{
+    run_single_statement(source, &quick_policy(), |conn| {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+            "current_setting('transaction_isolation')",
+        ))
+        .get_result::<String>(conn)
+    })
+    .expect("the statement runs")
+    .value
+}
+
+/// `run_single_statement` promises SERIALIZABLE (a statement that writes what it read is only
+/// safe there), but a plain pool's sessions start at the server's default: READ COMMITTED on
+/// PostgreSQL, and on CockroachDB 24.1+ whatever a role or database sets (READ COMMITTED is
+/// usable by default there: cockroachdb/docs `releases/v24.1/v24.1.0.md`). On such a pool the
+/// statement still runs at SERIALIZABLE — in an explicit transaction, since an implicit one
+/// takes the session's default; on a pool whose sessions default to SERIALIZABLE it is sent on
+/// its own, with no transaction control.
+#[test]
+fn single_statement_on_a_users_read_committed_pool_still_runs_at_serializable() {
+    let db = TestDb::new("single_statement_read_committed");
+    let set_default = |isolation: &str| {
+        db.psql(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_isolation = '{isolation}'",
+            db.name
+        ))
+    };
+
+    set_default("read committed");
+    let (pool, log) = plain_pool(&db.url);
+    assert_eq!(
+        single_statement_isolation(&pool),
+        "serializable",
+        "on a READ COMMITTED session the statement must still run at SERIALIZABLE"
+    );
+    assert_eq!(
+        log.statements(),
+        strings(&["BEGIN ISOLATION LEVEL SERIALIZABLE", "COMMIT"]),
+        "in an explicit SERIALIZABLE transaction"
+    );
+    // Given as CockroachDB, the explicit transaction is CockroachDB's protocol.
+    let (pool, log) = plain_pool(&db.url);
+    assert_eq!(
+        single_statement_isolation(Flavored::new(&pool, Flavor::CockroachDb)),
+        "serializable"
+    );
+    assert_eq!(
+        log.statements(),
+        strings(&[
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SAVEPOINT cockroach_restart",
+            "RELEASE SAVEPOINT cockroach_restart",
+            "COMMIT"
+        ])
+    );
+
+    set_default("serializable");
+    let (pool, log) = plain_pool(&db.url);
+    assert_eq!(single_statement_isolation(&pool), "serializable");
+    assert_eq!(
+        log.statements(),
+        Vec::<String>::new(),
+        "a session that is SERIALIZABLE already sends the statement on its own"
+    );
 }

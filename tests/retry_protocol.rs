@@ -174,6 +174,43 @@ fn cockroach_protocol_retries_injected_40001_through_the_savepoint_and_commits_o
     assert_eq!(log.transaction_control(), savepoint_protocol_retried(2));
 }
 
+/// Past `immediate_retries` a CockroachDB transaction that keeps losing waits like any other —
+/// but never inside the transaction, whose intents would block every transaction behind it
+/// while it sleeps: it is rolled back whole, the backoff waited out holding nothing, and begun
+/// again. The first retries stay in it (its place in line: the same transaction record, its
+/// earlier writes still locked, its timestamp pushed forward).
+#[test]
+fn cockroach_protocol_past_the_immediate_retries_rolls_back_whole_and_begins_again() {
+    if not_run_on_cockroachdb(
+        "cockroach_protocol_past_the_immediate_retries_rolls_back_whole_and_begins_again",
+        NEEDS_PLPGSQL_INJECTOR,
+    ) {
+        return;
+    }
+    let (db, database, log) =
+        open_with_conflict_injector("crdb_past_immediate", Flavor::CockroachDb);
+    let policy = quick_policy(10);
+    assert_eq!(policy.immediate_retries, 3, "the default");
+    let committed = run_transaction(&database, &policy, |conn| {
+        fail_first(conn, 5)?;
+        insert_account(conn, 1, 100)
+    })
+    .expect("commits after five retries");
+    assert_eq!(committed.attempts, 6);
+    assert_eq!(account_count(&db), 1, "exactly one committed effect");
+    let mut expected = savepoint_protocol_retried(3);
+    expected.truncate(5); // BEGIN, SAVEPOINT, three ROLLBACK TO SAVEPOINT
+    for _ in 0..2 {
+        expected.extend(strings(&[
+            "ROLLBACK",
+            "BEGIN ISOLATION LEVEL SERIALIZABLE",
+            "SAVEPOINT cockroach_restart",
+        ]));
+    }
+    expected.extend(strings(&["RELEASE SAVEPOINT cockroach_restart", "COMMIT"]));
+    assert_eq!(log.transaction_control(), expected);
+}
+
 #[test]
 fn cockroach_protocol_retries_server_injected_40001_through_the_savepoint_and_commits_once() {
     if not_run_on_postgresql(

@@ -69,9 +69,14 @@ RETURNING source_id, sink_id, amount";
 /// One random transfer as a statement. Diesel prepares it once per connection and keeps it in
 /// the connection's statement cache, so each transfer is one Bind/Execute.
 ///
-/// The statement is correct at SERIALIZABLE isolation, which CockroachDB always uses and
-/// roachbank's PostgreSQL connections are set to by default: the source's balance it reads is
-/// the one it writes, or the statement fails with 40001 and is retried.
+/// The statement is correct at SERIALIZABLE isolation only: the source's balance it reads is the
+/// one it writes, or the statement fails with 40001 and is retried. At READ COMMITTED —
+/// PostgreSQL's default, and usable on CockroachDB from 24.1 (cockroachdb/docs
+/// `releases/v24.1/v24.1.0.md`: `sql.txn.read_committed_isolation.enabled` now on by default) —
+/// two transfers could both move half of the same old balance. roachbank's connections set
+/// `default_transaction_isolation = serializable` on both engines, and
+/// [`run_single_statement`](crate::retry::run_single_statement) sends it in an explicit
+/// SERIALIZABLE transaction on a session whose default is weaker.
 #[derive(Debug, Clone, Copy)]
 pub struct TransferStatement {
     source_from: i64,

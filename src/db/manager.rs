@@ -190,8 +190,11 @@ impl DbConnectionManager {
             // its locks and its uncommitted ledger row, which the retry's INSERT waits on.
             // SERIALIZABLE for statements sent on their own too (implicit transactions, such
             // as the one-statement transfer), as for every transaction roachbank begins: it is
-            // CockroachDB's default already, and PostgreSQL's READ COMMITTED would let a
-            // statement write a value computed from a balance another transaction has changed.
+            // CockroachDB's default unless a role or database sets READ COMMITTED (usable there
+            // from 24.1), and PostgreSQL's READ COMMITTED would let a statement write a value
+            // computed from a balance another transaction has changed. `&Database` vouches for
+            // this (`ConnectionSource::sessions_are_serializable`), so run_single_statement
+            // never asks.
             let mut settings = format!(
                 "SET default_transaction_isolation = 'serializable'; \
                  SET idle_in_transaction_session_timeout = {}",

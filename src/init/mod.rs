@@ -16,8 +16,10 @@
 //!   usable by the user. Before creating anything the admin's rights are checked
 //!   (superuser, or CREATEROLE / CREATEDB as needed), so an admin without them changes nothing.
 //! * **CockroachDB** — the tutorial's own statements: `CREATE USER IF NOT EXISTS "user" [WITH
-//!   PASSWORD '…']`, `CREATE DATABASE IF NOT EXISTS "db"`, `GRANT ALL ON DATABASE "db" TO
-//!   "user"` (CockroachDB's `public` schema lets every user create tables). Written from
+//!   PASSWORD '…']` and `CREATE DATABASE IF NOT EXISTS "db"` unless they exist, `GRANT ALL ON
+//!   DATABASE "db" TO "user"`; then, connected to the database, `GRANT CREATE, USAGE ON SCHEMA
+//!   public` and `GRANT ALL ON ALL TABLES IN SCHEMA public` (a database-level grant gives no
+//!   privileges on the tables already there: see `cockroachdb::set_up_schema`). Written from
 //!   CockroachDB's documentation; no CockroachDB binary was available to test them.
 //! * **SQLite** — there are no users or grants: `init` only creates the file and the tables.
 //!
@@ -92,7 +94,7 @@ pub fn init(
     let in_db = server.admin.with_database(&server.database);
     let mut db_session = AdminSession::connect(&in_db, &options, &redactor)?;
     steps.extend(match flavor {
-        Flavor::CockroachDb => vec![cockroachdb::set_up_schema(&mut db_session, server)?],
+        Flavor::CockroachDb => cockroachdb::set_up_schema(&mut db_session, server)?,
         _ => postgresql::set_up_schema(&mut db_session, server)?,
     });
 

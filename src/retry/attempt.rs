@@ -2,8 +2,9 @@
 //! the work, commit — and what its outcome means for the next. Work that is one statement runs
 //! as its own implicit transaction instead, with no BEGIN or COMMIT.
 
-use super::connection::{Access, CommitError, RetryConnection};
+use super::connection::{Access, CommitError, RetryConnection, SERIALIZABLE};
 use super::error::DatabaseErrorSource;
+use super::report;
 use crate::db::{classify, ErrorClass, Flavor};
 
 /// How one attempt ended.
@@ -19,8 +20,10 @@ pub(super) enum Attempt<T, E> {
 }
 
 /// Where the next attempt runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
-    /// CockroachDB: roll back to `cockroach_restart` and go again at once.
+    /// CockroachDB: roll back to `cockroach_restart` and go again at once (for the first
+    /// `immediate_retries`; later ones begin anew, see `run::next_for_retry`).
     SameTransaction,
     /// Roll back, wait, begin again on this connection.
     NewTransaction,
@@ -37,6 +40,37 @@ pub(super) enum Shape {
     /// commits when it succeeds — one round trip, and on CockroachDB retried by the server
     /// itself when it meets a conflict.
     SingleStatement,
+}
+
+/// The shape work asked to run in as `shape` runs in on `conn`: the same, except that work that
+/// is one statement runs in an explicit SERIALIZABLE transaction when a statement sent on its
+/// own would not be SERIALIZABLE — an implicit transaction takes the session's
+/// `default_transaction_isolation`, READ COMMITTED on PostgreSQL unless set otherwise, and
+/// usable on CockroachDB from 24.1 (cockroachdb/docs `releases/v24.1/v24.1.0.md`:
+/// `sql.txn.read_committed_isolation.enabled` is now true by default). The session is asked
+/// (one round trip) unless `vouched`: the source's sessions are known to be SERIALIZABLE
+/// (roachbank's own), so the one-statement fast path costs them nothing. An error asking is the
+/// attempt's outcome, as if it had failed before its commit.
+pub(super) fn shape_on<C, T, E>(
+    conn: &mut C,
+    shape: Shape,
+    vouched: bool,
+) -> Result<Shape, Attempt<T, E>>
+where
+    C: RetryConnection,
+    E: DatabaseErrorSource,
+{
+    if shape != Shape::SingleStatement || vouched {
+        return Ok(shape);
+    }
+    match conn.default_isolation() {
+        Ok(isolation) if isolation == SERIALIZABLE => Ok(shape),
+        Ok(isolation) => {
+            report::single_statement_in_transaction(&isolation);
+            Ok(Shape::Explicit(Access::ReadWrite))
+        }
+        Err(error) => Err(before_commit(Some(classify(&error)), E::from(error))),
+    }
 }
 
 /// Runs one attempt of `work` on `conn`. `open`: a CockroachDB transaction is still open from

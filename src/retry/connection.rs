@@ -23,6 +23,9 @@ const RELEASE_RESTART: &str = concat!("RELEASE SAVEPOINT ", restart_savepoint!()
 /// Undoes the attempt, keeping the transaction open.
 const ROLLBACK_TO_RESTART: &str = concat!("ROLLBACK TO SAVEPOINT ", restart_savepoint!());
 
+/// How [`RetryConnection::default_isolation`] names SERIALIZABLE.
+pub(super) const SERIALIZABLE: &str = "serializable";
+
 /// Whether a transaction may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -70,6 +73,11 @@ pub trait RetryConnection {
     /// Which engine is on the other end: `SELECT version()` on a server, SQLite by type.
     fn detect_flavor(&mut self) -> QueryResult<Flavor>;
 
+    /// The isolation a statement sent on its own (an implicit transaction) runs at: the
+    /// session's `default_transaction_isolation` on a server, lower case (`serializable`,
+    /// `read committed`, …); `serializable` on SQLite, whose transactions always are.
+    fn default_isolation(&mut self) -> QueryResult<String>;
+
     /// Begins a transaction the way `flavor` needs: `BEGIN ISOLATION LEVEL SERIALIZABLE` on a
     /// server (`READ ONLY` for [`Access::ReadOnly`]) followed on CockroachDB by
     /// `SAVEPOINT cockroach_restart`; `BEGIN IMMEDIATE` (or `BEGIN`) on SQLite.
@@ -79,8 +87,10 @@ pub trait RetryConnection {
     /// `COMMIT`, which only closes the transaction; elsewhere `COMMIT`.
     fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError>;
 
-    /// CockroachDB: `ROLLBACK TO SAVEPOINT cockroach_restart`, keeping the transaction (and its
-    /// priority) open for the next attempt. An error where there is no such savepoint.
+    /// CockroachDB: `ROLLBACK TO SAVEPOINT cockroach_restart`, keeping the transaction open for
+    /// the next attempt — its record and the intents of its earlier writes, with its epoch
+    /// incremented (not a priority that wins: CockroachDB treats normal priorities as equal).
+    /// An error where there is no such savepoint.
     fn rollback_to_restart(&mut self) -> QueryResult<()>;
 
     /// Rolls back whatever transaction is open. A connection whose rollback fails is left
@@ -110,7 +120,7 @@ fn begin_statement(flavor: Flavor, access: Access) -> &'static str {
 /// [`RetryConnection`] for the connections Diesel manages with its ANSI transaction manager
 /// (`PgConnection`, `SqliteConnection`).
 macro_rules! ansi_retry_connection {
-    ($connection:ty, $default:expr, $detect:expr) => {
+    ($connection:ty, $default:expr, $detect:expr, $isolation:expr) => {
         impl RetryConnection for $connection {
             fn default_flavor(&self) -> Flavor {
                 $default
@@ -118,6 +128,10 @@ macro_rules! ansi_retry_connection {
 
             fn detect_flavor(&mut self) -> QueryResult<Flavor> {
                 $detect(self)
+            }
+
+            fn default_isolation(&mut self) -> QueryResult<String> {
+                $isolation(self)
             }
 
             fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
@@ -176,11 +190,27 @@ macro_rules! ansi_retry_connection {
     };
 }
 
-ansi_retry_connection!(PgConnection, Flavor::PostgreSql, Flavor::detect_server);
+/// The session's `default_transaction_isolation` (PostgreSQL and CockroachDB both have
+/// `current_setting`), lower case.
+fn server_default_isolation(conn: &mut PgConnection) -> QueryResult<String> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_setting('default_transaction_isolation')",
+    ))
+    .get_result::<String>(conn)
+    .map(|isolation| isolation.to_lowercase())
+}
+
+ansi_retry_connection!(
+    PgConnection,
+    Flavor::PostgreSql,
+    Flavor::detect_server,
+    server_default_isolation
+);
 ansi_retry_connection!(
     SqliteConnection,
     Flavor::Sqlite,
-    |_: &mut SqliteConnection| Ok(Flavor::Sqlite)
+    |_: &mut SqliteConnection| Ok(Flavor::Sqlite),
+    |_: &mut SqliteConnection| Ok(SERIALIZABLE.to_string())
 );
 
 impl RetryConnection for DbConnection {
@@ -193,6 +223,10 @@ impl RetryConnection for DbConnection {
 
     fn detect_flavor(&mut self) -> QueryResult<Flavor> {
         Flavor::detect(self)
+    }
+
+    fn default_isolation(&mut self) -> QueryResult<String> {
+        crate::on_concrete_connection!(self, conn => conn.default_isolation())
     }
 
     fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {

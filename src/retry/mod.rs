@@ -5,11 +5,17 @@
 //!
 //! * **CockroachDB** — `BEGIN ISOLATION LEVEL SERIALIZABLE; SAVEPOINT cockroach_restart` (the
 //!   savepoint is the first statement). On a retryable error (40001) `ROLLBACK TO SAVEPOINT
-//!   cockroach_restart` and run the work again in the same transaction, which keeps its priority
-//!   and so makes progress under contention. On success `RELEASE SAVEPOINT cockroach_restart` —
-//!   the real commit — then `COMMIT`. RELEASE failing with 40001 is retried like any conflict;
-//!   failing any other way that leaves the outcome open (40003, lost connection) is an
-//!   [`TransactionError::AmbiguousCommit`].
+//!   cockroach_restart` and run the work again at once in the same transaction, which keeps its
+//!   place in line: the same transaction record, its epoch incremented, the intents of its
+//!   earlier writes still in place (transactions meeting them wait for it) and its timestamp
+//!   pushed forward. It does *not* gain priority: CockroachDB counts every normal priority as
+//!   equal when one transaction pushes another (`pkg/kv/kvserver/txnwait/queue.go`,
+//!   `CanPushWithPriority`). A transaction still losing after the policy's immediate retries is
+//!   rolled back whole and begun again after the backoff, like PostgreSQL's, since waiting
+//!   inside it would keep those intents blocking everyone queued behind them. On success
+//!   `RELEASE SAVEPOINT cockroach_restart` — the real commit — then `COMMIT`. RELEASE failing
+//!   with 40001 is retried like any conflict; failing any other way that leaves the outcome
+//!   open (40003, lost connection) is an [`TransactionError::AmbiguousCommit`].
 //! * **PostgreSQL** — `BEGIN ISOLATION LEVEL SERIALIZABLE` (the tutorial's read-then-write
 //!   transfer is only safe there). PostgreSQL keeps the snapshot across `ROLLBACK TO SAVEPOINT`,
 //!   so a conflict (40001, or deadlock 40P01) rolls the whole transaction back, waits, and
@@ -167,13 +173,20 @@ where
 /// the first few times at once, then after the policy's backoff (see
 /// [`RetryPolicy::immediate_retries`]).
 ///
-/// The statement runs at the session's default isolation: SERIALIZABLE on CockroachDB; on
-/// PostgreSQL roachbank's own connections set `default_transaction_isolation = serializable`,
-/// and a pool of yours needs the same (for instance `options=-c
-/// default_transaction_isolation=serializable` in the URL) if the statement reads what it
-/// writes. The work must send exactly one statement: a second one would run, and commit, as a
-/// transaction of its own. A lost connection while the statement ran leaves its outcome
-/// unknown: [`TransactionError::AmbiguousCommit`], never a blind retry.
+/// The statement always runs at SERIALIZABLE, where a statement that writes what it read is
+/// safe. Sent on its own it would run at the session's `default_transaction_isolation`, which
+/// is READ COMMITTED on PostgreSQL unless set, and may be on CockroachDB too from 24.1 (where
+/// READ COMMITTED became usable by default). So, unless the source vouches for its sessions
+/// ([`ConnectionSource::sessions_are_serializable`]: roachbank's [`Database`](crate::db::Database),
+/// whose connections are set up SERIALIZABLE), each connection taken is asked its default once
+/// (one round trip), and where it is weaker the statement is sent inside an explicit `BEGIN
+/// ISOLATION LEVEL SERIALIZABLE … COMMIT` (on CockroachDB with the `cockroach_restart`
+/// protocol) instead — correct, if no longer one round trip. To keep the fast path on a pool of
+/// yours, make its sessions SERIALIZABLE (for instance `options=-c
+/// default_transaction_isolation=serializable` in the URL). The work must send exactly one
+/// statement: a second one would run, and commit, as a transaction of its own. A lost
+/// connection while the statement ran leaves its outcome unknown:
+/// [`TransactionError::AmbiguousCommit`], never a blind retry.
 pub fn run_single_statement<S, T, E, F>(
     source: S,
     policy: &RetryPolicy,

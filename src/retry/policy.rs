@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 /// `immediate_retries` retries (default 3) go at once; after that the waits are exponential
 /// with full jitter: before retry `n` (1-based) the helper sleeps a uniformly random time in
 /// `[0, min(max_backoff, initial_backoff * 2^(n - immediate_retries - 1))]` — and only when it
-/// holds no locks: after a full ROLLBACK, or when the connection was lost. CockroachDB retries through
-/// `ROLLBACK TO SAVEPOINT cockroach_restart` keep the transaction (and its priority) open, so
-/// they go again at once without sleeping.
+/// holds no locks: after a full ROLLBACK, or when the connection was lost. On CockroachDB the
+/// immediate retries go through `ROLLBACK TO SAVEPOINT cockroach_restart`, keeping the
+/// transaction (its record, its earlier writes' intents, not a higher priority) open; a retry
+/// that waits rolls the transaction back whole first and begins it again after the wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; the work runs at most `max_retries + 1` times.

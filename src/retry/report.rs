@@ -23,6 +23,7 @@ use tracing::field::{display, DisplayValue};
 /// | retries exhausted | WARN | `attempts`, `sqlstate`, `reason`, `flavor`, `error` |
 /// | not retryable, rolled back | DEBUG | `attempt`, `sqlstate`, `flavor`, `error` |
 /// | committed | DEBUG | `attempts`, `flavor` |
+/// | one statement sent in a SERIALIZABLE transaction (the session's default is not) | DEBUG | `isolation` |
 /// | no connection from the pool | WARN | `error` |
 ///
 /// `sqlstate` is derived as [`sqlstate`](crate::db::sqlstate()) explains (diesel does not
@@ -93,6 +94,16 @@ fn millis(wait: Duration) -> f64 {
 /// Attempt number `attempt` starts.
 pub(super) fn attempt_starts(attempt: u32) {
     tracing::trace!(target: RETRY_TARGET, attempt, "attempt");
+}
+
+/// Work that is one statement runs in an explicit SERIALIZABLE transaction: the session's
+/// default isolation is `isolation`, which a statement sent on its own would run at.
+pub(super) fn single_statement_in_transaction(isolation: &str) {
+    tracing::debug!(
+        target: RETRY_TARGET,
+        isolation,
+        "single statement sent in a SERIALIZABLE transaction"
+    );
 }
 
 /// Attempt `attempt` failed with `cause` and the work runs again in `next` after `backoff`.

@@ -1,7 +1,7 @@
 //! The retry loop: attempts on a connection until one commits, a new connection when one is
 //! lost, and the answer when giving up.
 
-use super::attempt::{attempt, set_aside, Attempt, Next, Shape};
+use super::attempt::{attempt, set_aside, shape_on, Attempt, Next, Shape};
 use super::connection::RetryConnection;
 use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
@@ -44,6 +44,7 @@ where
     let span = report::span(shape);
     let _in_span = span.enter();
     let known_flavor = source.flavor();
+    let vouched_serializable = source.sessions_are_serializable();
     let mut attempts = 0;
     // Set once a commit's outcome was unknown and the probe did not find it: that commit may
     // still land late, so from then on giving up means "unknown", never "failed".
@@ -59,10 +60,21 @@ where
         let flavor = known_flavor.unwrap_or_else(|| conn.default_flavor());
         span.record("flavor", display(flavor));
         let mut open = false; // a CockroachDB transaction kept open across retries
+        let mut shape_here = None; // the shape on this connection, once decided
         loop {
             attempts += 1;
             report::attempt_starts(attempts);
-            let (cause, next) = match attempt(&mut *conn, flavor, shape, open, &mut work) {
+            let outcome = match shape_here
+                .map(Ok)
+                .unwrap_or_else(|| shape_on(&mut *conn, shape, vouched_serializable))
+            {
+                Ok(shape) => {
+                    shape_here = Some(shape);
+                    attempt(&mut *conn, flavor, shape, open, &mut work)
+                }
+                Err(failed) => failed,
+            };
+            let (cause, next) = match outcome {
                 Attempt::Committed(value) => {
                     report::committed(attempts, flavor);
                     return Ok(Committed { value, attempts });
@@ -102,7 +114,7 @@ where
                     }
                 }
             };
-            open = match next {
+            open = match next_for_retry(next, attempts, policy) {
                 Next::SameTransaction if conn.rollback_to_restart().is_ok() => {
                     report::retrying(
                         attempts,
@@ -134,6 +146,29 @@ where
     give_up(&mut source, policy, probe, unknown, attempts, error)
 }
 
+/// Where retry number `retry` (1-based) runs, given where the failed attempt said (`next`).
+///
+/// CockroachDB's in-place retries (`ROLLBACK TO SAVEPOINT cockroach_restart`) keep the
+/// transaction: the same transaction record, its epoch incremented, its earlier writes' intents
+/// still in place — locks that transactions meeting them wait on — and its timestamp pushed
+/// forward (cockroachdb/cockroach `pkg/roachpb/data.go`, `Transaction.Restart` and
+/// `PrepareTransactionForRetry`): its "place in line" (cockroachdb/docs
+/// `v25.1/advanced-client-side-transaction-retries.md`). Not a higher priority: `Restart` raises
+/// the number, but `CanPushWithPriority` (`pkg/kv/kvserver/txnwait/queue.go`) counts every
+/// normal priority as equal when one transaction pushes another. So the first
+/// `immediate_retries` go again in place at once. A transaction still losing after them waits
+/// the backoff, as CockroachDB's own retry guidance says for best performance
+/// (`v25.1/transaction-retry-error-example.md`: roll back, then sleep, exponentially) — but a
+/// wait inside the transaction would hold those intents and stall everyone queued on them
+/// (sqlalchemy-cockroachdb's issue #188), so it is rolled back whole and begun again after the
+/// wait, as on PostgreSQL.
+fn next_for_retry(next: Next, retry: u32, policy: &RetryPolicy) -> Next {
+    match next {
+        Next::SameTransaction if retry > policy.immediate_retries => Next::NewTransaction,
+        next => next,
+    }
+}
+
 /// The answer when giving up with `error`. If an earlier commit's outcome was unknown, that
 /// commit may have landed late (and made this attempt fail on its key), so the probe is asked
 /// once more: found, it committed; otherwise the outcome is reported unknown, never as `error`.
@@ -161,6 +196,41 @@ where
         _ => {
             report::unsettled(attempts);
             Err(TransactionError::AmbiguousCommit { attempts, cause })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_place_retries_go_at_once_up_to_the_immediate_ones_then_begin_anew() {
+        let policy = RetryPolicy {
+            immediate_retries: 2,
+            ..RetryPolicy::default()
+        };
+        for retry in 1..=2 {
+            assert_eq!(
+                next_for_retry(Next::SameTransaction, retry, &policy),
+                Next::SameTransaction,
+                "retry {retry}"
+            );
+        }
+        for retry in 3..=10 {
+            assert_eq!(
+                next_for_retry(Next::SameTransaction, retry, &policy),
+                Next::NewTransaction,
+                "retry {retry}: past the immediate retries it waits, outside the transaction"
+            );
+            // The wait it gets is the policy's, drawn below the ceiling for that retry.
+            assert!(policy.backoff(retry) <= policy.backoff_ceiling(retry));
+            assert!(!policy.backoff_ceiling(retry).is_zero());
+        }
+        // Where the attempt said otherwise, that stands.
+        for next in [Next::NewTransaction, Next::NewConnection] {
+            assert_eq!(next_for_retry(next, 1, &policy), next);
+            assert_eq!(next_for_retry(next, 9, &policy), next);
         }
     }
 }

@@ -27,6 +27,15 @@ pub trait ConnectionSource {
         None
     }
 
+    /// Whether every connection it hands out runs a statement sent on its own at SERIALIZABLE
+    /// (its sessions' `default_transaction_isolation`), so that
+    /// [`run_single_statement`](super::run_single_statement) need not ask the server. Only
+    /// roachbank's [`Database`] says so (its connections are set up that way); for any other
+    /// source the session is asked once per connection taken for a call.
+    fn sessions_are_serializable(&self) -> bool {
+        false
+    }
+
     /// A connection for the next attempt. A pool hands out a fresh one (after a lost connection
     /// the old one is dropped, and the pool discards it); a single connection is itself, so a
     /// lost one is not replaced and the transaction ends when its retries run out.
@@ -42,6 +51,12 @@ impl ConnectionSource for &Database {
 
     fn flavor(&self) -> Option<Flavor> {
         Some(Database::flavor(self))
+    }
+
+    /// Every session is set up with `default_transaction_isolation = 'serializable'`
+    /// ([`DbConnectionManager`](crate::db::DbConnectionManager)); SQLite always is.
+    fn sessions_are_serializable(&self) -> bool {
+        true
     }
 
     fn checkout(&mut self) -> Result<PooledConnection, r2d2::Error> {
@@ -118,6 +133,10 @@ impl<S: ConnectionSource> ConnectionSource for Flavored<S> {
 
     fn flavor(&self) -> Option<Flavor> {
         Some(self.flavor)
+    }
+
+    fn sessions_are_serializable(&self) -> bool {
+        self.source.sessions_are_serializable()
     }
 
     fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
