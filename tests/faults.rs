@@ -1422,3 +1422,415 @@ fn cli_transfer_duration_returns_within_its_duration_and_the_stall_timeout_when_
     let stdout = support::bin::stdout_of(&output);
     assert!(stdout.contains("transfers"), "{TEST}: a summary: {stdout}");
 }
+
+// 57014 (query canceled) at and before the commit point — issue 18, point 2.
+//
+// CockroachDB puts 57014 in place of whatever a canceled or timed-out statement met, a commit
+// that went through included (cockroachdb/cockroach `pkg/sql/conn_executor_exec.go`,
+// `execStmtInOpenState`: "Detect context cancelation and overwrite whatever error might have
+// been set on the result before", "A timed out query should never produce retryable
+// errors/events/payloads so we intercept and overwrite them all here"). The proxy plays that
+// answer: it lets the commit through, then answers 57014. PostgreSQL's own 57014 means the
+// statement stopped before it finished, and is met here for real.
+
+/// CockroachDB's 57014 messages: a cancel (cockroachdb/cockroach `pkg/util/cancelchecker`,
+/// `QueryCanceledError`) and a statement timeout (`pkg/sql/sqlerrors`, `QueryTimeoutError`).
+const QUERY_CANCELED: &str = "query execution canceled";
+const QUERY_TIMED_OUT: &str = "query execution canceled due to statement timeout";
+
+/// The statement that commits a transfer in `style` under the CockroachDB protocol.
+fn cockroach_commit_point(style: TransferStyle) -> &'static str {
+    match style {
+        TransferStyle::Tutorial => "RELEASE SAVEPOINT cockroach_restart",
+        TransferStyle::OneStatement => ONE_STATEMENT_TRANSFER,
+    }
+}
+
+/// Exactly `transfer` moved, once: every balance is what it was `before` but the source's
+/// (less the amount) and the sink's (more).
+fn assert_moved_once(db: &TestDb, before: BTreeMap<i64, i64>, transfer: &Transfer, label: &str) {
+    let mut expected = before;
+    *expected
+        .get_mut(&transfer.source)
+        .expect("the source exists") -= transfer.amount;
+    *expected.get_mut(&transfer.sink).expect("the sink exists") += transfer.amount;
+    assert_eq!(
+        balances(db),
+        expected,
+        "{label}: exactly the reported amount moved from source to sink, once"
+    );
+}
+
+/// The ledger's transfer rows (deposits left out).
+fn transfers_in_ledger(db: &TestDb) -> i64 {
+    count(
+        db,
+        "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL",
+    )
+}
+
+/// One transfer in `style` with the `flavor` protocol, whose commit (`statement`) goes through
+/// and is answered 57014 `message`: the probe must find it, once.
+fn transfer_answered_57014_after_it_committed(
+    flavor: Flavor,
+    style: TransferStyle,
+    statement: &str,
+    message: &'static str,
+) {
+    let label = format!("{flavor}, {style:?}, {statement:?} committed, answered {message:?}");
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_57014_after_commit", 10);
+    let (database, tally) = open(&url, 2, Some(flavor));
+    let before = balances(&db);
+    proxy.answer_canceled_after_commit(statement, message);
+    let result = bank::transfer_in_style(&database, &policy(), style);
+    assert_eq!(
+        proxy.answered(),
+        1,
+        "{label}: the proxy answered 57014 once"
+    );
+    let committed = result.unwrap_or_else(|error| {
+        panic!("{label}: the transfer committed, and the probe is there to find it, yet: {error:?}")
+    });
+    eprintln!(
+        "{label}: attempts {}, ledger inserts sent {}",
+        committed.attempts,
+        tally.ledger_inserts()
+    );
+    assert_eq!(committed.attempts, 1, "{label}: settled by the probe");
+    assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+    assert_books_balance(
+        &db,
+        &database,
+        std::slice::from_ref(&committed.value),
+        &label,
+    );
+    assert_moved_once(&db, before, &committed.value, &label);
+}
+
+#[test]
+fn cockroach_release_answered_57014_after_it_committed_is_found_by_the_probe() {
+    for message in [QUERY_CANCELED, QUERY_TIMED_OUT] {
+        transfer_answered_57014_after_it_committed(
+            Flavor::CockroachDb,
+            TransferStyle::Tutorial,
+            cockroach_commit_point(TransferStyle::Tutorial),
+            message,
+        );
+    }
+}
+
+#[test]
+fn one_statement_transfer_answered_57014_after_it_committed_is_found_by_the_probe() {
+    for message in [QUERY_CANCELED, QUERY_TIMED_OUT] {
+        transfer_answered_57014_after_it_committed(
+            Flavor::CockroachDb,
+            TransferStyle::OneStatement,
+            cockroach_commit_point(TransferStyle::OneStatement),
+            message,
+        );
+    }
+}
+
+/// A plain pool on CockroachDB runs the PostgreSQL protocol (COMMIT is the commit there), and
+/// CockroachDB's 57014 at that COMMIT hides a commit just the same: the message, CockroachDB's
+/// own, says so whatever protocol the caller chose.
+#[test]
+fn cockroach_57014_at_commit_under_the_postgresql_protocol_is_found_by_the_probe() {
+    for (style, statement) in [
+        (TransferStyle::Tutorial, "COMMIT"),
+        (TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER),
+    ] {
+        transfer_answered_57014_after_it_committed(
+            Flavor::PostgreSql,
+            style,
+            statement,
+            QUERY_CANCELED,
+        );
+    }
+}
+
+/// The one-statement transfer as `run_single_statement` work, under `ledger_id`.
+fn one_statement_transfer(
+    conn: &mut roachbank::db::DbConnection,
+    ledger_id: roachbank::bank::LedgerIds,
+) -> Result<Transfer, roachbank::bank::BankError> {
+    let roachbank::db::DbConnection::Postgresql(pg) = conn else {
+        unreachable!("a server connection");
+    };
+    let mut rng = rand::rng();
+    roachbank::bank::transfer_statement::TransferStatement::new(
+        roachbank::bank::ids::random_account_id(&mut rng),
+        roachbank::bank::ids::random_account_id(&mut rng),
+        ledger_id.first(),
+    )
+    .run(pg)?
+    .ok_or(roachbank::bank::BankError::NotEnoughAccounts)
+}
+
+#[test]
+fn without_a_probe_57014_at_the_commit_point_is_reported_unknown_never_failed() {
+    for style in [TransferStyle::Tutorial, TransferStyle::OneStatement] {
+        let statement = cockroach_commit_point(style);
+        let label = format!("{style:?}, no probe, {statement:?} committed, answered 57014");
+        let _serial = one_at_a_time();
+        let (db, proxy, url) = bank_behind_proxy("faults_57014_no_probe", 10);
+        let (database, tally) = open(&url, 2, Some(Flavor::CockroachDb));
+        proxy.answer_canceled_after_commit(statement, QUERY_CANCELED);
+        let ledger_id = roachbank::bank::LedgerIds::for_transfer();
+        let result = match style {
+            TransferStyle::Tutorial => {
+                roachbank::retry::run_transaction(&database, &policy(), |conn| {
+                    bank::transfer_funds_randomly(conn, ledger_id)
+                })
+            }
+            TransferStyle::OneStatement => {
+                roachbank::retry::run_single_statement(&database, &policy(), |conn| {
+                    one_statement_transfer(conn, ledger_id)
+                })
+            }
+        };
+        assert_eq!(
+            proxy.answered(),
+            1,
+            "{label}: the proxy answered 57014 once"
+        );
+        match result {
+            Err(TransactionError::AmbiguousCommit { attempts, .. }) => {
+                assert_eq!(attempts, 1, "{label}: never retried blindly")
+            }
+            other => panic!(
+                "{label}: the transfer committed and nothing can look it up, so its outcome is \
+                 unknown; got {other:?}"
+            ),
+        }
+        assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+        assert_eq!(
+            count(
+                &db,
+                &format!(
+                    "SELECT count(*) FROM transfers WHERE id = {}",
+                    ledger_id.first()
+                )
+            ),
+            1,
+            "{label}: applied, once"
+        );
+        assert_audit_consistent(&database, &label);
+    }
+}
+
+/// A statement timeout is the caller's bound and never retried. At the one-statement
+/// transfer, which is its own commit, CockroachDB's timeout leaves the outcome open: the probe
+/// looks, and finding nothing the transfer is reported unknown (a late commit cannot be ruled
+/// out), never failed — and not run again.
+#[test]
+fn one_statement_transfer_stopped_by_cockroach_statement_timeout_and_not_found_is_reported_unknown_not_retried(
+) {
+    let label = "one statement answered CockroachDB's statement timeout, never run";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_57014_timeout_unknown", 10);
+    let (database, tally) = open(&url, 2, Some(Flavor::CockroachDb));
+    let before = balances(&db);
+    proxy.answer_canceled_instead_of(ONE_STATEMENT_TRANSFER, QUERY_TIMED_OUT, false);
+    let result = bank::transfer_in_style(&database, &policy(), TransferStyle::OneStatement);
+    assert_eq!(
+        proxy.answered(),
+        1,
+        "{label}: the proxy answered 57014 once"
+    );
+    match result {
+        Err(TransactionError::AmbiguousCommit { attempts, cause }) => {
+            assert_eq!(attempts, 1, "{label}: a timeout is not retried");
+            assert!(
+                cause.to_string().contains(QUERY_TIMED_OUT),
+                "{label}: {cause}"
+            );
+        }
+        other => panic!("{label}: expected AmbiguousCommit after the probe, got {other:?}"),
+    }
+    assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+    assert_eq!(balances(&db), before, "{label}: nothing was applied");
+    assert_eq!(transfers_in_ledger(&db), 0, "{label}: nothing was applied");
+}
+
+#[test]
+fn a_57014_before_the_commit_point_is_a_plain_failure_with_nothing_applied() {
+    // CockroachDB's statement timeout answered to a statement of the work, under its protocol.
+    {
+        let label = "tutorial, CockroachDB's statement timeout on the first UPDATE";
+        let _serial = one_at_a_time();
+        let (db, proxy, url) = bank_behind_proxy("faults_57014_in_work", 10);
+        let (database, tally) = open(&url, 2, Some(Flavor::CockroachDb));
+        let before = balances(&db);
+        proxy.answer_canceled_instead_of("UPDATE \"accounts\"", QUERY_TIMED_OUT, true);
+        let result = bank::transfer_in_style(&database, &policy(), TransferStyle::Tutorial);
+        assert_eq!(
+            proxy.answered(),
+            1,
+            "{label}: the proxy answered 57014 once"
+        );
+        match result {
+            Err(TransactionError::Failed(error)) => {
+                assert!(
+                    error.to_string().contains(QUERY_TIMED_OUT),
+                    "{label}: {error}"
+                )
+            }
+            other => panic!("{label}: expected Failed, got {other:?}"),
+        }
+        assert_eq!(tally.ledger_inserts(), 0, "{label}: the work stopped there");
+        assert_eq!(balances(&db), before, "{label}: nothing was applied");
+        assert_eq!(transfers_in_ledger(&db), 0, "{label}: nothing was applied");
+    }
+    // The server's own statement timeout, the transfer stuck behind another session's locks.
+    {
+        let label = "tutorial, the server's statement timeout in the work";
+        let _serial = one_at_a_time();
+        let db = TestDb::new("faults_timeout_in_work");
+        let (direct, _) = open(&db.url, 1, None);
+        seed(&direct, 10);
+        drop(direct);
+        let before = balances(&db);
+        let mut locker = PgConnection::establish(&db.url).expect("the locking session");
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut locker,
+            "BEGIN; SELECT id FROM accounts FOR UPDATE",
+        )
+        .expect("lock every account");
+        let (database, tally) = open_with(
+            &db.url,
+            ConnectOptions {
+                pool_size: 1,
+                statement_timeout: Some(Duration::from_millis(500)),
+                flavor_override: Some(Flavor::CockroachDb),
+                ..ConnectOptions::default()
+            },
+        );
+        let result = bank::transfer_in_style(&database, &policy(), TransferStyle::Tutorial);
+        match result {
+            Err(TransactionError::Failed(error)) => assert!(
+                error.to_string().contains("statement timeout"),
+                "{label}: {error}"
+            ),
+            other => panic!("{label}: expected Failed, got {other:?}"),
+        }
+        assert_eq!(tally.ledger_inserts(), 0, "{label}: the work stopped there");
+        diesel::connection::SimpleConnection::batch_execute(&mut locker, "ROLLBACK")
+            .expect("release the locks");
+        assert_eq!(balances(&db), before, "{label}: nothing was applied");
+        assert_eq!(transfers_in_ledger(&db), 0, "{label}: nothing was applied");
+    }
+}
+
+/// PostgreSQL's 57014 means the statement stopped before it finished: a cancel that takes
+/// effect makes the command "terminate early and return an error result" (libpq, "Canceling
+/// Queries in Progress"), and COMMIT holds off cancel interrupts from the moment it really
+/// commits (`src/backend/access/transam/xact.c`, `CommitTransaction`: "Prevent cancel/die
+/// interrupt while cleaning up"). A COMMIT (or a statement sent alone) canceled while its
+/// deferred triggers ran rolled back: a plain failure, nothing applied. (`statement_timeout`
+/// cannot stop a commit there: PostgreSQL disables it before committing, in
+/// `finish_xact_command`; a cancel request can.)
+#[test]
+fn postgresql_57014_at_commit_rolled_back_and_stays_a_failure_with_nothing_applied() {
+    if not_run_on_cockroachdb(
+        "postgresql_57014_at_commit_rolled_back_and_stays_a_failure_with_nothing_applied",
+        "the COMMIT is held by a PL/pgSQL deferred constraint trigger and canceled with \
+         pg_cancel_backend, neither of which CockroachDB has",
+    ) {
+        return;
+    }
+    for style in [TransferStyle::Tutorial, TransferStyle::OneStatement] {
+        let label = format!("{style:?}: PostgreSQL's cancel during the commit");
+        let _serial = one_at_a_time();
+        let db = TestDb::new("faults_pg_cancel_at_commit");
+        let (database, tally) = open(&db.url, 2, Some(Flavor::PostgreSql));
+        seed(&database, 10);
+        let before = balances(&db);
+        at_commit_of_each_transfer(&db, "slow_commit", "PERFORM pg_sleep(5);");
+        tally.reset();
+        let sleeping = format!(
+            "FROM pg_stat_activity WHERE datname = '{}' AND wait_event = 'PgSleep'",
+            db.name
+        );
+        let admin = admin_database();
+        let clock = Instant::now();
+        let result = thread::scope(|scope| {
+            let call = scope.spawn(|| bank::transfer_in_style(&database, &policy(), style));
+            while server().psql(&admin, &format!("SELECT count(*) {sleeping}")) == "0" {
+                assert!(
+                    clock.elapsed() < Duration::from_secs(4) && !call.is_finished(),
+                    "{label}: the commit never reached its deferred trigger (scenario not set up)"
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+            server().psql(&admin, &format!("SELECT pg_cancel_backend(pid) {sleeping}"));
+            call.join().expect("the transfer thread")
+        });
+        match result {
+            Err(TransactionError::Failed(error)) => assert!(
+                error
+                    .to_string()
+                    .contains("canceling statement due to user request"),
+                "{label}: {error}"
+            ),
+            other => panic!("{label}: expected Failed, got {other:?}"),
+        }
+        assert_eq!(tally.ledger_inserts(), 1, "{label}: the work ran once");
+        assert_eq!(balances(&db), before, "{label}: nothing was applied");
+        assert_eq!(transfers_in_ledger(&db), 0, "{label}: nothing was applied");
+    }
+}
+
+/// A draining CockroachDB node cancels what still runs after
+/// `server.shutdown.transactions.timeout` (57014 "query execution canceled"), closes the
+/// session (57P01) and refuses new ones (cockroachdb/cockroach `pkg/sql/pgwire/server.go`,
+/// `drainImpl`; `conn.go`, `serveImpl`). The transfer, first host of a multi-host URL draining,
+/// must go on at the next host and be applied once: retried there (nothing was committed) or,
+/// where the canceled statement was the commit, settled by the probe there and then retried.
+#[test]
+fn a_drain_canceling_a_transfer_moves_it_to_the_next_host_applied_once() {
+    for (style, statement) in [
+        (TransferStyle::Tutorial, "UPDATE \"accounts\""),
+        (TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER),
+    ] {
+        let label = format!("{style:?}: a drain cancels {statement:?}");
+        let _serial = one_at_a_time();
+        let (db, proxy, proxied) = bank_behind_proxy("faults_drain_cancel", 10);
+        let server = server();
+        let first = format!("127.0.0.1:{}", proxy.port());
+        let url = proxied.replacen(
+            &first,
+            &format!("{first},{}:{}", server.host(), server.port()),
+            1,
+        );
+        let (database, tally) = open(&url, 1, Some(Flavor::CockroachDb));
+        let before = balances(&db);
+        proxy.drain_at(statement);
+        let clock = Instant::now();
+        let result = bank::transfer_in_style(&database, &policy(), style);
+        let took = clock.elapsed();
+        let committed = result.unwrap_or_else(|error| {
+            panic!("{label}: the next host was there to take the transfer, yet: {error:?}")
+        });
+        assert_eq!(
+            proxy.answered(),
+            2,
+            "{label}: the proxy canceled the statement and refused the next session"
+        );
+        eprintln!(
+            "{label}: attempts {}, ledger inserts sent {}, took {:.2} s",
+            committed.attempts,
+            tally.ledger_inserts(),
+            took.as_secs_f64()
+        );
+        assert_eq!(committed.attempts, 2, "{label}: retried once");
+        assert_books_balance(
+            &db,
+            &database,
+            std::slice::from_ref(&committed.value),
+            &label,
+        );
+        assert_moved_once(&db, before, &committed.value, &label);
+    }
+}

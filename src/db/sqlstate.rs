@@ -45,8 +45,10 @@ fn sqlstate_from_message(message: &str) -> Option<&'static str> {
         ("server is shutting down", "57P01"),
         ("server is not accepting clients", "57P01"),
         ("canceling statement due to statement timeout", "57014"),
-        // CockroachDB (cockroachdb/cockroach `pkg/sql/sqlerrors/errors.go`, QueryTimeoutError).
-        ("query execution canceled due to statement timeout", "57014"),
+        ("canceling statement due to user request", "57014"),
+        // CockroachDB: every 57014 begins so (cockroachdb/cockroach `pkg/sql/sqlerrors`,
+        // QueryTimeoutError and TxnTimeoutError; `pkg/util/cancelchecker`, QueryCanceledError).
+        ("query execution canceled", "57014"),
     ];
     BY_MESSAGE
         .iter()
@@ -139,10 +141,15 @@ mod tests {
             )),
             Some("57P01")
         );
-        assert_eq!(
-            sqlstate(&unknown("canceling statement due to statement timeout")),
-            Some("57014")
-        );
+        for canceled in [
+            "canceling statement due to statement timeout",
+            "canceling statement due to user request",
+            "query execution canceled",
+            "query execution canceled due to statement timeout",
+            "query execution canceled due to transaction timeout",
+        ] {
+            assert_eq!(sqlstate(&unknown(canceled)), Some("57014"), "{canceled}");
+        }
         assert_eq!(sqlstate(&unknown("database is locked")), None);
         assert_eq!(
             sqlstate(&error(

@@ -127,8 +127,9 @@ where
 }
 
 /// One attempt of work that is a single statement: the statement is the transaction, so an
-/// error that leaves its outcome open (the connection lost while it ran, 40003) is an unknown
-/// commit, and a conflict has already rolled it back.
+/// error that leaves its outcome open (the connection lost while it ran, 40003, CockroachDB's
+/// 57014, which it puts in place of whatever the statement met — its auto-commit included) is
+/// an unknown commit, and a conflict has already rolled it back.
 fn single_statement<C, T, E, F>(conn: &mut C, work: &mut F) -> Attempt<T, E>
 where
     F: FnMut(&mut C) -> Result<T, E>,
@@ -137,21 +138,29 @@ where
     match work(conn) {
         Ok(value) => Attempt::Committed(value),
         Err(cause) => match cause.database_error().map(classify) {
-            Some(ErrorClass::Ambiguous | ErrorClass::ConnectionLost) => Attempt::Ambiguous(cause),
+            Some(
+                ErrorClass::Ambiguous
+                | ErrorClass::ConnectionLost
+                | ErrorClass::CockroachTimeout
+                | ErrorClass::CockroachCancel,
+            ) => Attempt::Ambiguous(cause),
             class => before_commit(class, cause),
         },
     }
 }
 
 /// The outcome of an error met before the commit was sent; `class` is that of the database
-/// error inside `cause`, if it holds one.
+/// error inside `cause`, if it holds one. Nothing was committed: a conflict goes again, a lost
+/// connection — or CockroachDB's cancel, a draining node's (see
+/// [`ErrorClass::CockroachCancel`]) — goes again on a fresh one; a timeout, like any other
+/// error, fails.
 fn before_commit<T, E>(class: Option<ErrorClass>, cause: E) -> Attempt<T, E> {
     match class {
         Some(ErrorClass::Retryable) => Attempt::Retry {
             cause,
             next: Next::NewTransaction,
         },
-        Some(ErrorClass::ConnectionLost) => Attempt::Retry {
+        Some(ErrorClass::ConnectionLost | ErrorClass::CockroachCancel) => Attempt::Retry {
             cause,
             next: Next::NewConnection,
         },
@@ -161,14 +170,23 @@ fn before_commit<T, E>(class: Option<ErrorClass>, cause: E) -> Attempt<T, E> {
 
 /// Leaves `conn` after an attempt whose commit outcome is unknown because of `cause`: a lost
 /// connection is discarded, so that a pool drops it (Diesel marks one lost outside a
-/// transaction as nothing); one still alive (40003) only has its transaction rolled back.
+/// transaction as nothing), and so is one CockroachDB canceled (a draining node closes it
+/// next); one still alive (40003, a timeout) only has its transaction rolled back.
 pub(super) fn set_aside<C, E>(conn: &mut C, cause: &E)
 where
     C: RetryConnection,
     E: DatabaseErrorSource,
 {
     match cause.database_error().map(classify) {
-        Some(ErrorClass::ConnectionLost) => conn.discard(),
+        Some(ErrorClass::ConnectionLost | ErrorClass::CockroachCancel) => conn.discard(),
         _ => conn.abandon(),
     }
+}
+
+/// Whether the work may run again after its commit's outcome was unknown because of `cause`
+/// and the probe did not find it: yes, but not when CockroachDB's statement (or transaction)
+/// timeout stopped it — the caller's bound, never retried, before the commit point or on it.
+/// Its outcome then stays unknown: a commit in flight when the timeout fired may still land.
+pub(super) fn runs_again_if_not_found<E: DatabaseErrorSource>(cause: &E) -> bool {
+    cause.database_error().map(classify) != Some(ErrorClass::CockroachTimeout)
 }

@@ -43,7 +43,8 @@ pub enum CommitError {
     /// A conflict that rolled the transaction back (on CockroachDB, back to the savepoint if the
     /// transaction is still open): retry.
     Conflict(DieselError),
-    /// The commit was sent and its outcome is unknown (lost connection, 40003).
+    /// The commit was sent and its outcome is unknown (lost connection, 40003, CockroachDB's
+    /// 57014).
     Ambiguous(DieselError),
     /// Anything else; the transaction was not committed.
     Failed(DieselError),
@@ -52,11 +53,18 @@ pub enum CommitError {
 impl CommitError {
     /// What a failed `RELEASE SAVEPOINT` or `COMMIT` means: a conflict means the server rolled
     /// back (PostgreSQL ends the transaction on a failed COMMIT; diesel rolls SQLite back), a
-    /// lost connection or 40003 leaves the outcome unknown.
+    /// lost connection or 40003 leaves the outcome unknown, and so does CockroachDB's 57014,
+    /// which it puts in place of whatever the commit met, its success included
+    /// ([`ErrorClass::CockroachTimeout`], [`ErrorClass::CockroachCancel`]) — whichever
+    /// protocol runs on it: a plain pool on CockroachDB commits with `COMMIT`. PostgreSQL's
+    /// 57014 is a commit that did not happen, [`ErrorClass::Permanent`].
     fn from_error(error: DieselError) -> CommitError {
         match classify(&error) {
             ErrorClass::Retryable => CommitError::Conflict(error),
-            ErrorClass::Ambiguous | ErrorClass::ConnectionLost => CommitError::Ambiguous(error),
+            ErrorClass::Ambiguous
+            | ErrorClass::ConnectionLost
+            | ErrorClass::CockroachTimeout
+            | ErrorClass::CockroachCancel => CommitError::Ambiguous(error),
             ErrorClass::Permanent => CommitError::Failed(error),
         }
     }

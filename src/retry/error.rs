@@ -19,9 +19,11 @@ pub enum TransactionError<E> {
         last: E,
     },
     /// The commit was sent but its outcome is unknown: the connection was lost during
-    /// `RELEASE SAVEPOINT`/`COMMIT`, or CockroachDB answered 40003 "result is ambiguous" (and,
-    /// with a commit probe, the probe could not settle it). The work may or may not have been
-    /// applied — once at most; it is never retried blindly.
+    /// `RELEASE SAVEPOINT`/`COMMIT`, or CockroachDB answered 40003 "result is ambiguous" or
+    /// 57014 (a cancel or timeout, which it puts in place of a commit that went through too) —
+    /// and, with a commit probe, the probe could not settle it, or found nothing after a
+    /// timeout, which is not retried. The work may or may not have been applied — once at
+    /// most; it is never retried blindly.
     #[error("commit outcome unknown after {attempts} attempts (the transaction may or may not have been applied): {cause}")]
     AmbiguousCommit {
         /// Attempts made, the ambiguous one included.

@@ -15,7 +15,10 @@
 //!   inside it would keep those intents blocking everyone queued behind them. On success
 //!   `RELEASE SAVEPOINT cockroach_restart` — the real commit — then `COMMIT`. RELEASE failing
 //!   with 40001 is retried like any conflict; failing any other way that leaves the outcome
-//!   open (40003, lost connection) is an [`TransactionError::AmbiguousCommit`].
+//!   open (40003, lost connection, 57014: see [`ErrorClass`](crate::db::ErrorClass)) is an
+//!   [`TransactionError::AmbiguousCommit`]. A 57014 "query execution canceled" before the
+//!   commit, a draining node's, goes again on a fresh connection; a statement timeout is never
+//!   retried.
 //! * **PostgreSQL** — `BEGIN ISOLATION LEVEL SERIALIZABLE` (the tutorial's read-then-write
 //!   transfer is only safe there). PostgreSQL keeps the snapshot across `ROLLBACK TO SAVEPOINT`,
 //!   so a conflict (40001, or deadlock 40P01) rolls the whole transaction back, waits, and
@@ -185,7 +188,7 @@ where
 /// yours, make its sessions SERIALIZABLE (for instance `options=-c
 /// default_transaction_isolation=serializable` in the URL). The work must send exactly one
 /// statement: a second one would run, and commit, as a transaction of its own. A lost
-/// connection while the statement ran leaves its outcome unknown:
+/// connection while the statement ran, or CockroachDB's 57014, leaves its outcome unknown:
 /// [`TransactionError::AmbiguousCommit`], never a blind retry.
 pub fn run_single_statement<S, T, E, F>(
     source: S,

@@ -147,7 +147,8 @@ pub(super) fn unknown_outcome<E: DatabaseErrorSource>(
 }
 
 /// The probe found attempt `attempt`'s commit (`committed`), or found it had not happened and
-/// the work runs again after `backoff`.
+/// the work runs again after `backoff` (`None`: it does not run again — a timeout stopped it —
+/// and its outcome stays unknown).
 pub(super) fn settled(attempt: u32, committed: bool, backoff: Option<Duration>) {
     tracing::info!(
         target: RETRY_TARGET,

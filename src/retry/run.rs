@@ -1,7 +1,7 @@
 //! The retry loop: attempts on a connection until one commits, a new connection when one is
 //! lost, and the answer when giving up.
 
-use super::attempt::{attempt, set_aside, shape_on, Attempt, Next, Shape};
+use super::attempt::{attempt, runs_again_if_not_found, set_aside, shape_on, Attempt, Next, Shape};
 use super::connection::RetryConnection;
 use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
@@ -98,6 +98,12 @@ where
                         Outcome::Committed(value) => {
                             report::settled(attempts, true, None);
                             return Ok(Committed { value, attempts });
+                        }
+                        Outcome::NotFound if !runs_again_if_not_found(&cause) => {
+                            // Stopped by the caller's timeout, which is never retried, and a
+                            // late commit cannot be ruled out: unknown, never "failed".
+                            report::settled(attempts, false, None);
+                            return Err(TransactionError::AmbiguousCommit { attempts, cause });
                         }
                         Outcome::NotFound if policy.may_retry(attempts) => {
                             let wait = policy.backoff(attempts);

@@ -52,14 +52,20 @@ where
                     Some(db_error)
                         if matches!(
                             classify(db_error),
-                            ErrorClass::Retryable | ErrorClass::ConnectionLost
+                            ErrorClass::Retryable
+                                | ErrorClass::ConnectionLost
+                                | ErrorClass::CockroachCancel
                         ) =>
                     {
                         report::probe_failed(round, report::sqlstate_of(&error), db_error, wait);
                         // Lost outside a transaction (in Diesel's prepare, say), the
                         // connection is not marked broken: without this the pool would hand
-                        // the same dead one back to every round.
-                        if classify(db_error) == ErrorClass::ConnectionLost {
+                        // the same dead one back to every round. A draining CockroachDB node
+                        // cancels, then closes: the next round goes to a fresh connection too.
+                        if matches!(
+                            classify(db_error),
+                            ErrorClass::ConnectionLost | ErrorClass::CockroachCancel
+                        ) {
                             conn.discard();
                         }
                     }

@@ -11,6 +11,13 @@
 //! statement is dropped and the client's side closed, while the server's side stays open and
 //! silent, its transaction idle and holding its locks, until the server ends the session.
 //!
+//! The proxy can also answer in the server's place, as CockroachDB does when it cancels a
+//! statement (see "Answering in the server's place" at the end of this file):
+//! [`CuttingProxy::answer_canceled_after_commit`] lets the statement commit and answers the client
+//! SQLSTATE 57014 all the same; [`CuttingProxy::answer_canceled_instead_of`] answers 57014 to a
+//! statement the server never sees; [`CuttingProxy::drain_at`] plays a draining node, which
+//! cancels the statement (57014), closes the session (57P01) and refuses the next one.
+//!
 //! The trigger is a statement being *run*: a simple query holding the text, an unnamed Parse
 //! holding it (libpq sends its Bind and Execute in the same write), or the Bind of a statement
 //! prepared earlier on the connection from such a text. Preparing a named statement runs
@@ -38,6 +45,8 @@ struct ProxyState {
     /// How many connections were cut.
     cuts: AtomicUsize,
     closed: AtomicBool,
+    /// How many statements or session starts the proxy answered in the server's place.
+    answered: AtomicUsize,
 }
 
 /// An armed cut: the statement text to watch for, and what happens to it.
@@ -57,6 +66,19 @@ enum Action {
     DropAndCut,
     /// Drop it, cut the client's side only, and keep the server's side open (`swallow`).
     Swallow,
+    /// Forward it, send the server a `COMMIT` of the proxy's own, swallow the server's answers
+    /// to both, and answer the client SQLSTATE 57014 with this message
+    /// (`answer_canceled_after_commit`).
+    CommitThenAnswerCanceled(&'static str),
+    /// Drop it and answer the client SQLSTATE 57014 with this message, then ReadyForQuery with
+    /// this transaction status; the connection goes on (`answer_canceled_instead_of`).
+    AnswerCanceledInstead(&'static str, u8),
+    /// Drop it, answer 57014 "query execution canceled" and 57P01 "server is shutting down",
+    /// and close both sides, as a draining CockroachDB node does (`drain_at`).
+    DrainCancel,
+    /// Refuse the session being started with 57P01 "server is not accepting clients, try
+    /// another node", as a draining CockroachDB node does (`drain_at`).
+    RefuseSession,
 }
 
 impl CuttingProxy {
@@ -68,6 +90,7 @@ impl CuttingProxy {
             cut_on: Mutex::new(VecDeque::new()),
             cuts: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            answered: AtomicUsize::new(0),
         });
         let upstream = upstream.to_string();
         let accept_state = Arc::clone(&state);
@@ -139,6 +162,53 @@ impl CuttingProxy {
     pub fn cuts(&self) -> usize {
         self.state.cuts.load(Ordering::SeqCst)
     }
+
+    /// From now on, let the next `statement` commit, then answer it with SQLSTATE 57014 and
+    /// `message` — what CockroachDB does to a statement canceled (or timed out) while its
+    /// commit went through (`pkg/sql/conn_executor_exec.go` puts 57014 in place of whatever the
+    /// statement met). The statement is forwarded, and the proxy sends the server a `COMMIT`
+    /// of its own: after `RELEASE SAVEPOINT cockroach_restart`, which commits on CockroachDB
+    /// but not on PostgreSQL, that is the commit; after a `COMMIT` or a statement sent alone it
+    /// is a harmless "no transaction in progress". The server's answers to both are swallowed;
+    /// the client gets the error and ReadyForQuery, outside any transaction (once).
+    pub fn answer_canceled_after_commit(&self, statement: &str, message: &'static str) {
+        self.arm(statement, Action::CommitThenAnswerCanceled(message));
+    }
+
+    /// From now on, answer the next `statement` with SQLSTATE 57014 and `message` instead of
+    /// forwarding it (the server never sees it), then ReadyForQuery saying the client is in a
+    /// failed transaction (`in_transaction`) or in none; the connection goes on (once).
+    pub fn answer_canceled_instead_of(
+        &self,
+        statement: &str,
+        message: &'static str,
+        in_transaction: bool,
+    ) {
+        let status = if in_transaction { b'E' } else { b'I' };
+        self.arm(statement, Action::AnswerCanceledInstead(message, status));
+    }
+
+    /// From now on, play a draining CockroachDB node (`pkg/sql/pgwire/server.go`, `drainImpl`;
+    /// `conn.go`, `serveImpl`) at the next `statement`: instead of forwarding it, answer 57014
+    /// "query execution canceled" (the session's context canceled once
+    /// `server.shutdown.transactions.timeout` is up), then 57P01 "server is shutting down",
+    /// and close both sides. The next session started through the proxy is refused with 57P01
+    /// "server is not accepting clients, try another node" (each once).
+    pub fn drain_at(&self, statement: &str) {
+        self.arm(statement, Action::DrainCancel);
+        // libpq's startup message: protocol 3.0, then its first parameter, `user`.
+        let startup = b"\0\x03\0\0user\0";
+        self.state.cut_on.lock().unwrap().push_back(Trigger {
+            needle: startup.to_vec(),
+            action: Action::RefuseSession,
+            on_prepare: false,
+        });
+    }
+
+    /// How many statements or session starts the proxy has answered in the server's place.
+    pub fn answered(&self) -> usize {
+        self.state.answered.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for CuttingProxy {
@@ -160,6 +230,9 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     // is ever passed on.
     let cut = Arc::new(AtomicBool::new(false));
     let cut_seen_by_reader = Arc::clone(&cut);
+    // The server's answers the proxy swallows, and what it answers instead.
+    let replacing = Arc::new(Mutex::new(None));
+    let replacing_seen_by_reader = Arc::clone(&replacing);
     // client -> server, watching for the trigger
     thread::spawn(move || {
         let (mut from, mut to) = (client_reader, server_writer);
@@ -191,6 +264,18 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 }
                 hit
             };
+            if let Some(action) = hit.filter(|action| action.answers()) {
+                state.answered.fetch_add(1, Ordering::SeqCst);
+                let answer = ServerPlace {
+                    client: &cut_client,
+                    server: &cut_server,
+                    replacing: &replacing,
+                };
+                match answer.answer(action, chunk) {
+                    Ok(Flow::GoOn) => continue,
+                    Ok(Flow::Closed) | Err(_) => break,
+                }
+            }
             if hit.is_some() {
                 cut.store(true, Ordering::SeqCst);
             }
@@ -235,7 +320,8 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
             if cut_seen_by_reader.load(Ordering::SeqCst) {
                 break;
             }
-            if to.write_all(&buffer[..n]).is_err() {
+            let passed = pass_to_client(&replacing_seen_by_reader, &buffer[..n]);
+            if to.write_all(&passed).is_err() {
                 break;
             }
         }
@@ -293,4 +379,163 @@ fn statements_sent(
         rest = &rest[1 + length..];
     }
     (run, prepared_now)
+}
+
+// Answering in the server's place.
+
+impl Action {
+    /// Whether the proxy answers the triggering read itself (rather than cutting).
+    fn answers(self) -> bool {
+        matches!(
+            self,
+            Action::CommitThenAnswerCanceled(_)
+                | Action::AnswerCanceledInstead(..)
+                | Action::DrainCancel
+                | Action::RefuseSession
+        )
+    }
+}
+
+/// Whether a connection goes on after the proxy answered in the server's place.
+enum Flow {
+    GoOn,
+    Closed,
+}
+
+/// Server messages being swallowed until `ready_left` more ReadyForQuery ('Z') have gone by,
+/// and what the client gets in their place.
+struct Replacing {
+    ready_left: usize,
+    /// The start of a server message whose end has not been read yet.
+    partial: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+/// One pair's sockets, as the client->server thread answers in the server's place.
+struct ServerPlace<'a> {
+    client: &'a TcpStream,
+    server: &'a TcpStream,
+    replacing: &'a Mutex<Option<Replacing>>,
+}
+
+impl ServerPlace<'_> {
+    /// Carries out `action` on `chunk`, the client's read that triggered it.
+    fn answer(&self, action: Action, chunk: &[u8]) -> std::io::Result<Flow> {
+        let (mut client, mut server) = (self.client, self.server);
+        match action {
+            Action::CommitThenAnswerCanceled(message) => {
+                // Armed before anything reaches the server, so that none of its answers to the
+                // statement or to the COMMIT is passed on.
+                *self.replacing.lock().unwrap() = Some(Replacing {
+                    ready_left: 2,
+                    partial: Vec::new(),
+                    answer: [error("ERROR", "57014", message), ready_for_query(b'I')].concat(),
+                });
+                server.write_all(chunk)?;
+                server.write_all(&simple_query("COMMIT"))?;
+                Ok(Flow::GoOn)
+            }
+            Action::AnswerCanceledInstead(message, status) => {
+                client.write_all(
+                    &[error("ERROR", "57014", message), ready_for_query(status)].concat(),
+                )?;
+                Ok(Flow::GoOn)
+            }
+            Action::DrainCancel => {
+                let answer = [
+                    error("ERROR", "57014", "query execution canceled"),
+                    ready_for_query(b'E'),
+                    error("FATAL", "57P01", "server is shutting down"),
+                ]
+                .concat();
+                let written = client.write_all(&answer);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                written.map(|()| Flow::Closed)
+            }
+            Action::RefuseSession => {
+                let refusal = error(
+                    "FATAL",
+                    "57P01",
+                    "server is not accepting clients, try another node",
+                );
+                let written = client.write_all(&refusal);
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = server.shutdown(Shutdown::Both);
+                written.map(|()| Flow::Closed)
+            }
+            Action::ForwardThenCut | Action::DropAndCut | Action::Swallow => {
+                unreachable!("the proxy cuts for these")
+            }
+        }
+    }
+}
+
+/// What of `bytes`, read from the server, goes on to the client: all of it, unless the proxy
+/// is swallowing the server's answers (see [`Replacing`]) — then nothing until the last
+/// ReadyForQuery it waits for, and in its place the proxy's answer, followed by whatever came
+/// after it.
+fn pass_to_client(replacing: &Mutex<Option<Replacing>>, bytes: &[u8]) -> Vec<u8> {
+    let mut replacing = replacing.lock().unwrap();
+    let Some(swallowing) = replacing.as_mut() else {
+        return bytes.to_vec();
+    };
+    swallowing.partial.extend_from_slice(bytes);
+    let mut at = 0;
+    while let Some(header) = swallowing.partial.get(at..at + 5) {
+        let length = u32::from_be_bytes(header[1..5].try_into().unwrap()) as usize;
+        let end = at + 1 + length;
+        if end > swallowing.partial.len() {
+            break;
+        }
+        let kind = header[0];
+        at = end;
+        if kind == b'Z' {
+            swallowing.ready_left -= 1;
+            if swallowing.ready_left == 0 {
+                let mut passed = std::mem::take(&mut swallowing.answer);
+                passed.extend_from_slice(&swallowing.partial[at..]);
+                *replacing = None;
+                return passed;
+            }
+        }
+    }
+    swallowing.partial.drain(..at);
+    Vec::new()
+}
+
+/// A backend message: its type, then its length (itself included) and `body`.
+fn message(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut message = vec![kind];
+    message.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    message.extend_from_slice(body);
+    message
+}
+
+/// An ErrorResponse of `severity` with `sqlstate` and `text`.
+fn error(severity: &str, sqlstate: &str, text: &str) -> Vec<u8> {
+    let mut fields = Vec::new();
+    for (tag, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', sqlstate),
+        (b'M', text),
+    ] {
+        fields.push(tag);
+        fields.extend_from_slice(value.as_bytes());
+        fields.push(0);
+    }
+    fields.push(0);
+    message(b'E', &fields)
+}
+
+/// ReadyForQuery with transaction `status` (`I` idle, `T` in a transaction, `E` in a failed
+/// one).
+fn ready_for_query(status: u8) -> Vec<u8> {
+    message(b'Z', &[status])
+}
+
+/// A simple-protocol Query holding `sql`.
+fn simple_query(sql: &str) -> Vec<u8> {
+    message(b'Q', &[sql.as_bytes(), &[0]].concat())
 }
