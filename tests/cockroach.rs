@@ -3,7 +3,9 @@
 //! when `TEST_DATABASE_URL` names a CockroachDB, on it directly.
 //!
 //! * Migrations run outside a transaction and can run twice (CockroachDB 25.1+ commits an open
-//!   transaction at its first DDL: `autocommit_before_ddl`).
+//!   transaction at its first DDL: `autocommit_before_ddl`) — decided by what the server is,
+//!   whatever flavour is forced; a transaction the server commits at a DDL statement (emulated
+//!   by the suite's proxy) is not taken for a failure.
 //! * First opens that race on a brand-new database are serialised by a lock row, not by
 //!   PostgreSQL's advisory locks (CockroachDB has none): each migration is applied exactly once,
 //!   a waiter waits for the holder and no longer than its bound.
@@ -297,7 +299,14 @@ fn seed_on_cockroachdb_commits_in_chunks_and_reports_the_exact_sum() {
 
 #[test]
 fn seed_as_postgresql_stays_one_transaction() {
-    // Forced, so that on a CockroachDB too the PostgreSQL path is the one checked.
+    // Forced, so that on a CockroachDB too the PostgreSQL path is the one checked. The force
+    // picks the transaction protocol only: how the server is migrated is decided by its
+    // `SELECT version()`. On CockroachDB 25.1+, where `autocommit_before_ddl` is on by default
+    // (cockroachdb/docs `src/current/_includes/releases/v25.1/backward-incompatible.md`), the
+    // migrations therefore run outside any transaction, so no DDL statement finds one to commit
+    // (cockroachdb/cockroach `pkg/sql/conn_executor_ddl.go`, `maybeAutoCommitBeforeDDL`, acts
+    // only inside a transaction, at a schema change that is not its first statement) and the
+    // open does not end in diesel's NotInTransaction; the seed's one transaction holds no DDL.
     let target = Target::postgresql("pg_seed_one_txn");
     let db = Database::open(
         DatabaseConfig::parse(target.url(), UrlSource::Flag).unwrap(),
@@ -438,4 +447,158 @@ fn a_draining_node_first_in_a_multi_host_url_is_passed_over_for_the_next_host() 
         Err(other) => panic!("expected a connection error, got {other}"),
         Ok(_) => panic!("connected to a node that refuses every session"),
     }
+}
+
+/// Every statement each connection sent, by connection (in the order they were made).
+#[derive(Clone, Default)]
+struct SessionLogs(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+impl SessionLogs {
+    /// A factory for [`ConnectOptions::instrumentation`]: each new connection logs into a list
+    /// of its own.
+    fn factory(&self) -> roachbank::db::InstrumentationFactory {
+        let logs = self.clone();
+        Arc::new(move || {
+            let mut all = logs.0.lock().unwrap();
+            all.push(Vec::new());
+            Box::new(SessionRecorder {
+                logs: logs.clone(),
+                index: all.len() - 1,
+            }) as Box<dyn diesel::connection::Instrumentation>
+        })
+    }
+
+    fn sessions(&self) -> Vec<Vec<String>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+struct SessionRecorder {
+    logs: SessionLogs,
+    index: usize,
+}
+
+impl diesel::connection::Instrumentation for SessionRecorder {
+    fn on_connection_event(&mut self, event: diesel::connection::InstrumentationEvent<'_>) {
+        if let diesel::connection::InstrumentationEvent::StartQuery { query, .. } = event {
+            let text = query.to_string();
+            let sql = text.split(" -- binds:").next().unwrap_or(&text).trim();
+            self.logs.0.lock().unwrap()[self.index].push(sql.to_string());
+        }
+    }
+}
+
+/// How many transactions are open after `statements` (BEGIN opens one; COMMIT, ROLLBACK end it).
+fn open_transactions(statements: &[String]) -> i32 {
+    statements.iter().fold(0, |open, sql| {
+        if sql.starts_with("BEGIN") {
+            open + 1
+        } else if sql == "COMMIT" || sql == "ROLLBACK" {
+            open - 1
+        } else {
+            open
+        }
+    })
+}
+
+#[test]
+fn migrations_run_as_the_server_allows_whatever_flavour_is_forced() {
+    // Forced to CockroachDB on PostgreSQL, the migrations still run in one transaction (as
+    // PostgreSQL allows), while transactions keep CockroachDB's protocol. On a real
+    // CockroachDB the override is a no-op and they run outside any transaction (25.1+ commits
+    // an open one at its first DDL statement: autocommit_before_ddl).
+    let target = Target::postgresql("forced_flavor_migrations");
+    let logs = SessionLogs::default();
+    let db = open_as_cockroachdb(
+        &target,
+        ConnectOptions {
+            instrumentation: Some(logs.factory()),
+            ..ConnectOptions::default()
+        },
+    )
+    .expect("open");
+    assert_eq!(db.migrations_applied(), target.embedded_migrations().len());
+    let sessions = logs.sessions();
+    let migrating = sessions
+        .iter()
+        .find(|statements| {
+            statements
+                .iter()
+                .any(|sql| sql.contains("CREATE TABLE IF NOT EXISTS accounts"))
+        })
+        .expect("a session ran the first migration");
+    let first_ddl = migrating
+        .iter()
+        .position(|sql| sql.contains("CREATE TABLE IF NOT EXISTS accounts"))
+        .unwrap();
+    let last_ddl = migrating
+        .iter()
+        .rposition(|sql| sql.contains("COMMENT ON TABLE transfers"))
+        .expect("the last migration ran on the same session");
+    let in_transaction = |at: usize| open_transactions(&migrating[..at]);
+    if server().is_cockroachdb() {
+        assert_eq!(in_transaction(first_ddl), 0, "{migrating:#?}");
+        assert_eq!(in_transaction(last_ddl), 0, "{migrating:#?}");
+    } else {
+        assert_eq!(in_transaction(first_ddl), 1, "{migrating:#?}");
+        assert_eq!(in_transaction(last_ddl), 1, "{migrating:#?}");
+        assert_eq!(
+            migrating[last_ddl..]
+                .iter()
+                .find(|sql| ["BEGIN", "COMMIT", "ROLLBACK"].contains(&sql.as_str())),
+            Some(&"COMMIT".to_string()),
+            "{migrating:#?}"
+        );
+    }
+    // The transactions keep the forced flavour's protocol (the migrations never send it).
+    assert!(
+        !logs
+            .sessions()
+            .concat()
+            .iter()
+            .any(|sql| sql.starts_with("SAVEPOINT")),
+        "no savepoint before the seed"
+    );
+    bank::seed(&db, &policy(), 3).expect("seed");
+    assert!(
+        logs.sessions()
+            .concat()
+            .iter()
+            .any(|sql| sql == "SAVEPOINT cockroach_restart"),
+        "seed used CockroachDB's protocol"
+    );
+}
+
+#[test]
+fn migrations_whose_transaction_the_server_commits_at_a_ddl_statement_are_not_reported_as_pending()
+{
+    const TEST: &str =
+        "migrations_whose_transaction_the_server_commits_at_a_ddl_statement_are_not_reported_as_pending";
+    if support::not_run_on_cockroachdb(
+        TEST,
+        "it emulates on PostgreSQL's one-transaction path what CockroachDB's \
+         autocommit_before_ddl does; CockroachDB itself never takes that path (see \
+         migrations_succeed_first_time_on_cockroachdb_with_autocommit_before_ddl_on)",
+    ) {
+        return;
+    }
+    // The server commits the migration transaction just before the first migration's DDL, so
+    // that every later statement commits on its own and the session is idle when diesel
+    // commits: diesel answers NotInTransaction although everything was applied.
+    let target = Target::postgresql("commit_before_ddl");
+    let proxy =
+        support::proxy::CuttingProxy::start(&format!("{}:{}", server().host(), server().port()));
+    proxy.commit_before("CREATE TABLE IF NOT EXISTS accounts");
+    let url = target.url().replacen(
+        &format!("{}:{}", server().host(), server().port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    );
+    let db = Database::open(
+        DatabaseConfig::parse(&url, UrlSource::Flag).unwrap(),
+        &ConnectOptions::default(),
+    )
+    .unwrap_or_else(|err| panic!("open with the transaction committed at a DDL: {err}"));
+    assert_eq!(db.migrations_applied(), target.embedded_migrations().len());
+    assert_eq!(target.applied_migrations(), target.embedded_migrations());
 }

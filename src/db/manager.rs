@@ -5,7 +5,7 @@ use super::config::{Backend, DatabaseConfig};
 use super::conninfo::ConnInfo;
 use super::echo::{ConnectionHooks, Echo};
 use super::redact::Redactor;
-use super::stall::{self, StallWatch};
+use super::stall::{self, StallSignal, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
 use crate::sync::lock;
 use diesel::connection::{Instrumentation, SimpleConnection};
@@ -55,6 +55,12 @@ pub struct ConnectOptions {
     /// How long [`Database::open`](super::Database::open) waits for another process's
     /// migrations (see [`MIGRATION_LOCK_WAIT`]).
     pub migration_lock_wait: Duration,
+    /// How long a migration statement may go without an answer before its connection counts
+    /// as stalled and is closed (default [`MIGRATION_STALL_TIMEOUT`]; `None` waits for ever).
+    /// Migrations run on a session of their own with no statement timeout:
+    /// [`statement_timeout`](Self::statement_timeout) and
+    /// [`stall_timeout`](Self::stall_timeout) are meant for transfers, and do not apply to it.
+    pub migration_stall_timeout: Option<Duration>,
     /// Secrets to scrub from `--echo` output and connection errors besides the database URL's
     /// own password (say, another URL's, when a command uses two).
     pub redactor: Redactor,
@@ -73,6 +79,7 @@ impl Default for ConnectOptions {
             idle_in_transaction_timeout: IDLE_IN_TRANSACTION_TIMEOUT,
             stall_timeout: Some(stall::STALL_TIMEOUT),
             migration_lock_wait: MIGRATION_LOCK_WAIT,
+            migration_stall_timeout: Some(MIGRATION_STALL_TIMEOUT),
             redactor: Redactor::new(),
         }
     }
@@ -81,6 +88,12 @@ impl Default for ConnectOptions {
 /// Default of [`ConnectOptions::migration_lock_wait`]: how long `Database::open` waits for
 /// another process's migrations before giving up.
 pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Default of [`ConnectOptions::migration_stall_timeout`]. A migration statement waits by
+/// design: for locks other sessions hold, on CockroachDB for its schema-change job and for the
+/// new descriptor's lease to reach every node, and when adopting a large table it reads every
+/// row. Five minutes lets all that finish, and still ends a frozen server or network.
+pub const MIGRATION_STALL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// How much longer than its statement timeout a statement may go unanswered before its
 /// connection counts as stalled: the server's own cancellation needs a moment to arrive.
@@ -144,22 +157,51 @@ impl DbConnectionManager {
     }
 
     /// [`DbConnectionManager::establish`] with its own stall bound (`None`: unwatched), for a
-    /// session whose statements wait longer by design (the migration lock's).
+    /// session whose statements wait longer by design (see also
+    /// [`establish_dedicated`](Self::establish_dedicated), which sets no statement timeout).
     pub fn establish_with_stall_bound(
         &self,
         stall_bound: Option<Duration>,
     ) -> Result<DbConnection, DbError> {
-        self.connect_inner(stall_bound)
-            .map_err(|err| DbError::Connect {
-                url: self.config.redacted(),
-                message: one_line(&self.redactor.scrub(&err.to_string())),
-            })
+        let statement_timeout = match self.statement_timeout {
+            Some(timeout) => StatementTimeout::Set(timeout),
+            None => StatementTimeout::ServerDefault,
+        };
+        self.connect_inner(stall_bound, statement_timeout)
+            .map(|(conn, _)| conn)
+            .map_err(|err| self.connect_error(err))
     }
 
+    /// A connection for one long task of its own (applying migrations, holding their lock),
+    /// not for the pool: no statement timeout (`SET statement_timeout = 0`, whatever the
+    /// options, the URL or the role say), and `stall_bound` (`None`: unwatched) instead of the
+    /// pool's.
+    pub fn establish_dedicated(
+        &self,
+        stall_bound: Option<Duration>,
+    ) -> Result<DedicatedConnection, DbError> {
+        self.connect_inner(stall_bound, StatementTimeout::Off)
+            .map(|(conn, stall)| DedicatedConnection {
+                conn,
+                stall_bound,
+                stall,
+            })
+            .map_err(|err| self.connect_error(err))
+    }
+
+    fn connect_error(&self, err: diesel::ConnectionError) -> DbError {
+        DbError::Connect {
+            url: self.config.redacted(),
+            message: one_line(&self.redactor.scrub(&err.to_string())),
+        }
+    }
+
+    /// Connects and sets the connection up.
     fn connect_inner(
         &self,
         stall_bound: Option<Duration>,
-    ) -> Result<DbConnection, diesel::ConnectionError> {
+        statement_timeout: StatementTimeout,
+    ) -> Result<(DbConnection, Option<StallSignal>), diesel::ConnectionError> {
         let mut watch = None;
         let mut conn = match self.config.backend() {
             Backend::Server => {
@@ -176,6 +218,7 @@ impl DbConnectionManager {
                 DbConnection::Sqlite(sqlite)
             }
         };
+        let stall = watch.as_ref().map(StallWatch::signal);
         if self.echo || self.instrumentation.is_some() || watch.is_some() {
             conn.set_instrumentation(ConnectionHooks {
                 echo: self.echo.then(|| Echo::new(self.redactor.clone())),
@@ -200,16 +243,52 @@ impl DbConnectionManager {
                  SET idle_in_transaction_session_timeout = {}",
                 statement_timeout_millis(self.idle_in_transaction_timeout)
             );
-            if let Some(timeout) = self.statement_timeout {
-                settings += &format!(
-                    "; SET statement_timeout = {}",
-                    statement_timeout_millis(timeout)
-                );
+            match statement_timeout {
+                StatementTimeout::Set(timeout) => {
+                    settings += &format!(
+                        "; SET statement_timeout = {}",
+                        statement_timeout_millis(timeout)
+                    )
+                }
+                StatementTimeout::Off => settings += "; SET statement_timeout = 0",
+                StatementTimeout::ServerDefault => {}
             }
             pg.batch_execute(&settings)
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         }
-        Ok(conn)
+        Ok((conn, stall))
+    }
+}
+
+/// What a new server connection's `statement_timeout` is set to.
+enum StatementTimeout {
+    /// This (the options' `statement_timeout`).
+    Set(Duration),
+    /// Nothing is set: the URL's, the role's or the server's default holds.
+    ServerDefault,
+    /// 0: no timeout at all.
+    Off,
+}
+
+/// A connection made by [`DbConnectionManager::establish_dedicated`]: no statement timeout, a
+/// stall bound of its own, and word of whether the stall watchdog closed it.
+pub struct DedicatedConnection {
+    /// The connection.
+    pub conn: DbConnection,
+    stall_bound: Option<Duration>,
+    stall: Option<StallSignal>,
+}
+
+impl DedicatedConnection {
+    /// The stall bound it was made with, if the watchdog watches it.
+    pub fn stall_bound(&self) -> Option<Duration> {
+        self.stall.as_ref().and(self.stall_bound)
+    }
+
+    /// Whether the stall watchdog closed it: a statement got no answer within
+    /// [`stall_bound`](Self::stall_bound).
+    pub fn stalled(&self) -> bool {
+        self.stall.as_ref().is_some_and(StallSignal::stalled)
     }
 }
 

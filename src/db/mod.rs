@@ -26,8 +26,9 @@ pub use echo::{echo_connection_events, ECHO_TARGET};
 pub use error::{one_line, DbError};
 pub use flavor::Flavor;
 pub use manager::{
-    statement_timeout_millis, ConnectOptions, DbConnectionManager, InstrumentationFactory, Pool,
-    PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT, MAX_STATEMENT_TIMEOUT, STALL_GRACE,
+    statement_timeout_millis, ConnectOptions, DbConnectionManager, DedicatedConnection,
+    InstrumentationFactory, Pool, PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT,
+    MAX_STATEMENT_TIMEOUT, MIGRATION_STALL_TIMEOUT, STALL_GRACE,
 };
 pub use redact::Redactor;
 pub use sqlstate::{cockroach_retry_reason, sqlstate};

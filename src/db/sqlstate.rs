@@ -6,8 +6,8 @@
 //! message, details, hint, table, column, constraint and position — no code. So the SQLSTATE is
 //! derived: from the kind where diesel has one for it (40001 is `SerializationFailure`, 23505
 //! `UniqueViolation` …), and otherwise from the server's English message, as
-//! [`classify`](super::classify()) recognises it (40P01, 40003, 57P01, 57014). An error neither
-//! tells has no SQLSTATE here, rather than a guessed one.
+//! [`classify`](super::classify()) recognises it (40P01, 40003, 57P01, 57014; 42501 too). An
+//! error neither tells has no SQLSTATE here, rather than a guessed one.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
@@ -49,6 +49,14 @@ fn sqlstate_from_message(message: &str) -> Option<&'static str> {
         // CockroachDB: every 57014 begins so (cockroachdb/cockroach `pkg/sql/sqlerrors`,
         // QueryTimeoutError and TxnTimeoutError; `pkg/util/cancelchecker`, QueryCanceledError).
         ("query execution canceled", "57014"),
+        // Insufficient privilege: PostgreSQL's "permission denied for schema public", "must be
+        // owner of table accounts"; CockroachDB's "user bob does not have CREATE privilege on
+        // schema public" (`pkg/sql/sqlerrors/errors.go`,
+        // NewInsufficientPrivilegeOnDescriptorError) and "user bob has no privileges on …".
+        ("permission denied", "42501"),
+        ("must be owner of", "42501"),
+        ("privilege on", "42501"),
+        ("has no privileges on", "42501"),
     ];
     BY_MESSAGE
         .iter()
@@ -150,6 +158,20 @@ mod tests {
         ] {
             assert_eq!(sqlstate(&unknown(canceled)), Some("57014"), "{canceled}");
         }
+        assert_eq!(
+            sqlstate(&unknown("permission denied for schema public")),
+            Some("42501")
+        );
+        assert_eq!(
+            sqlstate(&unknown("must be owner of table accounts")),
+            Some("42501")
+        );
+        assert_eq!(
+            sqlstate(&unknown(
+                "user reader does not have CREATE privilege on schema public"
+            )),
+            Some("42501")
+        );
         assert_eq!(sqlstate(&unknown("database is locked")), None);
         assert_eq!(
             sqlstate(&error(

@@ -18,6 +18,7 @@ use crate::sync::lock;
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,19 @@ struct Watched {
     bound: Duration,
     /// When the statement in flight was sent (`None`: none is).
     busy_since: Mutex<Option<Instant>>,
+    /// Set once the watchdog has shut the socket down.
+    cut: Arc<AtomicBool>,
+}
+
+/// Whether the watchdog closed a connection: its statement went unanswered past the bound.
+#[derive(Debug, Clone)]
+pub struct StallSignal(Arc<AtomicBool>);
+
+impl StallSignal {
+    /// Whether the watchdog has closed the connection.
+    pub fn stalled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl StallWatch {
@@ -81,6 +95,7 @@ impl StallWatch {
             socket,
             bound,
             busy_since: Mutex::new(None),
+            cut: Arc::new(AtomicBool::new(false)),
         });
         lock(&WATCHED).push(Arc::downgrade(&watched));
         WATCHDOG.call_once(|| {
@@ -90,6 +105,11 @@ impl StallWatch {
                 .spawn(watchdog);
         });
         StallWatch(watched)
+    }
+
+    /// Tells, for as long as it is kept, whether the watchdog closed this connection.
+    pub fn signal(&self) -> StallSignal {
+        StallSignal(Arc::clone(&self.0.cut))
     }
 
     /// A statement was sent.
@@ -117,6 +137,7 @@ fn watchdog() {
             if busy_since.is_some_and(|since| since.elapsed() >= connection.bound) {
                 // Once per statement: the failure that follows ends it.
                 *busy_since = None;
+                connection.cut.store(true, Ordering::SeqCst);
                 shut_down(connection.socket);
             }
         }
@@ -186,6 +207,7 @@ mod tests {
         // Without the watchdog this read would wait for ever.
         let read = client.read(&mut buffer);
         assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        assert!(watch.signal().stalled(), "the cut is told");
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",

@@ -9,6 +9,7 @@
 //! is written.
 
 use super::error::MigrationError;
+use super::failure::StepError;
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel::{PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
@@ -133,10 +134,7 @@ pub(crate) enum Apply {
 
 /// Checks the server's existing roachbank-named tables and (with [`Apply::Change`]) adopts
 /// them: returns once they have roachbank's shape, or refuses before changing anything.
-pub(crate) fn adopt_server_tables(
-    pg: &mut PgConnection,
-    apply: Apply,
-) -> Result<(), MigrationError> {
+pub(crate) fn adopt_server_tables(pg: &mut PgConnection, apply: Apply) -> Result<(), StepError> {
     let found: Vec<Found> = diesel::sql_query(
         "SELECT table_name::TEXT AS table_name, column_name::TEXT AS column_name, \
                 lower(data_type::TEXT) AS data_type, is_nullable = 'YES' AS nullable, \
@@ -164,10 +162,10 @@ pub(crate) fn adopt_server_tables(
                     need.column,
                     need.kind.server_type()
                 )),
-                Fit::Foreign => return Err(foreign_type(need, &column.data_type)),
+                Fit::Foreign => return Err(foreign_type(need, &column.data_type).into()),
             }
             if need.not_null && column.nullable {
-                refuse_rows(
+                refuse_rows::<StepError>(
                     &mut |sql| count_rows(&mut *pg, sql),
                     need,
                     "IS NULL",
@@ -182,7 +180,7 @@ pub(crate) fn adopt_server_tables(
         }
         if table == "accounts" && !server_has_balance_check(pg)? {
             let balance = &NEEDED[1];
-            refuse_rows(
+            refuse_rows::<StepError>(
                 &mut |sql| count_rows(&mut *pg, sql),
                 balance,
                 "< 0",
@@ -240,7 +238,7 @@ pub(crate) fn check_sqlite_tables(sqlite: &mut SqliteConnection) -> Result<(), M
                 return Err(foreign_type(need, &column.data_type));
             }
             if need.not_null && column.nullable {
-                refuse_rows(
+                refuse_rows::<MigrationError>(
                     &mut |sql| count_rows_sqlite(&mut *sqlite, sql),
                     need,
                     "IS NULL",
@@ -251,7 +249,7 @@ pub(crate) fn check_sqlite_tables(sqlite: &mut SqliteConnection) -> Result<(), M
         }
         // roachbank's own table has the CHECK; only a foreign one needs its rows counted.
         if table == "accounts" && !sqlite_has_balance_check(sqlite)? {
-            refuse_rows(
+            refuse_rows::<MigrationError>(
                 &mut |sql| count_rows_sqlite(&mut *sqlite, sql),
                 &NEEDED[1],
                 "< 0",
@@ -331,14 +329,18 @@ fn refuse_unfillable_columns(found: &[Found], table: &str) -> Result<(), Migrati
 type RowCounter<'c> = &'c mut dyn FnMut(&str) -> diesel::QueryResult<i64>;
 
 /// Refuses the table if any row's `need.column` matches `condition` (`IS NULL`, `< 0`).
-/// `what` names the offending value (`a NULL`), `rule` what roachbank needs instead.
-fn refuse_rows(
+/// `what` names the offending value (`a NULL`), `rule` what roachbank needs instead. A failed
+/// count is returned as it is, for the caller to name.
+fn refuse_rows<E>(
     count_rows: RowCounter<'_>,
     need: &Needed,
     condition: &str,
     what: &str,
     rule: &str,
-) -> Result<(), MigrationError> {
+) -> Result<(), E>
+where
+    E: From<diesel::result::Error> + From<MigrationError>,
+{
     let count = count_rows(&format!(
         "SELECT COUNT(*) AS count FROM {} WHERE {} {condition}",
         need.table, need.column
@@ -346,7 +348,7 @@ fn refuse_rows(
     if count == 0 {
         return Ok(());
     }
-    Err(refuse(
+    Err(E::from(refuse(
         need.table,
         format!(
             "{count} row{} {} {what} {} (roachbank needs {}): fix or remove {}",
@@ -356,11 +358,11 @@ fn refuse_rows(
             rule,
             if count == 1 { "it" } else { "them" }
         ),
-    ))
+    )))
 }
 
 /// Whether a CHECK constraint already covers `accounts.balance`.
-fn server_has_balance_check(pg: &mut PgConnection) -> Result<bool, MigrationError> {
+fn server_has_balance_check(pg: &mut PgConnection) -> Result<bool, StepError> {
     #[derive(QueryableByName)]
     struct Checks {
         #[diesel(sql_type = Integer)]

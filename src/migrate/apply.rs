@@ -4,8 +4,9 @@
 use super::adopt;
 use super::embedded::{EmbeddedMigrationsRef, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 use super::error::{failed, MigrationError};
+use super::failure::StepError;
 use super::lock::MigrationLock;
-use crate::db::{DbConnection, Flavor};
+use crate::db::{DbConnection, DedicatedConnection, Flavor};
 use diesel::backend::Backend;
 use diesel::migration::MigrationSource;
 use diesel::query_builder::SqlQuery;
@@ -19,18 +20,40 @@ use std::time::Duration;
 /// How often a failed SQLite migration run is re-checked before giving up.
 const SQLITE_MIGRATION_ATTEMPTS: u32 = 5;
 
-/// Brings the schema up to date, refusing a schema newer than this build. On a server,
-/// `connect` opens the second connection that holds the migration lock; it is called only
-/// when a migration is pending, and waits at most `lock_wait` for another process's lock. Returns how many migrations this call applied (0 when the
-/// schema was up to date, or another process brought it up to date meanwhile).
+/// How many times, at most, the migrations are tried on a server when they conflict with
+/// another session (40001, 40P01) before [`MigrationError::Conflict`]. The server retries most
+/// conflicts itself, but not all: CockroachDB 25.1.0 and 25.1.1 do not retry a conflict on a
+/// schema change run as an implicit transaction when `autocommit_before_ddl` is on
+/// (cockroachdb/docs `src/current/_includes/releases/v25.1/v25.1.2.md`, cockroach #141393).
+/// A retry is safe: on PostgreSQL the failed run was rolled back whole; on CockroachDB every
+/// statement of a migration can run again.
+pub const MIGRATION_ATTEMPTS: u32 = 5;
+
+/// The pause before the first retry of a conflicting migration run; it doubles for each next
+/// one (100, 200, 400, 800 ms: 1.5 s in all).
+const MIGRATION_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Brings the schema up to date, refusing a schema newer than this build; returns how many
+/// migrations this call applied (0 when the schema was up to date, or another process brought
+/// it up to date meanwhile).
+///
+/// On a server `conn` (a session of the pool) only reads which migrations are applied. When one
+/// is pending, `connect(waits)` opens a session of its own (no statement timeout; see
+/// [`DbConnectionManager::establish_dedicated`](crate::db::DbConnectionManager::establish_dedicated))
+/// whose statements may wait `waits` by design: once with zero, for the migrations, once with
+/// `lock_wait`, for the session holding the migration lock, which waits at most `lock_wait`
+/// for another process's lock. `server` is what the server is — from its `SELECT version()`,
+/// never a flavour forced by the caller — and decides whether the migrations run in one
+/// transaction: on PostgreSQL they do; CockroachDB 25.1+ would commit that transaction at its
+/// first DDL statement.
 pub fn run_embedded_migrations<C>(
     conn: &mut DbConnection,
-    flavor: Flavor,
+    server: Flavor,
     lock_wait: Duration,
     connect: C,
 ) -> Result<usize, MigrationError>
 where
-    C: FnOnce() -> Result<DbConnection, String>,
+    C: FnMut(Duration) -> Result<DedicatedConnection, String>,
 {
     match conn {
         DbConnection::Postgresql(pg) => {
@@ -38,39 +61,7 @@ where
             if pending == 0 {
                 return Ok(0);
             }
-            // Refuse tables roachbank cannot adopt before writing anything, the lock included.
-            adopt::adopt_server_tables(pg, adopt::Apply::CheckOnly)?;
-            // A user with read rights only gets here only if the schema needs migrating.
-            let needs_migrating = |error: MigrationError| match error {
-                MigrationError::Failed(reason) => {
-                    MigrationError::NeedsMigrating { pending, reason }
-                }
-                other => other,
-            };
-            let mut lock_conn = connect().map_err(MigrationError::Failed)?;
-            let DbConnection::Postgresql(lock_pg) = &mut lock_conn else {
-                return Err(MigrationError::Failed(
-                    "the migration lock needs a server connection".into(),
-                ));
-            };
-            let _lock = MigrationLock::acquire(lock_pg, lock_wait).map_err(needs_migrating)?;
-            // Another process may have migrated (further) while this one waited for the lock.
-            pending_migrations(pg, &POSTGRES_MIGRATIONS)?;
-            let adopt_and_migrate = |pg: &mut PgConnection| -> Result<usize, MigrationError> {
-                adopt::adopt_server_tables(pg, adopt::Apply::Change)?;
-                pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
-                    .map(|applied| applied.len())
-                    .map_err(failed)
-            };
-            let applied = if flavor == Flavor::PostgreSql {
-                // PostgreSQL's DDL is transactional: a run that fails leaves the database as
-                // it found it. (CockroachDB 25.1+ commits at each DDL statement; there every
-                // statement can run again instead.)
-                pg.transaction(adopt_and_migrate)
-            } else {
-                adopt_and_migrate(pg)
-            };
-            applied.map_err(needs_migrating)
+            migrate_server(pg, server, pending, lock_wait, connect)
         }
         DbConnection::Sqlite(sqlite) => {
             // The same one read as on a server: an up-to-date file is checked once, with no DDL.
@@ -80,6 +71,93 @@ where
             adopt::check_sqlite_tables(sqlite)?;
             migrate_with_recheck(sqlite, &SQLITE_MIGRATIONS)
         }
+    }
+}
+
+/// The server connection inside `conn`.
+fn server_connection(conn: &mut DbConnection) -> Result<&mut PgConnection, MigrationError> {
+    match conn {
+        DbConnection::Postgresql(pg) => Ok(pg),
+        DbConnection::Sqlite(_) => Err(MigrationError::Failed(
+            "migrating a server needs a server connection".into(),
+        )),
+    }
+}
+
+/// Applies `pending` migrations on a session of its own, under the migration lock, trying
+/// again after a conflict; names a failure for what it was. `user` is the pool's session.
+fn migrate_server<C>(
+    user: &mut PgConnection,
+    server: Flavor,
+    pending: usize,
+    lock_wait: Duration,
+    mut connect: C,
+) -> Result<usize, MigrationError>
+where
+    C: FnMut(Duration) -> Result<DedicatedConnection, String>,
+{
+    let mut session = connect(Duration::ZERO).map_err(MigrationError::Failed)?;
+    // Refuse tables roachbank cannot adopt before writing anything, the lock included.
+    let checked = adopt::adopt_server_tables(
+        server_connection(&mut session.conn)?,
+        adopt::Apply::CheckOnly,
+    );
+    checked.map_err(|error| error.name(pending, 1, Some(&session)))?;
+    let mut lock_session = connect(lock_wait).map_err(MigrationError::Failed)?;
+    let _lock = MigrationLock::acquire(server_connection(&mut lock_session.conn)?, lock_wait)
+        .map_err(|error| error.name(pending, 1, None))?;
+    let mut to_apply = pending;
+    let mut attempts = 0;
+    let failure = loop {
+        attempts += 1;
+        let pg = server_connection(&mut session.conn)?;
+        match migrate_once(pg, server, &mut to_apply) {
+            Ok(applied) => return Ok(applied),
+            Err(error) if error.is_conflict() && attempts < MIGRATION_ATTEMPTS => {
+                std::thread::sleep(MIGRATION_RETRY_BACKOFF * 2u32.pow(attempts - 1));
+            }
+            Err(error) => break error,
+        }
+    };
+    if let StepError::Named(error) = failure {
+        return Err(error);
+    }
+    // The run failed, but perhaps only after everything was applied: a COMMIT whose answer was
+    // lost, or a transaction the server committed on its own (CockroachDB's
+    // autocommit_before_ddl commits an open transaction at its first DDL statement, and diesel's
+    // COMMIT then finds none: NotInTransaction). The migrations table, read on the pool's
+    // session, tells; this process still holds the lock, so nobody else applied them.
+    if matches!(pending_migrations(user, &POSTGRES_MIGRATIONS), Ok(0)) {
+        return Ok(to_apply);
+    }
+    Err(failure.name(to_apply, attempts, Some(&session)))
+}
+
+/// One run of the pending migrations (and the adoption of the tutorial's tables) on `pg`: in
+/// one transaction if `server` is PostgreSQL. `to_apply` is set to how many are pending.
+fn migrate_once(
+    pg: &mut PgConnection,
+    server: Flavor,
+    to_apply: &mut usize,
+) -> Result<usize, StepError> {
+    // Another process may have migrated (further) while this one waited for the lock.
+    *to_apply = pending_migrations(pg, &POSTGRES_MIGRATIONS)?;
+    if *to_apply == 0 {
+        return Ok(0);
+    }
+    let adopt_and_migrate = |pg: &mut PgConnection| -> Result<usize, StepError> {
+        adopt::adopt_server_tables(pg, adopt::Apply::Change)?;
+        pg.run_pending_migrations(EmbeddedMigrationsRef(&POSTGRES_MIGRATIONS))
+            .map(|applied| applied.len())
+            .map_err(StepError::from_harness)
+    };
+    if server == Flavor::PostgreSql {
+        // PostgreSQL's DDL is transactional: a run that fails leaves the database as it found
+        // it. (CockroachDB 25.1+ commits at each DDL statement; there every statement can run
+        // again instead.)
+        pg.transaction(adopt_and_migrate)
+    } else {
+        adopt_and_migrate(pg)
     }
 }
 

@@ -4,6 +4,7 @@
 //! uses the same row.
 
 use super::error::MigrationError;
+use super::failure::StepError;
 use diesel::connection::SimpleConnection;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel::PgConnection;
@@ -25,11 +26,9 @@ pub(super) struct MigrationLock<'c>(&'c mut PgConnection);
 impl<'c> MigrationLock<'c> {
     /// Creates the lock table and its row if missing, then takes the row lock, waiting at most
     /// `wait`. Two processes creating the table at once can fail on the catalog's unique keys
-    /// or with a conflict: that is tried again.
-    pub(super) fn acquire(
-        conn: &'c mut PgConnection,
-        wait: Duration,
-    ) -> Result<Self, MigrationError> {
+    /// or with a conflict: that is tried again. Any other failure is the statement's own (a
+    /// user that may not create the table, say), for the caller to name.
+    pub(super) fn acquire(conn: &'c mut PgConnection, wait: Duration) -> Result<Self, StepError> {
         let started = Instant::now();
         let mut round = 0u32;
         loop {
@@ -40,16 +39,13 @@ impl<'c> MigrationLock<'c> {
             let _ = conn.batch_execute("ROLLBACK");
             if started.elapsed() >= wait {
                 // The UPDATE ran into its statement timeout (or the table kept being raced).
-                return Err(MigrationError::LockTimeout {
+                return Err(StepError::Named(MigrationError::LockTimeout {
                     table: MIGRATION_LOCK_TABLE,
                     waited: started.elapsed(),
-                });
+                }));
             }
             if !is_concurrent_ddl_race(&error) {
-                return Err(MigrationError::Failed(format!(
-                    "taking the migration lock: {}",
-                    crate::db::one_line(&error.to_string())
-                )));
+                return Err(StepError::Statement(error));
             }
             std::thread::sleep(Duration::from_millis(10 * u64::from(round.min(20))));
         }

@@ -9,6 +9,23 @@
 //!   statement in it can run again harmlessly (`IF NOT EXISTS`, `NOT EXISTS`): a migration cut
 //!   off half-way is finished by the next run. The same files work on 23.2, 24.x and 25.x,
 //!   through roachbank and through `diesel migration run` alike.
+//! * **Decided by the server.** Whether the adoption and the migrations run in one transaction
+//!   of roachbank's is decided by what the server says it is (`SELECT version()`), never by a
+//!   flavour forced with `ConnectOptions::flavor_override` (which picks the transaction
+//!   protocol only): on PostgreSQL they do, its DDL being transactional; on CockroachDB they do
+//!   not. There, from 25.1, `autocommit_before_ddl` is on by default (cockroachdb/docs
+//!   `src/current/_includes/releases/v25.1/backward-incompatible.md`, cockroach #140156) and a
+//!   DDL statement that is not the first of an explicit transaction commits it and runs on its
+//!   own (cockroachdb/cockroach `pkg/sql/conn_executor_ddl.go`, `maybeAutoCommitBeforeDDL`): the
+//!   session is idle afterwards, and diesel's COMMIT answers `NotInTransaction` although every
+//!   migration was applied. Should that happen anyway, the migrations table, read again, tells.
+//! * **A session of its own.** The migrations run on a connection of their own, with no
+//!   statement timeout and the stall bound `ConnectOptions::migration_stall_timeout` (5 min):
+//!   their statements wait by design (for locks; on CockroachDB for schema-change jobs and
+//!   lease propagation; adopting a large table reads every row), which the user's
+//!   `--statement-timeout` and the transfers' stall timeout must not cut short. A conflict is
+//!   retried ([`MIGRATION_ATTEMPTS`]); any failure is named for what it was
+//!   ([`MigrationError`]).
 //! * **One migrating process at a time.** `run_pending_migrations` takes no lock. On a server
 //!   the lock is a row: [`MIGRATION_LOCK_TABLE`]'s single row is updated in a transaction held
 //!   open on a second connection while the migrations run, and rolled back afterwards. Another
@@ -23,10 +40,11 @@ mod adopt;
 mod apply;
 mod embedded;
 mod error;
+mod failure;
 mod lock;
 mod open;
 
-pub use apply::run_embedded_migrations;
+pub use apply::{run_embedded_migrations, MIGRATION_ATTEMPTS};
 pub use embedded::{POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use error::MigrationError;
 pub use lock::{MIGRATION_LOCK_TABLE, MIGRATION_LOCK_WAIT};

@@ -47,19 +47,25 @@ impl Database {
     {
         let manager = DbConnectionManager::new(config, options);
         let mut first = manager.establish()?;
-        let flavor = match options.flavor_override {
-            Some(flavor) => flavor,
-            None => Flavor::detect(&mut first)?,
-        };
+        // What the server is decides how it is migrated; a forced flavour only how
+        // transactions run.
+        let server = Flavor::detect(&mut first)?;
+        let flavor = options.flavor_override.unwrap_or(server);
         accept(flavor).map_err(OpenError::Unsupported)?;
         let migrations_applied =
-            run_embedded_migrations(&mut first, flavor, options.migration_lock_wait, || {
-                // The lock's UPDATE may wait the whole lock wait for another process.
-                let bound = manager
-                    .stall_bound()
-                    .map(|bound| bound.max(options.migration_lock_wait + STALL_GRACE));
+            run_embedded_migrations(&mut first, server, options.migration_lock_wait, |waits| {
+                // A session of its own, with no statement timeout. The migrations' statements
+                // wait as long as the migration stall bound lets them; the lock's wait `waits`
+                // at most (their own statement timeout ends them), and a grace for the answer.
+                let bound = options.migration_stall_timeout.map(|bound| {
+                    if waits.is_zero() {
+                        bound
+                    } else {
+                        waits + STALL_GRACE
+                    }
+                });
                 manager
-                    .establish_with_stall_bound(bound)
+                    .establish_dedicated(bound)
                     .map_err(|error| error.to_string())
             })?;
         // The pool's first connection is this one: a command connects once, not twice.

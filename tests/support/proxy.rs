@@ -10,6 +10,9 @@
 //! the same lost connection either way. [`CuttingProxy::swallow`] is a network partition: the
 //! statement is dropped and the client's side closed, while the server's side stays open and
 //! silent, its transaction idle and holding its locks, until the server ends the session.
+//! [`CuttingProxy::commit_before`] cuts nothing: it sends `COMMIT; ` ahead of a simple-protocol
+//! statement, so that the server ends the open transaction just before running it — what
+//! CockroachDB's `autocommit_before_ddl` does at a transaction's first DDL statement.
 //!
 //! The proxy can also answer in the server's place, as CockroachDB does when it cancels a
 //! statement (see "Answering in the server's place" at the end of this file):
@@ -79,6 +82,8 @@ enum Action {
     /// Refuse the session being started with 57P01 "server is not accepting clients, try
     /// another node", as a draining CockroachDB node does (`drain_at`).
     RefuseSession,
+    /// Forward it as `COMMIT; ` followed by the statement, cutting nothing (`commit_before`).
+    CommitBefore,
 }
 
 impl CuttingProxy {
@@ -144,6 +149,15 @@ impl CuttingProxy {
     /// forwarding it: the connection is lost before anything ran.
     pub fn cut_instead_of_preparing(&self, statement: &str) {
         self.arm_with(statement, Action::DropAndCut, true);
+    }
+
+    /// From now on, forward the next simple-protocol query holding `statement` with `COMMIT; `
+    /// in front of it (once): the server commits the open transaction, then runs the query in an
+    /// implicit transaction of its own and reports the session idle — as CockroachDB 25.1+ does
+    /// with `autocommit_before_ddl` on (cockroachdb/cockroach `pkg/sql/conn_executor_ddl.go`,
+    /// `maybeAutoCommitBeforeDDL`). Nothing is cut.
+    pub fn commit_before(&self, statement: &str) {
+        self.arm(statement, Action::CommitBefore);
     }
 
     fn arm(&self, statement: &str, action: Action) {
@@ -245,25 +259,36 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
             };
             let chunk = &buffer[..n];
             let (run, prepared_now) = statements_sent(chunk, &mut prepared);
-            // `Some(action)` when this read triggers the cut.
-            let hit = {
+            // The trigger this read fires, if any.
+            let fired = {
                 let mut trigger = state.cut_on.lock().unwrap();
-                let hit = trigger
-                    .front()
-                    .filter(|armed| {
-                        let texts = if armed.on_prepare {
-                            &prepared_now
-                        } else {
-                            &run
-                        };
-                        texts.iter().any(|text| contains(text, &armed.needle))
-                    })
-                    .map(|armed| armed.action);
-                if hit.is_some() {
-                    trigger.pop_front();
+                let hit = trigger.front().is_some_and(|armed| {
+                    let texts = if armed.on_prepare {
+                        &prepared_now
+                    } else {
+                        &run
+                    };
+                    texts.iter().any(|text| contains(text, &armed.needle))
+                });
+                if hit {
+                    trigger.pop_front()
+                } else {
+                    None
                 }
-                hit
             };
+            if let Some(Trigger {
+                action: Action::CommitBefore,
+                needle,
+                ..
+            }) = &fired
+            {
+                if to.write_all(&with_commit_before(chunk, needle)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            // `Some(action)` when this read triggers the cut.
+            let hit = fired.map(|armed| armed.action);
             if let Some(action) = hit.filter(|action| action.answers()) {
                 state.answered.fetch_add(1, Ordering::SeqCst);
                 let answer = ServerPlace {
@@ -327,6 +352,29 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
         }
         let _ = to.shutdown(Shutdown::Both);
     });
+}
+
+/// `chunk` with `COMMIT; ` put in front of the text of each simple query holding `needle`.
+fn with_commit_before(chunk: &[u8], needle: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(chunk.len() + 8);
+    let mut rest = chunk;
+    while rest.len() >= 5 {
+        let length = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let end = (1 + length).min(rest.len());
+        let message = &rest[..end];
+        if message[0] == b'Q' && contains(message, needle) {
+            let mut text = b"COMMIT; ".to_vec();
+            text.extend_from_slice(&message[5..]);
+            out.push(b'Q');
+            out.extend_from_slice(&(text.len() as u32 + 4).to_be_bytes());
+            out.extend_from_slice(&text);
+        } else {
+            out.extend_from_slice(message);
+        }
+        rest = &rest[end..];
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -464,8 +512,11 @@ impl ServerPlace<'_> {
                 let _ = server.shutdown(Shutdown::Both);
                 written.map(|()| Flow::Closed)
             }
-            Action::ForwardThenCut | Action::DropAndCut | Action::Swallow => {
-                unreachable!("the proxy cuts for these")
+            Action::ForwardThenCut
+            | Action::DropAndCut
+            | Action::Swallow
+            | Action::CommitBefore => {
+                unreachable!("the proxy cuts or forwards for these")
             }
         }
     }
