@@ -1060,7 +1060,7 @@ fn lost_commit_lands_late_during_an_outage(style: TransferStyle, statement: &str
     let options = ConnectOptions {
         pool_size: 2,
         // Shorter than the outage below; the default (30 s) only moves the threshold.
-        pool_timeout: Duration::from_secs(1),
+        pool_timeout: Some(Duration::from_secs(1)),
         flavor_override: Some(Flavor::PostgreSql),
         ..ConnectOptions::default()
     };
@@ -1833,4 +1833,398 @@ fn a_drain_canceling_a_transfer_moves_it_to_the_next_host_applied_once() {
         );
         assert_moved_once(&db, before, &committed.value, &label);
     }
+}
+
+// ---- A frozen network, an unreachable server ------------------------------------------------
+//
+// A proxy that stops forwarding both ways, keeps every socket open, and accepts new
+// connections without ever answering them ([`CuttingProxy::freeze`]): unlike a backend frozen
+// with SIGSTOP, no new connection can be had either, so the probe that settles an unknown
+// commit, and every retry, wait for connections that never come.
+
+/// How long the frozen-network runs give settling an unknown commit (`--settle-timeout`).
+const SETTLE_BUDGET: Duration = Duration::from_secs(3);
+
+/// How much longer than the sum of its bounds a run may take to end (process start, migrations
+/// check, the watchdog's period, r2d2's scheduling).
+const END_MARGIN: Duration = Duration::from_secs(5);
+
+/// A transfer run's figures as its `transfers:` line on stdout gives them: done, failed, and
+/// with unknown outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PrintedSummary {
+    done: u64,
+    failed: u64,
+    unknown: u64,
+}
+
+impl PrintedSummary {
+    /// Reads the `transfers: N done, F failed[, U with unknown outcome], …` line of `stdout`.
+    fn of(stdout: &str) -> Option<PrintedSummary> {
+        let line = stdout
+            .lines()
+            .find(|line| line.starts_with("transfers: "))?;
+        let figure = |label: &str| -> Option<u64> {
+            let end = line.find(label)?;
+            let digits = line[..end]
+                .trim_end()
+                .rsplit([' ', ':'])
+                .next()?
+                .replace(',', "");
+            digits.parse().ok()
+        };
+        Some(PrintedSummary {
+            done: figure(" done")?,
+            failed: figure(" failed")?,
+            unknown: figure(" with unknown outcome").unwrap_or(0),
+        })
+    }
+}
+
+/// Runs the binary with `args` (and `--database-url` through a fresh proxy in front of a bank
+/// of 10 accounts, with `url_param` added to the URL if given) and freezes the proxy `freeze_at` after starting it. The run must end within
+/// `bound` (from its start), say what it did on stdout, exit 0 only if nothing failed or stayed
+/// unknown, and tell the truth: every transfer reported done is in the ledger once, every one
+/// reported failed is not, and each one with unknown outcome is there at most once — the
+/// ledger read directly from the server, and the library's audit consistent. Returns how long
+/// the run took and what it printed.
+fn frozen_cli_transfer_run(
+    test: &str,
+    args: &[&str],
+    url_param: Option<&str>,
+    freeze_at: Duration,
+    bound: Duration,
+) -> (Duration, PrintedSummary) {
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_frozen_network_cli", 10);
+    let url = url_param.map_or(url.clone(), |param| support::with_param(&url, param));
+    let dir = support::bin::temp_dir();
+    let mut all_args = args.to_vec();
+    all_args.extend(["--database-url", &url]);
+    let started = Instant::now();
+    let child =
+        support::bin::Started::start(support::bin::command(dir.path(), &all_args, &[]), |_| {});
+    thread::sleep(freeze_at);
+    proxy.freeze();
+    // Killed (and the test failed) if it still runs well past its bound.
+    let output = child.wait(bound + Duration::from_secs(60));
+    let took = started.elapsed();
+    let described = support::bin::describe(&output);
+    eprintln!("{test}: {args:?} frozen at {freeze_at:?}, ended after {took:.2?}: {described}");
+    support::bin::assert_no_panic(&output);
+    assert!(
+        took < bound,
+        "{test}: {args:?} took {took:?} through a network frozen {freeze_at:?} in; the bound \
+         is {bound:?}: {described}"
+    );
+    let printed = PrintedSummary::of(&support::bin::stdout_of(&output))
+        .unwrap_or_else(|| panic!("{test}: no `transfers:` summary: {described}"));
+    assert!(
+        printed.done > 0,
+        "{test}: transfers committed before the freeze: {described}"
+    );
+    assert_eq!(
+        output.status.success(),
+        printed.failed + printed.unknown == 0,
+        "{test}: the exit status says whether every transfer was done: {described}"
+    );
+    let in_ledger = count(
+        &db,
+        "SELECT count(*) FROM transfers WHERE source_id IS NOT NULL",
+    ) as u64;
+    assert!(
+        (printed.done..=printed.done + printed.unknown).contains(&in_ledger),
+        "{test}: {in_ledger} transfers in the ledger, but the run reported {printed:?} (done \
+         ones applied once, failed ones not at all, unknown ones at most once)"
+    );
+    let (direct, _) = open(&db.url, 1, None);
+    assert_audit_consistent(&direct, test);
+    (took, printed)
+}
+
+#[test]
+fn cli_transfer_duration_through_a_frozen_network_returns_within_its_bounds_and_reports_truly() {
+    const TEST: &str =
+        "cli_transfer_duration_through_a_frozen_network_returns_within_its_bounds_and_reports_truly";
+    const RUN: Duration = Duration::from_secs(3);
+    // D + stall timeout + settle budget + a few seconds, whatever the network does.
+    let bound = RUN + STALL_BOUND + SETTLE_BUDGET + END_MARGIN;
+    frozen_cli_transfer_run(
+        TEST,
+        &[
+            "transfer",
+            "--duration",
+            "3s",
+            "--workers",
+            "2",
+            "--stall-timeout",
+            "2s",
+            "--settle-timeout",
+            "3s",
+        ],
+        None,
+        Duration::from_millis(1500),
+        bound,
+    );
+}
+
+#[test]
+fn cli_transfer_count_through_a_frozen_network_ends_within_its_bounds_and_reports_truly() {
+    const TEST: &str =
+        "cli_transfer_count_through_a_frozen_network_ends_within_its_bounds_and_reports_truly";
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    const FREEZE_AT: Duration = Duration::from_millis(1500);
+    // The transfers in flight: a stall timeout, then the settle budget; the next ones wait a
+    // connect timeout for a connection, and the run stops.
+    let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
+    let (_, printed) = frozen_cli_transfer_run(
+        TEST,
+        &[
+            "transfer",
+            "--count",
+            "100000",
+            "--workers",
+            "2",
+            "--stall-timeout",
+            "2s",
+            "--settle-timeout",
+            "3s",
+        ],
+        Some("connect_timeout=2"),
+        FREEZE_AT,
+        bound,
+    );
+    assert!(
+        printed.failed + printed.unknown > 0,
+        "{TEST}: the run was cut short by the freeze: {printed:?}"
+    );
+}
+
+/// The figures a failed `points` run gives in its error line: rows committed, and rows in
+/// chunks whose commit outcome is unknown (0 if it names none).
+fn points_committed(error_line: &str) -> Option<(u64, u64)> {
+    let number = |text: &str| text.replace(',', "").parse::<u64>().ok();
+    let before = |label: &str| -> Option<u64> {
+        let end = error_line.find(label)?;
+        number(error_line[..end].rsplit([' ', '(']).next()?)
+    };
+    let committed = before(" row")?;
+    let unknown = match error_line.rfind("; ") {
+        Some(at) if error_line[at..].contains("commit outcome is unknown") => {
+            number(error_line[at + 2..].split(' ').next()?)?
+        }
+        _ => 0,
+    };
+    Some((committed, unknown))
+}
+
+#[test]
+fn cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly() {
+    const TEST: &str =
+        "cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly";
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    const FREEZE_AT: Duration = Duration::from_millis(1500);
+    let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_frozen_network_points", 0);
+    let url = support::with_param(&url, "connect_timeout=2");
+    let dir = support::bin::temp_dir();
+    let args = [
+        "points",
+        "5000000",
+        "--chunk-size",
+        "1000",
+        "--stall-timeout",
+        "2s",
+        "--settle-timeout",
+        "3s",
+        "--database-url",
+        &url,
+    ];
+    let started = Instant::now();
+    let child = support::bin::Started::start(support::bin::command(dir.path(), &args, &[]), |_| {});
+    thread::sleep(FREEZE_AT);
+    proxy.freeze();
+    let output = child.wait(bound + Duration::from_secs(60));
+    let took = started.elapsed();
+    let described = support::bin::describe(&output);
+    eprintln!("{TEST}: frozen at {FREEZE_AT:?}, ended after {took:.2?}: {described}");
+    assert!(
+        took < bound,
+        "{TEST}: took {took:?} through a network frozen {FREEZE_AT:?} in; the bound is \
+         {bound:?}: {described}"
+    );
+    let line = support::bin::assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(1), "{TEST}: {described}");
+    let (committed, unknown) = points_committed(&line)
+        .unwrap_or_else(|| panic!("{TEST}: no figures in the error line: {line}"));
+    assert!(
+        committed > 0,
+        "{TEST}: chunks committed before the freeze: {line}"
+    );
+    let rows = count(&db, "SELECT count(*) FROM points") as u64;
+    assert!(
+        (committed..=committed + unknown).contains(&rows),
+        "{TEST}: {rows} rows in the table, but the run reported {committed} committed and \
+         {unknown} unknown: {line}"
+    );
+}
+
+#[test]
+fn cli_commands_that_cannot_connect_end_within_the_connect_timeout_with_one_line() {
+    const TEST: &str =
+        "cli_commands_that_cannot_connect_end_within_the_connect_timeout_with_one_line";
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    // Far beyond the bound: a command still running then is killed (and the test fails).
+    const KILLED_AFTER: Duration = Duration::from_secs(200);
+    let commands: [&[&str]; 4] = [
+        &["balance"],
+        &["seed"],
+        &["transfer", "--count", "5", "--style", "tutorial"],
+        &["points", "10"],
+    ];
+    // Never answered from the start: SYNs dropped; connections accepted, never a byte back.
+    let unanswered = support::proxy::Unreachable::start();
+    let silent = CuttingProxy::start("127.0.0.1:1");
+    silent.freeze();
+    // Lost once the command has connected: the one connection it opened the database on is
+    // cut when its work begins, and no new one is ever answered. One proxy per command.
+    let _serial = one_at_a_time();
+    let (db, _unused, _) = bank_behind_proxy("faults_unreachable_cli", 10);
+    let server = server();
+    let upstream = format!("{}:{}", server.host(), server.port());
+    let lost: Vec<(CuttingProxy, String)> = commands
+        .iter()
+        .map(|_| {
+            let proxy = CuttingProxy::start(&upstream);
+            proxy.cut_instead_of("BEGIN");
+            proxy.answer_only(1);
+            let url = db
+                .url
+                .replacen(&upstream, &format!("127.0.0.1:{}", proxy.port()), 1);
+            (proxy, url)
+        })
+        .collect();
+    let never = |port: u16| vec![format!("postgresql://roachbank@127.0.0.1:{port}/bank"); 4];
+    let servers = [
+        ("connection attempts unanswered", never(unanswered.port())),
+        (
+            "connections accepted and never answered",
+            never(silent.port()),
+        ),
+        (
+            "its one connection cut, new ones never answered",
+            lost.iter().map(|(_, url)| url.clone()).collect(),
+        ),
+    ];
+    let dir = support::bin::temp_dir();
+    let mut runs = Vec::new();
+    for (server, urls) in &servers {
+        for (command, url) in commands.iter().zip(urls) {
+            let url = support::with_param(
+                url,
+                &format!("connect_timeout={}", CONNECT_TIMEOUT.as_secs()),
+            );
+            let mut args = command.to_vec();
+            args.extend(["--database-url", &url]);
+            let started = Instant::now();
+            let child =
+                support::bin::Started::start(support::bin::command(dir.path(), &args, &[]), |_| {});
+            runs.push((server, command, started, child));
+        }
+    }
+    // Each one's time is taken when it ends, whichever ends first.
+    let mut took = vec![None; runs.len()];
+    while took.iter().any(Option::is_none) {
+        for ((_, _, started, child), took) in runs.iter_mut().zip(&mut took) {
+            if took.is_none() && (child.has_ended() || started.elapsed() > KILLED_AFTER) {
+                *took = Some(started.elapsed());
+            }
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    for ((server, command, _, child), took) in runs.into_iter().zip(took) {
+        let took = took.expect("measured");
+        let output = child.wait(Duration::ZERO);
+        let described = support::bin::describe(&output);
+        eprintln!("{TEST}: {server}: {command:?} ended after {took:.2?}");
+        assert!(
+            took < CONNECT_TIMEOUT + END_MARGIN,
+            "{TEST}: {server}: {command:?} took {took:?} with connect_timeout=2: {described}"
+        );
+        let line = support::bin::assert_one_line_error(&output);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{TEST}: {server}: {described}"
+        );
+        assert!(
+            line.starts_with("roachbank: error: "),
+            "{TEST}: {server}: {command:?}: {line}"
+        );
+    }
+    for (proxy, url) in &lost {
+        assert_eq!(proxy.cuts(), 1, "{TEST}: {url}: its connection was cut");
+    }
+    assert!(
+        support::bin::dir_entries(dir.path()).is_empty(),
+        "{TEST}: nothing written"
+    );
+}
+
+/// One transfer in `style` whose commit (`statement`) reaches the server just as the network
+/// freezes: its answer never comes, the watchdog closes the connection after the stall bound,
+/// and the probe can never get a connection to look. Settling must stop at its budget and
+/// report the outcome unknown — the transfer did land, so "failed" would be a lie.
+fn settle_through_a_frozen_network(style: TransferStyle, statement: &str) {
+    let label = format!("{style:?}, the network frozen once {statement:?} was sent");
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_frozen_settle", 10);
+    let (database, _) = open_with(
+        &url,
+        ConnectOptions {
+            pool_size: 2,
+            stall_timeout: Some(STALL_BOUND),
+            ..ConnectOptions::default()
+        },
+    );
+    let before = balances(&db);
+    proxy.freeze_after(statement);
+    let settling = RetryPolicy {
+        settle_timeout: SETTLE_BUDGET,
+        ..policy()
+    };
+    let started = Instant::now();
+    let (_database, result) = settles_in_bounded_time(
+        &label,
+        STALL_BOUND + SETTLE_BUDGET,
+        database,
+        move |database| bank::transfer_in_style(database, &settling, style),
+    );
+    let took = started.elapsed();
+    eprintln!("{label}: returned after {took:.2?}: {result:?}");
+    assert!(proxy.is_frozen(), "{label}: the network froze");
+    assert!(
+        took < STALL_BOUND + SETTLE_BUDGET + Duration::from_secs(3),
+        "{label}: settling took {took:?}; its budget is {SETTLE_BUDGET:?} after the stall \
+         bound {STALL_BOUND:?}"
+    );
+    match result {
+        Err(TransactionError::AmbiguousCommit { .. }) => {}
+        other => panic!("{label}: expected AmbiguousCommit, got {other:?}"),
+    }
+    // The commit did land: calling it failed would have been a lie.
+    let ledger = ledger_transfers(&db);
+    assert_eq!(ledger.len(), 1, "{label}: the commit landed once");
+    let (source, sink, amount) = ledger[0];
+    let mut expected = before;
+    *expected.get_mut(&source).expect("the source exists") -= amount;
+    *expected.get_mut(&sink).expect("the sink exists") += amount;
+    assert_eq!(balances(&db), expected, "{label}: the amount moved once");
+}
+
+#[test]
+fn settling_a_commit_through_a_frozen_network_stops_at_its_budget_and_reports_it_unknown() {
+    settle_through_a_frozen_network(TransferStyle::Tutorial, "COMMIT");
+    settle_through_a_frozen_network(TransferStyle::OneStatement, ONE_STATEMENT_TRANSFER);
 }

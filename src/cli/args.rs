@@ -49,6 +49,14 @@ pub struct Cli {
           value_parser = parse_statement_timeout)]
     pub stall_timeout: Duration,
 
+    /// How long settling a commit whose outcome is unknown may take: the ledger is asked
+    /// whether it landed, on connections that wait no longer than what is left of this; if no
+    /// answer comes in time the transfer (seed, points chunk) is reported with unknown outcome,
+    /// never as failed, and never retried blindly.
+    #[arg(long, global = true, value_name = "DURATION", default_value = "20s",
+          value_parser = parse_duration)]
+    pub settle_timeout: Duration,
+
     /// The server ends a transaction of ours left idle this long (SET
     /// idle_in_transaction_session_timeout): a commit lost in a network partition can hold its
     /// locks no longer, and settles within about this time. CockroachDB/PostgreSQL only.

@@ -158,6 +158,7 @@ impl Invocation<'_> {
         })?;
         let policy = RetryPolicy {
             max_retries: self.cli.max_retries,
+            settle_timeout: self.cli.settle_timeout,
             ..RetryPolicy::default()
         };
         work(&db, &policy)?;

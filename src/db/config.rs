@@ -3,10 +3,12 @@
 //! read and edited through [`ConnectionUrl`]; what is shown of them is redacted by
 //! [`super::redact`].
 
+use super::conninfo::ConnInfo;
 use super::redact::{redact_url, Redactor};
 use super::url::ConnectionUrl;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The SQLite file used when no database URL is given at all.
 pub const DEFAULT_SQLITE_FILE: &str = "bank.db";
@@ -200,6 +202,29 @@ impl DatabaseConfig {
         }
     }
 
+    /// How long making one connection may take: libpq's `connect_timeout` (the URL's own, or
+    /// the [`DEFAULT_CONNECT_TIMEOUT_SECS`] that [`DatabaseConfig::parse`] adds), which libpq
+    /// applies to each host the URL lists, times the number of hosts. A URL that sets no limit
+    /// (`connect_timeout=0`) counts the default here, so that the waits built on this one (the
+    /// pool's) still end. SQLite: the default too. (libpq applies the timeout to each address
+    /// of a host name, so a name with several unanswering addresses takes longer.)
+    pub fn connect_bound(&self) -> Duration {
+        let default = Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS.into());
+        let info = match self.backend {
+            Backend::Server => ConnInfo::parse(&self.connection_string),
+            Backend::Sqlite => None,
+        };
+        let Some(info) = info else {
+            return default;
+        };
+        let per_host = info
+            .get("connect_timeout")
+            .and_then(|seconds| seconds.trim().parse::<u64>().ok())
+            .filter(|seconds| *seconds > 0)
+            .map_or(default, Duration::from_secs);
+        per_host.saturating_mul(u32::try_from(info.host_count()).unwrap_or(u32::MAX))
+    }
+
     /// Server or SQLite.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -350,6 +375,30 @@ mod tests {
             fallback.connection_string(),
             "postgres://h/db?fallback_application_name=x&connect_timeout=10"
         );
+    }
+
+    #[test]
+    fn the_connect_bound_is_the_urls_connect_timeout_for_each_host() {
+        let bound = |url: &str| {
+            DatabaseConfig::parse(url, UrlSource::Flag)
+                .unwrap()
+                .connect_bound()
+        };
+        assert_eq!(bound("postgresql://h/db"), Duration::from_secs(10));
+        assert_eq!(
+            bound("postgresql://h/db?connect_timeout=3"),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            bound("postgresql://h1:1,h2:2,h3:3/db?connect_timeout=2"),
+            Duration::from_secs(6)
+        );
+        // No limit asked for: the waits built on the bound must still end.
+        assert_eq!(
+            bound("postgresql://h/db?connect_timeout=0"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(bound("bank.db"), Duration::from_secs(10));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::config::DatabaseConfig;
 use super::{ConnectOptions, DbConnectionManager, Flavor, Pool};
+use std::time::Duration;
 
 /// An open database: its pool and its flavour. Opened by `Database::open`, which the
 /// migrations layer defines (`src/migrate/open.rs`) because opening migrates.
@@ -25,10 +26,15 @@ impl Database {
         migrations_applied: usize,
     ) -> Database {
         let config = manager.config().clone();
+        let wait = options
+            .pool_timeout
+            .unwrap_or_else(|| config.connect_bound())
+            // r2d2 refuses a zero wait.
+            .max(Duration::from_millis(1));
         let pool = r2d2::Pool::builder()
             .max_size(options.pool_size.max(1))
             .min_idle(Some(0))
-            .connection_timeout(options.pool_timeout)
+            .connection_timeout(wait)
             // No `SELECT 1` before every checkout: run_transaction already retries work whose
             // connection turns out dead before COMMIT, on a fresh one.
             .test_on_check_out(false)

@@ -34,8 +34,12 @@ pub struct ConnectOptions {
     pub flavor_override: Option<Flavor>,
     /// How long a SQLite connection waits for another writer's lock before reporting busy.
     pub sqlite_busy_timeout: Duration,
-    /// How long `pool.get()` waits for a free connection.
-    pub pool_timeout: Duration,
+    /// How long `pool.get()` waits for a connection; `None` (the default): the URL's connect
+    /// timeout ([`DatabaseConfig::connect_bound`]: `connect_timeout`, 10 s unless the URL sets
+    /// it, for each host), so that waiting for a connection never takes longer than making one
+    /// may. Pools are sized to their workers, so the wait is for a new connection, not for a
+    /// busy one.
+    pub pool_timeout: Option<Duration>,
     /// Cancel any statement running longer than this (`SET statement_timeout` on every
     /// CockroachDB/PostgreSQL connection). SQLite has no such setting: ignored there.
     pub statement_timeout: Option<Duration>,
@@ -74,7 +78,7 @@ impl Default for ConnectOptions {
             instrumentation: None,
             flavor_override: None,
             sqlite_busy_timeout: Duration::from_secs(5),
-            pool_timeout: Duration::from_secs(30),
+            pool_timeout: None,
             statement_timeout: None,
             idle_in_transaction_timeout: IDLE_IN_TRANSACTION_TIMEOUT,
             stall_timeout: Some(stall::STALL_TIMEOUT),
@@ -205,7 +209,10 @@ impl DbConnectionManager {
         let mut watch = None;
         let mut conn = match self.config.backend() {
             Backend::Server => {
-                let (pg, socket) = stall::establish(|| self.establish_server());
+                let (pg, socket) =
+                    stall::establish(self.config.connect_bound(), &self.server_ports(), || {
+                        self.establish_server()
+                    });
                 watch = socket
                     .zip(stall_bound)
                     .map(|(socket, bound)| StallWatch::new(socket, bound));
@@ -300,6 +307,21 @@ impl DbConnectionManager {
         let server_answers_by = self.statement_timeout.map(|timeout| timeout + STALL_GRACE);
         self.stall_timeout
             .map(|stall| server_answers_by.map_or(stall, |by| stall.max(by)))
+    }
+
+    /// The TCP ports the URL names for its hosts; empty unless it names one for every host
+    /// (libpq takes the others from the environment, a service file or its default, which are
+    /// not guessed here).
+    fn server_ports(&self) -> Vec<u16> {
+        ConnInfo::parse(self.config.connection_string())
+            .filter(|info| info.get("service").is_none())
+            .and_then(|info| {
+                info.get("port")?
+                    .split(',')
+                    .map(|port| port.trim().parse().ok())
+                    .collect::<Option<Vec<u16>>>()
+            })
+            .unwrap_or_default()
     }
 
     /// Connects to the server the URL names. When a draining CockroachDB node refuses the

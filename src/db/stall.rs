@@ -11,15 +11,23 @@
 //! Diesel does not hand out libpq's socket, so it is found the one way open to a user of the
 //! library: the set of sockets this process has open is read before and after the connection
 //! is made (`/proc/self/fd` on Linux, `/dev/fd` elsewhere), with connection set-up serialised so
-//! that the one new socket is the connection's. If the difference is not exactly one socket (an
-//! unusual process opening sockets at that moment), that connection goes unwatched.
+//! that the one new socket is the connection's. When the URL names the server's ports, new
+//! sockets connected to other ports (a proxy or another client in the same process, say) are
+//! not counted. If what is left is not exactly one socket (an unusual process opening sockets
+//! at that moment), that connection goes unwatched.
+//!
+//! A connection is never kept waiting for another one's set-up longer than it may take itself
+//! (its connect timeout): past that — the one ahead is stuck on a server that never answers —
+//! it is made alongside. Its socket is still found when it is the only new one (the stuck
+//! connection opened its own before); when another appeared meanwhile, the connection goes
+//! unwatched rather than watched wrongly.
 
 use crate::sync::lock;
 use std::collections::BTreeSet;
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Once, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
 /// Default of how long a statement may go without an answer before its connection counts as
@@ -46,22 +54,67 @@ pub struct Socket {
     inode: u64,
 }
 
-/// Runs `connect` (which opens one server connection) and returns its result with the socket
-/// it opened, if that socket could be told apart.
-pub fn establish<T, E>(connect: impl FnOnce() -> Result<T, E>) -> (Result<T, E>, Option<Socket>) {
-    let _serial = lock(&ESTABLISHING);
+/// How often a connection waiting for another one's set-up looks whether it is done.
+const ESTABLISHING_POLL: Duration = Duration::from_millis(2);
+
+/// Runs `connect` (which opens one server connection, to one of `server_ports` if that list
+/// is not empty) and returns its result with the socket it opened, if that socket could be told
+/// apart. Waits at most `wait` for a connection being made by another thread (see the module
+/// documentation).
+pub fn establish<T, E>(
+    wait: Duration,
+    server_ports: &[u16],
+    connect: impl FnOnce() -> Result<T, E>,
+) -> (Result<T, E>, Option<Socket>) {
+    let _serial = lock_within(&ESTABLISHING, wait);
     let before = open_sockets();
     let result = connect();
     if result.is_err() {
         return (result, None);
     }
     let after = open_sockets();
-    let mut new = after.difference(&before);
-    let socket = match (new.next(), new.next()) {
-        (Some(socket), None) => Some(*socket),
-        _ => None,
-    };
-    (result, socket)
+    let only = |mut sockets: Vec<Socket>| sockets.pop().filter(|_| sockets.is_empty());
+    let new: Vec<Socket> = after.difference(&before).copied().collect();
+    // The connection's own socket is new, and goes to one of the server's ports: if exactly
+    // one new socket does, it is that one.
+    let to_server: Vec<Socket> = new
+        .iter()
+        .copied()
+        .filter(|socket| may_go_to(*socket, server_ports))
+        .collect();
+    (result, only(to_server).or_else(|| only(new)))
+}
+
+/// Whether `socket` may be connected to one of `ports`: it is, or it is not a TCP socket (a
+/// Unix-domain one), or `ports` is empty (not known).
+fn may_go_to(socket: Socket, ports: &[u16]) -> bool {
+    if ports.is_empty() {
+        return true;
+    }
+    // SAFETY: `socket` was just found open as a socket; ManuallyDrop keeps the TcpStream from
+    // closing it, and getpeername(2) (all `peer_addr` does) changes nothing. A Unix-domain
+    // socket's address is not an IP one: `peer_addr` fails and the socket stays a candidate.
+    let stream =
+        std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(socket.fd) });
+    stream
+        .peer_addr()
+        .map_or(true, |peer| ports.contains(&peer.port()))
+}
+
+/// `mutex` locked, if it can be within `wait`.
+fn lock_within(mutex: &Mutex<()>, wait: Duration) -> Option<MutexGuard<'_, ()>> {
+    let gives_up = Instant::now() + wait;
+    loop {
+        match mutex.try_lock() {
+            Ok(guard) => return Some(guard),
+            // It guards no data: a panic while it was held broke nothing.
+            Err(TryLockError::Poisoned(poisoned)) => return Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) if Instant::now() < gives_up => {
+                std::thread::sleep(ESTABLISHING_POLL)
+            }
+            Err(TryLockError::WouldBlock) => return None,
+        }
+    }
 }
 
 /// A watched connection's side of the watchdog: tell it when a statement starts and ends.
@@ -189,13 +242,16 @@ mod tests {
     use super::*;
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
 
     #[test]
     fn the_one_socket_a_connection_opens_is_found_and_a_stall_shuts_it_down() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         // The kernel completes the connection before `accept`, so the one new socket is ours.
-        let (client, socket) = establish(|| TcpStream::connect(address));
+        let (client, socket) = establish(Duration::from_secs(10), &[address.port()], || {
+            TcpStream::connect(address)
+        });
         let mut client = client.unwrap();
         // The peer accepts and then never answers: a stalled server.
         let _held_open = listener.accept().unwrap();
@@ -213,5 +269,61 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_connection_waits_for_another_ones_set_up_no_longer_than_it_is_allowed() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let wait = Duration::from_millis(300);
+        // Another connection's set-up that never ends (a server that never answers).
+        let (stuck, release) = std::sync::mpsc::channel::<()>();
+        let (holding, held) = std::sync::mpsc::channel();
+        let ahead = std::thread::spawn(move || {
+            establish(Duration::from_secs(60), &[], || {
+                holding.send(()).unwrap();
+                release.recv()
+            })
+        });
+        held.recv().unwrap();
+        let started = Instant::now();
+        let (client, socket) = establish(wait, &[address.port()], || TcpStream::connect(address));
+        let took = started.elapsed();
+        stuck.send(()).unwrap();
+        ahead.join().unwrap().0.unwrap();
+        client.unwrap();
+        assert!(took >= wait && took < wait * 10, "{took:?}");
+        // Made alongside, its socket is still told apart: the only new one.
+        assert!(socket.is_some());
+    }
+
+    #[test]
+    fn the_connections_socket_is_told_from_others_opened_meanwhile_by_its_port() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let other = TcpListener::bind("127.0.0.1:0").unwrap();
+        let (server_address, other_address) =
+            (server.local_addr().unwrap(), other.local_addr().unwrap());
+        // Like an in-process proxy: while the connection is made, the listener accepts it
+        // and another socket goes elsewhere.
+        let (result, socket) = establish(Duration::from_secs(10), &[server_address.port()], || {
+            let client = TcpStream::connect(server_address)?;
+            let accepted = server.accept()?.0;
+            let elsewhere = TcpStream::connect(other_address)?;
+            Ok::<_, std::io::Error>((client, accepted, elsewhere))
+        });
+        let (client, _accepted, _elsewhere) = result.unwrap();
+        let socket = socket.expect("the client's socket is told apart");
+        assert_eq!(
+            inode_of(client.as_raw_fd()),
+            Some(socket.inode),
+            "the socket found is the client's"
+        );
+        // Without the ports, three new sockets: none can be told apart.
+        let (_, unknown) = establish(Duration::from_secs(10), &[], || {
+            let client = TcpStream::connect(server_address)?;
+            let accepted = server.accept()?.0;
+            Ok::<_, std::io::Error>((client, accepted))
+        });
+        assert_eq!(unknown, None);
     }
 }

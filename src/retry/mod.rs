@@ -81,7 +81,7 @@ mod source;
 use attempt::Shape;
 pub use connection::{Access, CommitError, RetryConnection, RESTART_SAVEPOINT};
 pub use error::{DatabaseErrorSource, TransactionError};
-pub use policy::RetryPolicy;
+pub use policy::{RetryPolicy, SETTLE_TIMEOUT};
 pub use report::RETRY_TARGET;
 pub use run::Committed;
 pub use settle::CommitProbe;
@@ -142,8 +142,8 @@ where
 /// something `probe` can find under a key chosen *before* the transaction (a client-chosen id),
 /// so that a retry racing a late commit of the lost attempt fails on that key instead of
 /// applying the work twice; any failure after an unknown outcome is checked with `probe` again
-/// before it is returned. Only if the probe itself cannot get an answer is the result
-/// [`TransactionError::AmbiguousCommit`].
+/// before it is returned. Only if the probe itself cannot get an answer within
+/// [`RetryPolicy::settle_timeout`] is the result [`TransactionError::AmbiguousCommit`].
 pub fn run_transaction_exactly_once<S, T, E, F, P>(
     source: S,
     policy: &RetryPolicy,

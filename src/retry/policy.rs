@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// immediate retries go through `ROLLBACK TO SAVEPOINT cockroach_restart`, keeping the
 /// transaction (its record, its earlier writes' intents, not a higher priority) open; a retry
 /// that waits rolls the transaction back whole first and begins it again after the wait.
+///
+/// Settling a commit whose outcome is unknown (the commit probe of
+/// [`run_transaction_exactly_once`](crate::retry::run_transaction_exactly_once)) has a time
+/// budget of its own, `settle_timeout`: when it runs out, the outcome is reported unknown
+/// ([`TransactionError::AmbiguousCommit`](crate::retry::TransactionError::AmbiguousCommit)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt; the work runs at most `max_retries + 1` times.
@@ -32,9 +37,25 @@ pub struct RetryPolicy {
     pub immediate_retries: u32,
     /// No retry starts after this instant (`None`: `max_retries` alone bounds them), for a
     /// caller with a deadline of its own (`transfer --duration`). The attempt running at the
-    /// deadline finishes; a statement cannot outlast the connection's stall timeout.
+    /// deadline finishes; a statement cannot outlast the connection's stall timeout. A wait
+    /// for a connection from the pool ends at the deadline too.
     pub deadline: Option<Instant>,
+    /// How long settling one unknown commit outcome may take: the commit probe is asked (on
+    /// connections that wait no longer than what is left of it) until it answers or this has
+    /// passed; then the outcome is reported unknown, never as a failure. A probe already
+    /// running when it runs out finishes first (its statement bounded by the connection's
+    /// stall timeout). Default [`SETTLE_TIMEOUT`].
+    pub settle_timeout: Duration,
 }
+
+/// Default of [`RetryPolicy::settle_timeout`]: longer than roachbank's
+/// `idle_in_transaction_session_timeout` (15 s), so that a probe which meets the transaction of
+/// a commit lost in a partition still gets its answer once the server has ended it — on
+/// CockroachDB a SERIALIZABLE read that meets another transaction's write intent waits for that
+/// transaction to finish (cockroachdb/docs `v25.1/architecture/transaction-layer.md`,
+/// "Transaction conflicts": write-read) — and short enough that a network that stays down is
+/// reported within half a minute.
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -44,6 +65,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(1),
             immediate_retries: 3,
             deadline: None,
+            settle_timeout: SETTLE_TIMEOUT,
         }
     }
 }
@@ -53,6 +75,13 @@ impl RetryPolicy {
     /// before the deadline if there is one.
     pub fn may_retry(&self, attempts: u32) -> bool {
         attempts <= self.max_retries && self.deadline.is_none_or(|end| Instant::now() < end)
+    }
+
+    /// How long a wait for a connection may last now: what is left until the deadline, if
+    /// there is one (zero once it has passed: only a connection at hand will do).
+    pub fn until_deadline(&self) -> Option<Duration> {
+        self.deadline
+            .map(|end| end.saturating_duration_since(Instant::now()))
     }
 
     /// The wait before retry number `retry` (1-based), drawn with full jitter.
@@ -92,6 +121,7 @@ mod tests {
             max_backoff: Duration::from_millis(50),
             immediate_retries: 0,
             deadline: None,
+            settle_timeout: SETTLE_TIMEOUT,
         };
         assert_eq!(policy.backoff_ceiling(1), Duration::from_millis(10));
         assert_eq!(policy.backoff_ceiling(2), Duration::from_millis(20));
@@ -144,6 +174,9 @@ mod tests {
             ..RetryPolicy::default()
         };
         assert!(future.may_retry(1));
+        assert_eq!(past.until_deadline(), Some(Duration::ZERO));
+        assert!(future.until_deadline().unwrap() > Duration::from_secs(50));
+        assert_eq!(unbounded.until_deadline(), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use tracing::field::{display, DisplayValue};
 /// | the probe settled it | INFO | `attempt`, `outcome` (`committed`, `not_committed`), `backoff_ms` |
 /// | it could not be settled | WARN | `attempt` |
 /// | the probe failed, tries again | DEBUG | `round`, `sqlstate`, `backoff_ms`, `error` |
+/// | the settle budget ran out | WARN | `rounds` (probes tried), `settle_timeout_ms` |
 /// | retries exhausted | WARN | `attempts`, `sqlstate`, `reason`, `flavor`, `error` |
 /// | not retryable, rolled back | DEBUG | `attempt`, `sqlstate`, `flavor`, `error` |
 /// | committed | DEBUG | `attempts`, `flavor` |
@@ -184,6 +185,19 @@ pub(super) fn probe_failed(
         backoff_ms = millis(backoff),
         error = %one_line(&error.to_string()),
         "commit probe failed; trying again"
+    );
+}
+
+/// Settling ran out of its budget (`budget`, [`RetryPolicy::settle_timeout`]) after `rounds`
+/// tries of the probe.
+///
+/// [`RetryPolicy::settle_timeout`]: super::RetryPolicy::settle_timeout
+pub(super) fn settle_budget_spent(rounds: u32, budget: Duration) {
+    tracing::warn!(
+        target: RETRY_TARGET,
+        rounds,
+        settle_timeout_ms = millis(budget),
+        "settle budget spent; the commit probe got no answer"
     );
 }
 

@@ -50,7 +50,7 @@ where
     // still land late, so from then on giving up means "unknown", never "failed".
     let mut unknown: Option<E> = None;
     let error = 'connections: loop {
-        let mut conn = match source.checkout() {
+        let mut conn = match checkout(&mut source, policy) {
             Ok(conn) => conn,
             Err(error) => {
                 report::no_connection(&error);
@@ -172,6 +172,17 @@ fn next_for_retry(next: Next, retry: u32, policy: &RetryPolicy) -> Next {
     match next {
         Next::SameTransaction if retry > policy.immediate_retries => Next::NewTransaction,
         next => next,
+    }
+}
+
+/// A connection for the next attempt; a timed caller's wait for it ends at its deadline.
+fn checkout<'s, S: ConnectionSource>(
+    source: &'s mut S,
+    policy: &RetryPolicy,
+) -> Result<S::Checkout<'s>, r2d2::Error> {
+    match policy.until_deadline() {
+        Some(left) => source.checkout_within(left),
+        None => source.checkout(),
     }
 }
 

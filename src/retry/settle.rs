@@ -7,6 +7,7 @@ use super::policy::RetryPolicy;
 use super::report;
 use super::source::ConnectionSource;
 use crate::db::{classify, ErrorClass};
+use std::time::Instant;
 
 /// A "did it commit?" check for
 /// [`run_transaction_exactly_once`](super::run_transaction_exactly_once): looks, on a fresh
@@ -15,7 +16,8 @@ use crate::db::{classify, ErrorClass};
 /// committed value if it is there, `None` if it is not.
 pub type CommitProbe<'p, C, T, E> = &'p mut dyn FnMut(&mut C) -> Result<Option<T>, E>;
 
-/// How often a commit probe is tried (on lost connections or conflicts) before giving up.
+/// How often a commit probe is tried (on lost connections or conflicts) before giving up, if
+/// the settle budget ([`RetryPolicy::settle_timeout`]) has not run out first.
 const PROBE_TRIES: u32 = 10;
 
 /// What the probe found out about an unknown commit.
@@ -24,11 +26,15 @@ pub(super) enum Outcome<T> {
     Committed(T),
     /// It did not commit (yet: a late commit of it may still land).
     NotFound,
-    /// No answer: no probe, the server stayed away, or the probe failed for good.
+    /// No answer: no probe, the server stayed away for the whole settle budget, or the probe
+    /// failed for good.
     Unknown,
 }
 
-/// Runs `probe`, if there is one, on a fresh connection from `source` until it answers.
+/// Runs `probe`, if there is one, on a fresh connection from `source` until it answers, at
+/// most [`PROBE_TRIES`] times and within `policy.settle_timeout`: no wait for a connection,
+/// and no pause between tries, goes past it (a probe already running when it runs out
+/// finishes first).
 pub(super) fn probe<S, T, E, P>(
     source: &mut S,
     policy: &RetryPolicy,
@@ -42,9 +48,15 @@ where
     let Some(probe) = probe else {
         return Outcome::Unknown;
     };
+    let budget_ends = Instant::now() + policy.settle_timeout;
+    let left = || budget_ends.saturating_duration_since(Instant::now());
     for round in 1..=PROBE_TRIES {
+        if left().is_zero() {
+            report::settle_budget_spent(round - 1, policy.settle_timeout);
+            return Outcome::Unknown;
+        }
         let wait = policy.backoff(round);
-        match source.checkout() {
+        match source.checkout_within(left()) {
             Ok(mut conn) => match probe(&mut conn) {
                 Ok(Some(value)) => return Outcome::Committed(value),
                 Ok(None) => return Outcome::NotFound,
@@ -74,7 +86,7 @@ where
             },
             Err(error) => report::probe_failed(round, None, &error, wait),
         }
-        std::thread::sleep(wait);
+        std::thread::sleep(wait.min(left()));
     }
     Outcome::Unknown
 }

@@ -6,6 +6,7 @@ use super::connection::RetryConnection;
 use crate::db::{Database, Flavor, PooledConnection};
 use diesel::r2d2::{ConnectionManager, PooledConnection as DieselPooledConnection, R2D2Connection};
 use std::ops::DerefMut;
+use std::time::Duration;
 
 /// A supply of connections for [`run_transaction`](super::run_transaction).
 ///
@@ -40,6 +41,24 @@ pub trait ConnectionSource {
     /// the old one is dropped, and the pool discards it); a single connection is itself, so a
     /// lost one is not replaced and the transaction ends when its retries run out.
     fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error>;
+
+    /// [`checkout`](ConnectionSource::checkout) that waits at most `wait` for a connection
+    /// (never longer than `checkout` would): how settling an unknown commit keeps to its
+    /// budget, and a timed run to its deadline. A source that cannot bound its wait (the
+    /// default) waits as `checkout` does; a single connection never waits.
+    fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        let _ = wait;
+        self.checkout()
+    }
+}
+
+/// A connection from `pool`, waiting at most `wait` and never longer than the pool's own
+/// connection timeout.
+fn get_within<M: r2d2::ManageConnection>(
+    pool: &r2d2::Pool<M>,
+    wait: Duration,
+) -> Result<r2d2::PooledConnection<M>, r2d2::Error> {
+    pool.get_timeout(wait.min(pool.connection_timeout()))
 }
 
 impl ConnectionSource for &Database {
@@ -62,6 +81,10 @@ impl ConnectionSource for &Database {
     fn checkout(&mut self) -> Result<PooledConnection, r2d2::Error> {
         self.pool().get()
     }
+
+    fn checkout_within(&mut self, wait: Duration) -> Result<PooledConnection, r2d2::Error> {
+        get_within(self.pool(), wait)
+    }
 }
 
 impl<C> ConnectionSource for &r2d2::Pool<ConnectionManager<C>>
@@ -76,6 +99,10 @@ where
 
     fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
         self.get()
+    }
+
+    fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        get_within(self, wait)
     }
 }
 
@@ -142,6 +169,10 @@ impl<S: ConnectionSource> ConnectionSource for Flavored<S> {
     fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
         self.source.checkout()
     }
+
+    fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        self.source.checkout_within(wait)
+    }
 }
 
 /// A flavoured pool shared by reference, as `&Database` is: `run_transaction(&bank, …)`.
@@ -161,5 +192,9 @@ where
 
     fn checkout(&mut self) -> Result<Self::Checkout<'_>, r2d2::Error> {
         self.source.get()
+    }
+
+    fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, r2d2::Error> {
+        get_within(self.source, wait)
     }
 }

@@ -140,7 +140,9 @@ pub struct TransferReport {
     /// What was done.
     pub summary: TransferSummary,
     /// The first failure, if any. A transient one (retries exhausted, an outcome that could not
-    /// be resolved, no connection) is counted and the run goes on; any other stops the run.
+    /// be resolved) is counted and the run goes on; any other stops the run — no connection
+    /// within the pool's wait included, which means the server has been unreachable for a whole
+    /// connect timeout.
     pub error: Option<TransactionError<BankError>>,
     /// Workers that panicked (a bug): the run stopped, and the transfer each was making may or
     /// may not have committed.
@@ -311,7 +313,11 @@ impl<'c> TransferRun<'c> {
                             summary.unknown += 1;
                             Flow::Continue
                         }
-                        TransactionError::Failed(_) => {
+                        // No connection within the pool's wait (the connect timeout, or
+                        // what was left of a timed run): the server has been unreachable for
+                        // a whole connect timeout — a restart of a few seconds is ridden out
+                        // within it — and every next transfer would wait as long again.
+                        TransactionError::Failed(_) | TransactionError::Connection(_) => {
                             summary.failed += 1;
                             Flow::Stop
                         }

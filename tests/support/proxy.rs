@@ -27,6 +27,15 @@
 //! nothing, so its Parse alone does not trigger — a statement Diesel keeps prepared is cut
 //! when it is executed, as it is on every use after its first. Triggers armed one after
 //! another fire in that order, each once.
+//!
+//! [`CuttingProxy::freeze`] is a frozen network (a proxy or load balancer that hangs, a
+//! partition that drops every packet while both kernels keep their sockets): every established
+//! connection stops forwarding both ways, its sockets kept open — not even an end of stream
+//! goes through — and new connections are accepted and never answered.
+//! [`CuttingProxy::freeze_after`] freezes everything once a chosen statement has been
+//! forwarded: a commit that reached the server when the network froze.
+//!
+//! [`Unreachable`] is an address whose connection attempts are never answered at all.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
@@ -34,6 +43,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Duration;
 
 /// A running proxy; it accepts connections until the value is dropped (and the process ends).
 pub struct CuttingProxy {
@@ -47,6 +57,14 @@ struct ProxyState {
     cut_on: Mutex<VecDeque<Trigger>>,
     /// How many connections were cut.
     cuts: AtomicUsize,
+    /// Set by [`CuttingProxy::freeze`]: nothing is forwarded any more, nothing is closed.
+    frozen: AtomicBool,
+    /// Connections accepted while frozen, or beyond `answer_limit`, held open and never answered.
+    held: Mutex<Vec<TcpStream>>,
+    /// How many connections are answered (forwarded) at most; later ones are held.
+    answer_limit: AtomicUsize,
+    /// How many connections were accepted.
+    accepted: AtomicUsize,
     closed: AtomicBool,
     /// How many statements or session starts the proxy answered in the server's place.
     answered: AtomicUsize,
@@ -84,6 +102,8 @@ enum Action {
     RefuseSession,
     /// Forward it as `COMMIT; ` followed by the statement, cutting nothing (`commit_before`).
     CommitBefore,
+    /// Forward it, then freeze the whole proxy (`freeze_after`).
+    ForwardThenFreeze,
 }
 
 impl CuttingProxy {
@@ -94,6 +114,10 @@ impl CuttingProxy {
         let state = Arc::new(ProxyState {
             cut_on: Mutex::new(VecDeque::new()),
             cuts: AtomicUsize::new(0),
+            frozen: AtomicBool::new(false),
+            held: Mutex::new(Vec::new()),
+            answer_limit: AtomicUsize::new(usize::MAX),
+            accepted: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             answered: AtomicUsize::new(0),
         });
@@ -105,6 +129,14 @@ impl CuttingProxy {
                     break;
                 }
                 let Ok(client) = client else { continue };
+                let earlier = accept_state.accepted.fetch_add(1, Ordering::SeqCst);
+                if accept_state.frozen.load(Ordering::SeqCst)
+                    || earlier >= accept_state.answer_limit.load(Ordering::SeqCst)
+                {
+                    // Accepted (the kernel did already), never answered, never closed.
+                    accept_state.held.lock().unwrap().push(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
@@ -158,6 +190,34 @@ impl CuttingProxy {
     /// `maybeAutoCommitBeforeDDL`). Nothing is cut.
     pub fn commit_before(&self, statement: &str) {
         self.arm(statement, Action::CommitBefore);
+    }
+
+    /// Freezes the network from now on: every established connection stops forwarding in both
+    /// directions with its sockets kept open (whatever either side sends or closes, the other
+    /// never hears of it), and every new connection is accepted and never answered. The
+    /// sockets are released when the proxy is dropped.
+    pub fn freeze(&self) {
+        self.state.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, freeze the whole proxy ([`CuttingProxy::freeze`]) as soon as a client has
+    /// sent `statement` and it has been forwarded: the server runs it (a commit lands), its
+    /// answer never comes back, and nothing else gets through either (once: the trigger is
+    /// disarmed when it fires; it counts as a cut).
+    pub fn freeze_after(&self, statement: &str) {
+        self.arm(statement, Action::ForwardThenFreeze);
+    }
+
+    /// Answers only the first `connections` connections ever accepted (those already made
+    /// included): every later one is accepted and never answered, while the answered ones go
+    /// on forwarding — a server that can no longer be reached by new connections.
+    pub fn answer_only(&self, connections: usize) {
+        self.state.answer_limit.store(connections, Ordering::SeqCst);
+    }
+
+    /// Whether the proxy is frozen.
+    pub fn is_frozen(&self) -> bool {
+        self.state.frozen.load(Ordering::SeqCst)
     }
 
     fn arm(&self, statement: &str, action: Action) {
@@ -230,6 +290,19 @@ impl Drop for CuttingProxy {
         self.state.closed.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees `closed`.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
+        // Frozen pairs see `closed` and release their sockets; so do the held connections.
+        self.state.held.lock().unwrap().clear();
+    }
+}
+
+/// Keeps a frozen pair's `sockets` open, silent, until the proxy is dropped; then shuts them
+/// down (which also ends the pair's other thread, if it is blocked reading).
+fn hold_while_frozen<const N: usize>(state: &ProxyState, sockets: [TcpStream; N]) {
+    while !state.closed.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for socket in sockets {
+        let _ = socket.shutdown(Shutdown::Both);
     }
 }
 
@@ -247,13 +320,19 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     // The server's answers the proxy swallows, and what it answers instead.
     let replacing = Arc::new(Mutex::new(None));
     let replacing_seen_by_reader = Arc::clone(&replacing);
+    let reader_state = Arc::clone(&state);
     // client -> server, watching for the trigger
     thread::spawn(move || {
         let (mut from, mut to) = (client_reader, server_writer);
         let mut buffer = vec![0u8; 64 * 1024];
         let mut prepared = HashMap::new();
         loop {
-            let n = match from.read(&mut buffer) {
+            let read = from.read(&mut buffer);
+            if state.frozen.load(Ordering::SeqCst) {
+                // Whatever came (data, an end of stream), the server never hears of it.
+                return hold_while_frozen(&state, [from, to, cut_client, cut_server]);
+            }
+            let n = match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -319,13 +398,21 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 let _ = cut_server.shutdown(Shutdown::Both);
                 break;
             }
+            if hit == Some(Action::ForwardThenFreeze) {
+                // Frozen before the statement reaches the server, so that its answer is never
+                // passed on.
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                state.frozen.store(true, Ordering::SeqCst);
+                let _ = to.write_all(chunk);
+                return hold_while_frozen(&state, [from, to, cut_client, cut_server]);
+            }
             if to.write_all(chunk).is_err() {
                 break;
             }
             if hit.is_some() {
                 state.cuts.fetch_add(1, Ordering::SeqCst);
                 // Let the statement reach the server before the link goes.
-                thread::sleep(std::time::Duration::from_millis(50));
+                thread::sleep(Duration::from_millis(50));
                 let _ = cut_client.shutdown(Shutdown::Both);
                 let _ = cut_server.shutdown(Shutdown::Both);
                 break;
@@ -338,7 +425,12 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
         let (mut from, mut to) = (server, client);
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let n = match from.read(&mut buffer) {
+            let read = from.read(&mut buffer);
+            if reader_state.frozen.load(Ordering::SeqCst) {
+                // The answer (or the server's end of stream) never reaches the client.
+                return hold_while_frozen(&reader_state, [from, to]);
+            }
+            let n = match read {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
@@ -515,7 +607,8 @@ impl ServerPlace<'_> {
             Action::ForwardThenCut
             | Action::DropAndCut
             | Action::Swallow
-            | Action::CommitBefore => {
+            | Action::CommitBefore
+            | Action::ForwardThenFreeze => {
                 unreachable!("the proxy cuts or forwards for these")
             }
         }
@@ -589,4 +682,64 @@ fn ready_for_query(status: u8) -> Vec<u8> {
 /// A simple-protocol Query holding `sql`.
 fn simple_query(sql: &str) -> Vec<u8> {
     message(b'Q', &[sql.as_bytes(), &[0]].concat())
+}
+
+/// An address on 127.0.0.1 whose connection attempts are never answered: a listener that never
+/// accepts, with its accept queue full, so that the kernel drops every further SYN and a
+/// client's `connect` waits in SYN_SENT — a server host that is down behind a firewall that
+/// drops packets. Stays so until dropped.
+pub struct Unreachable {
+    port: u16,
+    _listener: TcpListener,
+    /// The connections that filled the accept queue.
+    _queued: Vec<TcpStream>,
+}
+
+impl Unreachable {
+    /// The longest a connection attempt to a listener that still has room takes here.
+    const ANSWERED_WITHIN: Duration = Duration::from_millis(200);
+
+    /// Starts one: binds a free port, shrinks its accept queue to the least the kernel allows,
+    /// and fills it until a connection attempt goes unanswered.
+    pub fn start() -> Unreachable {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a port");
+        shrink_accept_queue(&listener);
+        let address = listener.local_addr().expect("its address");
+        let mut queued = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&address, Self::ANSWERED_WITHIN) {
+                Ok(stream) => queued.push(stream),
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => break,
+                Err(error) => panic!("filling the accept queue of {address}: {error}"),
+            }
+            assert!(
+                queued.len() < 10_000,
+                "the accept queue of {address} never filled"
+            );
+        }
+        Unreachable {
+            port: address.port(),
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+/// `listen(2)` again with a backlog of 0: Linux then queues a single connection (the standard
+/// library listens with a backlog of up to 4096, too many to fill quickly).
+fn shrink_accept_queue(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    extern "C" {
+        fn listen(socket: std::os::raw::c_int, backlog: std::os::raw::c_int)
+            -> std::os::raw::c_int;
+    }
+    // SAFETY: the descriptor is a bound, listening TCP socket owned by `listener`, alive for
+    // the call; listen(2) on it only changes the length of its accept queue.
+    let status = unsafe { listen(listener.as_raw_fd(), 0) };
+    assert_eq!(status, 0, "listen(2): {}", std::io::Error::last_os_error());
 }
