@@ -13,7 +13,9 @@ use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
+use roachbank::db::{
+    classify, sqlstate, ConnectOptions, Database, DbConnection, ErrorClass, Flavor,
+};
 use roachbank::retry::{
     run_single_statement, run_transaction, Committed, DatabaseErrorSource, RetryPolicy,
     TransactionError,
@@ -593,6 +595,122 @@ fn non_retryable_error_is_rolled_back_and_returned_unchanged_after_one_attempt()
     }
     let sqlite = TestSqlite::new();
     assert_non_retryable_errors_roll_back_after_one_attempt(&sqlite.url, None);
+}
+
+/// Why the tests raising errors in another language do not run on CockroachDB.
+const RAISES_TRANSLATED_ERRORS: &str = "errors are raised by a test-only PL/pgSQL function \
+     (CockroachDB has PL/pgSQL only from 23.2), in German as a PostgreSQL with lc_messages = \
+     'de_DE' speaks; CockroachDB's own messages are never translated (lc_messages is \
+     unsupported, pkg/sql/unsupported_vars.go)";
+
+/// Creates `raise_first(k, code, message)`: raises `message` with SQLSTATE `code` on its first
+/// `k` calls in this database, then returns. Any role may raise any code this way, where
+/// `SET lc_messages` (which translates the server's own messages) needs a superuser.
+const RAISE_FIRST: &str = "CREATE SEQUENCE raised_errors;
+     CREATE FUNCTION raise_first(k BIGINT, code TEXT, message TEXT) RETURNS BIGINT
+     LANGUAGE plpgsql AS $$
+     DECLARE n BIGINT := nextval('raised_errors');
+     BEGIN
+       IF n <= k THEN
+         RAISE EXCEPTION USING ERRCODE = code, MESSAGE = message;
+       END IF;
+       RETURN n;
+     END $$;";
+
+fn raise_first(conn: &mut DbConnection, k: u32, code: &str, message: &str) -> QueryResult<()> {
+    diesel::sql_query(format!("SELECT raise_first({k}, '{code}', '{message}')"))
+        .execute(conn)
+        .map(|_| ())
+}
+
+#[test]
+fn errors_from_the_server_are_classified_by_their_sqlstate_whatever_their_language() {
+    if not_run_on_cockroachdb(
+        "errors_from_the_server_are_classified_by_their_sqlstate_whatever_their_language",
+        RAISES_TRANSLATED_ERRORS,
+    ) {
+        return;
+    }
+    let db = TestDb::new("classified_by_sqlstate");
+    db.psql(RAISE_FIRST);
+    let mut conn = DbConnection::establish(&db.url).expect("connect");
+    let cases = [
+        (
+            "40P01",
+            "Verklemmung (Deadlock) entdeckt",
+            ErrorClass::Retryable,
+        ),
+        (
+            "40001",
+            "konnte Zugriff nicht serialisieren",
+            ErrorClass::Retryable,
+        ),
+        ("40003", "Ergebnis ist mehrdeutig", ErrorClass::Ambiguous),
+        (
+            "57P01",
+            "Verbindung wird abgebrochen aufgrund von Anweisung des Administrators",
+            ErrorClass::ConnectionLost,
+        ),
+        (
+            "57014",
+            "storniere Anfrage wegen Statement-Timeout",
+            ErrorClass::Permanent,
+        ),
+        (
+            "57014",
+            "query execution canceled due to statement timeout",
+            ErrorClass::CockroachTimeout,
+        ),
+        (
+            "57014",
+            "query execution canceled",
+            ErrorClass::CockroachCancel,
+        ),
+        (
+            "42501",
+            "keine Berechtigung für Schema public",
+            ErrorClass::Permanent,
+        ),
+    ];
+    for (code, message, class) in cases {
+        let error = raise_first(&mut conn, 1_000, code, message).expect_err("raised");
+        assert_eq!(error.to_string(), message, "the server's own words");
+        assert_eq!(classify(&error), class, "{code} {message}");
+        assert_eq!(
+            sqlstate(&error).map(|code| code.to_string()).as_deref(),
+            Some(code),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_deadlock_reported_in_german_is_retried_by_its_sqlstate_and_commits_once() {
+    if not_run_on_cockroachdb(
+        "a_deadlock_reported_in_german_is_retried_by_its_sqlstate_and_commits_once",
+        RAISES_TRANSLATED_ERRORS,
+    ) {
+        return;
+    }
+    for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
+        let db = TestDb::new("german_deadlock");
+        db.psql(RAISE_FIRST);
+        let (database, _log) = open(&db.url, Some(flavor));
+        let mut runs = 0;
+        let committed = run_transaction(&database, &quick_policy(10), |conn| {
+            runs += 1;
+            insert_account(conn, 1, 100)?;
+            raise_first(conn, 1, "40P01", "Verklemmung (Deadlock) entdeckt")
+        })
+        .unwrap_or_else(|err| panic!("{flavor:?}: commits after one retry: {err:?}"));
+        assert_eq!(committed.attempts, 2, "{flavor:?}");
+        assert_eq!(runs, 2, "{flavor:?}");
+        assert_eq!(
+            account_count(&db),
+            1,
+            "{flavor:?}: exactly one committed effect"
+        );
+    }
 }
 
 /// Installs a deferred constraint trigger on a new table `probe` that runs `body` (PL/pgSQL)

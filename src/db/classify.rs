@@ -1,5 +1,8 @@
 //! What a database error means for the transaction that met it: retry, reconnect, unknown
-//! outcome, or give up. By SQLSTATE where diesel exposes it, by message where it does not.
+//! outcome, or give up. By the SQLSTATE the server reported (diesel 2.4's
+//! `DatabaseErrorInformation::sqlstate`), whatever language its message is in; by diesel's
+//! kind and a few words only where there is no code: SQLite's busy/locked, and the connection
+//! losses libpq reports itself.
 //!
 //! SQLSTATE 57014 (query canceled) means different things on the two servers, and their
 //! messages tell them apart, whatever protocol the caller chose:
@@ -24,9 +27,13 @@
 //!   implicit transaction's auto-commit, and `RELEASE SAVEPOINT cockroach_restart` is a
 //!   commit, so 57014 on a commit may hide one that went through, or an ambiguous result
 //!   (40003): [`ErrorClass::CockroachTimeout`] and [`ErrorClass::CockroachCancel`], whose
-//!   meaning at the commit point `run_transaction` decides.
+//!   meaning at the commit point `run_transaction` decides. CockroachDB never translates its
+//!   messages (`lc_messages` is unsupported), so its words are a safe test — the one test of a
+//!   server's words here, and only on a 57014.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::pg::sql_state;
+use diesel::result::{DatabaseErrorKind, Error as DieselError, SqlState, SqlStateClass};
+use diesel::ConnectionError;
 
 /// What an error means for the transaction that met it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +41,8 @@ pub enum ErrorClass {
     /// A conflict the database resolved by aborting us: 40001 (CockroachDB's "restart
     /// transaction", PostgreSQL's serialization failure), 40P01 deadlock, SQLite busy/locked.
     Retryable,
-    /// The connection is gone (closed, reset, backend terminated).
+    /// The connection is gone: class 08, 57P01/57P02/57P03 (shutdown, a draining CockroachDB
+    /// node), 25P03/57P05 (idle timeouts), a connection libpq reports bad or lost.
     ConnectionLost,
     /// 40003 "result is ambiguous": CockroachDB cannot tell whether the commit happened.
     Ambiguous,
@@ -58,129 +66,325 @@ pub enum ErrorClass {
     Permanent,
 }
 
-/// Classifies a database error, by SQLSTATE wherever diesel exposes it: 40001 arrives as
-/// `SerializationFailure` and class 08 (or a connection libpq reports bad) as
-/// `ClosedConnection`, whatever language the server speaks. Diesel 2.3 gives no other SQLSTATE,
-/// so 40P01 (deadlock), 40003 (ambiguous result), 57P01 (shutdown, drain) and SQLite's busy
-/// arrive as `Unknown` and are recognised by their English messages, as is CockroachDB's 57014
-/// (whose words tell it from PostgreSQL's, see the [module documentation](self)). CockroachDB never
-/// translates its messages; PostgreSQL does when `lc_messages` is not English, and then a
-/// deadlock would count as permanent (docs/design.md, "CockroachDB compatibility").
+/// Classifies a database error: a connection libpq reports bad is lost, whatever the server
+/// said; otherwise by the SQLSTATE the server reported, in one table; an error without one
+/// (SQLite's, or one libpq reports itself) by diesel's kind and the few words SQLite and libpq
+/// use for busy and lost (see the [module documentation](self)).
 pub fn classify(error: &DieselError) -> ErrorClass {
     match error {
-        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-            ErrorClass::Retryable
-        }
         DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
             ErrorClass::ConnectionLost
         }
-        DieselError::DatabaseError(_, info) => classify_message(info.message()),
+        DieselError::DatabaseError(kind, info) => match info.sqlstate() {
+            Some(code) => class_of_code(code, info.message()),
+            None => class_without_code(*kind, info.message()),
+        },
         DieselError::BrokenTransactionManager => ErrorClass::ConnectionLost,
         DieselError::RollbackErrorOnCommit { commit_error, .. } => classify(commit_error),
         _ => ErrorClass::Permanent,
     }
 }
 
-fn classify_message(message: &str) -> ErrorClass {
+/// The class of SQLSTATE `code`; `message` only tells CockroachDB's 57014 from PostgreSQL's.
+fn class_of_code(code: SqlState, message: &str) -> ErrorClass {
+    match code {
+        sql_state::T_R_SERIALIZATION_FAILURE | sql_state::T_R_DEADLOCK_DETECTED => {
+            ErrorClass::Retryable
+        }
+        sql_state::T_R_STATEMENT_COMPLETION_UNKNOWN => ErrorClass::Ambiguous,
+        // A malformed request: the session may well be fine, and sending it again cannot help.
+        // (When PostgreSQL closes the session over it, libpq reports the connection bad.)
+        sql_state::PROTOCOL_VIOLATION => ErrorClass::Permanent,
+        // 57P01 is also how a draining CockroachDB node closes a session ("server is shutting
+        // down") and refuses a new one ("server is not accepting clients, try another node"):
+        // cockroachdb/cockroach `pkg/sql/pgwire/server.go`, `newAdminShutdownErr`.
+        sql_state::ADMIN_SHUTDOWN | sql_state::CRASH_SHUTDOWN | sql_state::CANNOT_CONNECT_NOW => {
+            ErrorClass::ConnectionLost
+        }
+        // PostgreSQL's other "terminating connection due to …" (idle in a transaction, idle
+        // session): the server closes the session after it.
+        sql_state::IDLE_IN_TRANSACTION_SESSION_TIMEOUT | sql_state::IDLE_SESSION_TIMEOUT => {
+            ErrorClass::ConnectionLost
+        }
+        sql_state::QUERY_CANCELED => cockroach_cancel(message).unwrap_or(ErrorClass::Permanent),
+        code if code.class() == SqlStateClass::CONNECTION_EXCEPTION => ErrorClass::ConnectionLost,
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// CockroachDB's 57014, told from PostgreSQL's by its words: every one of its messages begins
+/// "query execution canceled" (`cancelchecker.QueryCanceledError`,
+/// `sqlerrors.QueryTimeoutError`, `sqlerrors.TxnTimeoutError`); PostgreSQL's begin "canceling
+/// statement due to …" in English.
+fn cockroach_cancel(message: &str) -> Option<ErrorClass> {
     let message = message.to_ascii_lowercase();
-    const RETRYABLE: &[&str] = &[
-        "restart transaction",        // CockroachDB 40001
-        "could not serialize access", // PostgreSQL 40001
-        "deadlock detected",          // PostgreSQL 40P01
-        "database is locked",         // SQLITE_BUSY
-        "database table is locked",   // SQLITE_LOCKED
-        "database schema is locked",  // SQLITE_LOCKED_SHAREDCACHE
+    if message.contains("query execution canceled due to statement timeout")
+        || message.contains("query execution canceled due to transaction timeout")
+    {
+        Some(ErrorClass::CockroachTimeout)
+    } else if message.contains("query execution canceled") {
+        Some(ErrorClass::CockroachCancel)
+    } else {
+        None
+    }
+}
+
+/// The class of an error that carries no SQLSTATE: a serialization failure diesel already
+/// named, SQLite's busy/locked (SQLite has no SQLSTATE), or a connection loss libpq reports
+/// itself (its text, no server code). Anything else, whatever its words, is permanent.
+fn class_without_code(kind: DatabaseErrorKind, message: &str) -> ErrorClass {
+    const SQLITE_BUSY: &[&str] = &[
+        "database is locked",        // SQLITE_BUSY
+        "database table is locked",  // SQLITE_LOCKED
+        "database schema is locked", // SQLITE_LOCKED_SHAREDCACHE
     ];
-    const CONNECTION_LOST: &[&str] = &[
-        "terminating connection", // 57P01 admin shutdown / pg_terminate_backend
-        // A draining CockroachDB node: 57P01 to open sessions, and the refusal of new ones
-        // (cockroachdb/cockroach `pkg/sql/pgwire/server.go`). Another node, or this one after
-        // its restart, will take the work.
-        "server is shutting down",
-        "server is not accepting clients",
-        "server closed the connection",       // libpq
-        "no connection to the server",        // libpq
-        "connection to server was lost",      // libpq
-        "could not receive data from server", // libpq
-        "could not send data to server",      // libpq
+    const LIBPQ_CONNECTION_LOST: &[&str] = &[
+        "server closed the connection",
+        "no connection to the server",
+        "connection to server was lost",
+        "could not receive data from server",
+        "could not send data to server",
         "connection reset",
         "broken pipe",
     ];
-    // CockroachDB's 57014: every message begins so (`cancelchecker.QueryCanceledError`,
-    // `sqlerrors.QueryTimeoutError`, `sqlerrors.TxnTimeoutError`).
-    const COCKROACH_CANCELED: &str = "query execution canceled";
-    const COCKROACH_TIMEOUTS: &[&str] = &[
-        "query execution canceled due to statement timeout",
-        "query execution canceled due to transaction timeout",
-    ];
-    if message.contains("result is ambiguous") {
-        ErrorClass::Ambiguous
-    } else if COCKROACH_TIMEOUTS
-        .iter()
-        .any(|needle| message.contains(needle))
-    {
-        ErrorClass::CockroachTimeout
-    } else if message.contains(COCKROACH_CANCELED) {
-        ErrorClass::CockroachCancel
-    } else if RETRYABLE.iter().any(|needle| message.contains(needle)) {
+    let message = message.to_ascii_lowercase();
+    let says = |words: &[&str]| words.iter().any(|needle| message.contains(needle));
+    if kind == DatabaseErrorKind::SerializationFailure || says(SQLITE_BUSY) {
         ErrorClass::Retryable
-    } else if CONNECTION_LOST
-        .iter()
-        .any(|needle| message.contains(needle))
-    {
+    } else if says(LIBPQ_CONNECTION_LOST) {
         ErrorClass::ConnectionLost
     } else {
         ErrorClass::Permanent
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether a failed connection attempt was a draining CockroachDB node's refusal. It is 57P01
+/// (cockroachdb/cockroach `pkg/sql/pgwire/server.go`, `ErrDrainingNewConn` through
+/// `newAdminShutdownErr`), but a refused start-up reaches diesel's `establish` as libpq's text
+/// only, so its words tell.
+pub(crate) fn is_drain_refusal(error: &ConnectionError) -> bool {
+    matches!(error, ConnectionError::BadConnection(message)
+        if message.contains("server is not accepting clients"))
+}
 
-    fn unknown(message: &str) -> DieselError {
-        DieselError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_string()))
+/// Errors as diesel gives them, for the tests of every module that reads them.
+#[cfg(test)]
+pub(crate) mod test_errors {
+    use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+    /// An error the server reported with SQLSTATE `code` and `message`, as diesel 2.4's
+    /// `PgConnection` gives one (`DatabaseErrorInformation::sqlstate`).
+    pub(crate) fn from_server(code: &str, message: &str) -> DieselError {
+        let code = code.parse().expect("a SQLSTATE");
+        crate::db::sqlstate::error_from_text(message.to_string(), Some(code))
     }
 
+    /// An error of `kind` with no SQLSTATE: SQLite's, or one libpq reports itself.
+    pub(crate) fn without_code(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_errors::{from_server, without_code};
+    use super::*;
+
     #[test]
-    fn messages_without_their_own_kind_are_recognised() {
+    fn errors_without_their_own_kind_are_recognised_by_their_sqlstate() {
         assert_eq!(
-            classify(&unknown("deadlock detected")),
+            classify(&from_server("40P01", "deadlock detected")),
             ErrorClass::Retryable
         );
         assert_eq!(
-            classify(&unknown("result is ambiguous (error=rpc error)")),
+            classify(&from_server(
+                "40003",
+                "result is ambiguous (error=rpc error)"
+            )),
             ErrorClass::Ambiguous
         );
         assert_eq!(
-            classify(&unknown("database is locked")),
+            classify(&without_code(
+                DatabaseErrorKind::Unknown,
+                "database is locked"
+            )),
             ErrorClass::Retryable
         );
         assert_eq!(
-            classify(&unknown(
+            classify(&from_server(
+                "57P01",
                 "terminating connection due to administrator command"
             )),
             ErrorClass::ConnectionLost
         );
         assert_eq!(
-            classify(&unknown("duplicate key value violates unique constraint")),
+            classify(&from_server(
+                "23505",
+                "duplicate key value violates unique constraint"
+            )),
             ErrorClass::Permanent
         );
         assert_eq!(classify(&DieselError::NotFound), ErrorClass::Permanent);
     }
 
     #[test]
+    fn errors_are_classified_by_their_sqlstate_whatever_their_language() {
+        // PostgreSQL translates its messages when lc_messages is not English; the code stays.
+        let cases = [
+            (
+                "40001",
+                "konnte Zugriff nicht serialisieren",
+                ErrorClass::Retryable,
+            ),
+            (
+                "40P01",
+                "Verklemmung (Deadlock) entdeckt",
+                ErrorClass::Retryable,
+            ),
+            ("40003", "Ergebnis ist mehrdeutig", ErrorClass::Ambiguous),
+            ("08000", "Verbindungsfehler", ErrorClass::ConnectionLost),
+            (
+                "08003",
+                "Verbindung existiert nicht",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "08006",
+                "Verbindung fehlgeschlagen",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "57P01",
+                "Verbindung wird abgebrochen",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "57P02",
+                "Verbindung wird abgebrochen (Absturz)",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "57P03",
+                "das Datenbanksystem fährt hoch",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "25P03",
+                "Verbindung wird abgebrochen wegen Leerlauf",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "57P05",
+                "Verbindung wird abgebrochen wegen Leerlauf",
+                ErrorClass::ConnectionLost,
+            ),
+            (
+                "57014",
+                "storniere Anfrage wegen Statement-Timeout",
+                ErrorClass::Permanent,
+            ),
+            (
+                "42501",
+                "keine Berechtigung für Schema public",
+                ErrorClass::Permanent,
+            ),
+            (
+                "23505",
+                "doppelter Schlüsselwert verletzt Unique-Constraint",
+                ErrorClass::Permanent,
+            ),
+            // A malformed request, which PostgreSQL may answer without closing the session
+            // ("bind message supplies 1 parameters, but prepared statement requires 2"):
+            // sending it again cannot help. When it does close the session, libpq reports the
+            // connection bad, and that is a lost connection (see the next test).
+            ("08P01", "Protokollverletzung", ErrorClass::Permanent),
+        ];
+        for (code, message, class) in cases {
+            assert_eq!(
+                classify(&from_server(code, message)),
+                class,
+                "{code} {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_without_a_sqlstate_are_known_by_kind_or_by_the_few_words_of_sqlite_and_libpq() {
+        for message in [
+            "database is locked",
+            "database table is locked",
+            "database schema is locked",
+        ] {
+            assert_eq!(
+                classify(&without_code(DatabaseErrorKind::Unknown, message)),
+                ErrorClass::Retryable,
+                "{message}"
+            );
+        }
+        for message in [
+            "server closed the connection unexpectedly\n\tThis probably means …",
+            "no connection to the server",
+            "connection to server was lost",
+            "could not receive data from server: Connection reset by peer",
+            "could not send data to server: Broken pipe",
+        ] {
+            for kind in [
+                DatabaseErrorKind::Unknown,
+                DatabaseErrorKind::UnableToSendCommand,
+            ] {
+                assert_eq!(
+                    classify(&without_code(kind, message)),
+                    ErrorClass::ConnectionLost,
+                    "{kind:?} {message}"
+                );
+            }
+        }
+        // libpq reports the connection bad: lost, whatever the words (and any code).
+        assert_eq!(
+            classify(&without_code(
+                DatabaseErrorKind::ClosedConnection,
+                "Verbindung zum Server wurde unerwartet geschlossen"
+            )),
+            ErrorClass::ConnectionLost
+        );
+        assert_eq!(
+            classify(&DieselError::BrokenTransactionManager),
+            ErrorClass::ConnectionLost
+        );
+        // A server's words without its code decide nothing.
+        assert_eq!(
+            classify(&without_code(
+                DatabaseErrorKind::Unknown,
+                "deadlock detected"
+            )),
+            ErrorClass::Permanent
+        );
+    }
+
+    #[test]
     fn a_draining_cockroachdb_node_is_a_lost_connection() {
+        // Both are 57P01 (cockroachdb/cockroach `pkg/sql/pgwire/server.go`,
+        // `newAdminShutdownErr`).
         for message in [
             "server is shutting down",
             "server is not accepting clients, try another node",
         ] {
             assert_eq!(
-                classify(&unknown(message)),
+                classify(&from_server("57P01", message)),
                 ErrorClass::ConnectionLost,
                 "{message}"
             );
         }
+        // Refusing a new session, it reaches diesel's `establish` as libpq's text only.
+        assert!(is_drain_refusal(&diesel::ConnectionError::BadConnection(
+            "connection to server at \"127.0.0.1\", port 26257 failed: ERROR:  server is not \
+             accepting clients, try another node"
+                .to_string()
+        )));
+        assert!(!is_drain_refusal(&diesel::ConnectionError::BadConnection(
+            "connection to server at \"127.0.0.1\", port 26257 failed: Connection refused"
+                .to_string()
+        )));
     }
 
     #[test]
@@ -190,14 +394,19 @@ mod tests {
             "query execution canceled due to transaction timeout",
         ] {
             assert_eq!(
-                classify(&unknown(message)),
+                classify(&from_server("57014", message)),
                 ErrorClass::CockroachTimeout,
                 "{message}"
             );
         }
         assert_eq!(
-            classify(&unknown("query execution canceled")),
+            classify(&from_server("57014", "query execution canceled")),
             ErrorClass::CockroachCancel
+        );
+        // The words decide only between the two servers' 57014.
+        assert_eq!(
+            classify(&from_server("P0001", "query execution canceled")),
+            ErrorClass::Permanent
         );
     }
 
@@ -206,9 +415,10 @@ mod tests {
         for message in [
             "canceling statement due to statement timeout",
             "canceling statement due to user request",
+            "storniere Anfrage wegen Aufforderung durch den Benutzer",
         ] {
             assert_eq!(
-                classify(&unknown(message)),
+                classify(&from_server("57014", message)),
                 ErrorClass::Permanent,
                 "{message}"
             );
@@ -219,19 +429,14 @@ mod tests {
     fn a_57014_on_commit_is_classified_from_the_commit_error() {
         let on_commit = DieselError::RollbackErrorOnCommit {
             rollback_error: Box::new(DieselError::BrokenTransactionManager),
-            commit_error: Box::new(unknown("query execution canceled")),
+            commit_error: Box::new(from_server("57014", "query execution canceled")),
         };
         assert_eq!(classify(&on_commit), ErrorClass::CockroachCancel);
     }
 
     #[test]
     fn errors_with_a_sqlstate_kind_are_classified_whatever_their_language() {
-        let translated = |kind| {
-            DieselError::DatabaseError(
-                kind,
-                Box::new("konnte Zugriff nicht serialisieren".to_string()),
-            )
-        };
+        let translated = |kind| without_code(kind, "konnte Zugriff nicht serialisieren");
         assert_eq!(
             classify(&translated(DatabaseErrorKind::SerializationFailure)),
             ErrorClass::Retryable

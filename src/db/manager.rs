@@ -1,6 +1,7 @@
 //! Opening connections: the options, the r2d2 manager that opens and sets up each connection
 //! (statement and idle timeouts, SQLite pragmas, the stall watchdog, `--echo`), and the pool.
 
+use super::classify::is_drain_refusal;
 use super::config::{Backend, DatabaseConfig};
 use super::conninfo::ConnInfo;
 use super::echo::{ConnectionHooks, Echo};
@@ -345,13 +346,6 @@ impl DbConnectionManager {
         }
         Err(refusal)
     }
-}
-
-/// Whether a failed connection attempt was a draining CockroachDB node's refusal
-/// (cockroachdb/cockroach `pkg/sql/pgwire/server.go`, `ErrDrainingNewConn`).
-fn is_drain_refusal(error: &diesel::ConnectionError) -> bool {
-    matches!(error, diesel::ConnectionError::BadConnection(message)
-        if message.contains("server is not accepting clients"))
 }
 
 /// `timeout` in whole milliseconds for `SET statement_timeout`, at least 1 (0 would mean

@@ -1,67 +1,60 @@
 //! What a database error says about itself, for reports: its SQLSTATE, and CockroachDB's
 //! reason for a retry error.
-//!
-//! Diesel 2.3 does not expose the SQLSTATE: libpq's `PG_DIAG_SQLSTATE` is read inside diesel's
-//! `PgResult` only to pick a `DatabaseErrorKind`, and `DatabaseErrorInformation` offers the
-//! message, details, hint, table, column, constraint and position — no code. So the SQLSTATE is
-//! derived: from the kind where diesel has one for it (40001 is `SerializationFailure`, 23505
-//! `UniqueViolation` …), and otherwise from the server's English message, as
-//! [`classify`](super::classify()) recognises it (40P01, 40003, 57P01, 57014; 42501 too). An
-//! error neither tells has no SQLSTATE here, rather than a guessed one.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError, SqlState};
 
-/// The SQLSTATE of `error`, where diesel's error kind or the server's message tells it (see the
-/// [module documentation](self)). SQLite has no SQLSTATEs: its errors get the standard code of
-/// the kind diesel gives them (a UNIQUE constraint is 23505), and busy/locked gets none.
-pub fn sqlstate(error: &DieselError) -> Option<&'static str> {
+/// The SQLSTATE the server reported for `error` (diesel 2.4's
+/// `DatabaseErrorInformation::sqlstate`), or `None`: SQLite has no SQLSTATEs, and an error libpq
+/// reports itself (a connection lost, a command it could not send) carries none. Never derived
+/// from diesel's error kind or guessed from the words.
+pub fn sqlstate(error: &DieselError) -> Option<SqlState> {
     match error {
-        DieselError::DatabaseError(kind, info) => match kind {
-            DatabaseErrorKind::SerializationFailure => Some("40001"),
-            DatabaseErrorKind::UniqueViolation => Some("23505"),
-            DatabaseErrorKind::ForeignKeyViolation => Some("23503"),
-            DatabaseErrorKind::NotNullViolation => Some("23502"),
-            DatabaseErrorKind::CheckViolation => Some("23514"),
-            DatabaseErrorKind::RestrictViolation => Some("23001"),
-            DatabaseErrorKind::ExclusionViolation => Some("23P01"),
-            DatabaseErrorKind::ReadOnlyTransaction => Some("25006"),
-            _ => sqlstate_from_message(info.message()),
-        },
+        DieselError::DatabaseError(_, info) => info.sqlstate(),
         DieselError::RollbackErrorOnCommit { commit_error, .. } => sqlstate(commit_error),
         _ => None,
     }
 }
 
-/// The SQLSTATE an English server message belongs to, for the codes diesel has no kind for.
-fn sqlstate_from_message(message: &str) -> Option<&'static str> {
-    let message = message.to_ascii_lowercase();
-    const BY_MESSAGE: &[(&str, &str)] = &[
-        ("restart transaction", "40001"),        // CockroachDB
-        ("could not serialize access", "40001"), // PostgreSQL
-        ("deadlock detected", "40P01"),
-        ("result is ambiguous", "40003"), // CockroachDB
-        ("terminating connection", "57P01"),
-        // A draining CockroachDB node (cockroachdb/cockroach `pkg/sql/pgwire/server.go`).
-        ("server is shutting down", "57P01"),
-        ("server is not accepting clients", "57P01"),
-        ("canceling statement due to statement timeout", "57014"),
-        ("canceling statement due to user request", "57014"),
-        // CockroachDB: every 57014 begins so (cockroachdb/cockroach `pkg/sql/sqlerrors`,
-        // QueryTimeoutError and TxnTimeoutError; `pkg/util/cancelchecker`, QueryCanceledError).
-        ("query execution canceled", "57014"),
-        // Insufficient privilege: PostgreSQL's "permission denied for schema public", "must be
-        // owner of table accounts"; CockroachDB's "user bob does not have CREATE privilege on
-        // schema public" (`pkg/sql/sqlerrors/errors.go`,
-        // NewInsufficientPrivilegeOnDescriptorError) and "user bob has no privileges on …".
-        ("permission denied", "42501"),
-        ("must be owner of", "42501"),
-        ("privilege on", "42501"),
-        ("has no privileges on", "42501"),
-    ];
-    BY_MESSAGE
-        .iter()
-        .find(|(needle, _)| message.contains(needle))
-        .map(|(_, code)| *code)
+/// A database error known only by its words and, where known, its SQLSTATE: one that reached
+/// roachbank as text (a failed migration, see `migrate::failure`), or a test's.
+pub(crate) fn error_from_text(message: String, sqlstate: Option<SqlState>) -> DieselError {
+    DieselError::DatabaseError(
+        DatabaseErrorKind::Unknown,
+        Box::new(TextError { message, sqlstate }),
+    )
+}
+
+/// See [`error_from_text`].
+struct TextError {
+    message: String,
+    sqlstate: Option<SqlState>,
+}
+
+impl DatabaseErrorInformation for TextError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn details(&self) -> Option<&str> {
+        None
+    }
+    fn hint(&self) -> Option<&str> {
+        None
+    }
+    fn table_name(&self) -> Option<&str> {
+        None
+    }
+    fn column_name(&self) -> Option<&str> {
+        None
+    }
+    fn constraint_name(&self) -> Option<&str> {
+        None
+    }
+    fn statement_position(&self) -> Option<i32> {
+        None
+    }
+    fn sqlstate(&self) -> Option<SqlState> {
+        self.sqlstate
+    }
 }
 
 /// CockroachDB's reason for a retry error (40001), as its message names it: `RETRY_SERIALIZABLE`,
@@ -117,70 +110,73 @@ fn retry_reason_in(message: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::classify::test_errors::from_server;
 
     fn error(kind: DatabaseErrorKind, message: &str) -> DieselError {
         DieselError::DatabaseError(kind, Box::new(message.to_string()))
     }
 
-    fn unknown(message: &str) -> DieselError {
-        error(DatabaseErrorKind::Unknown, message)
+    /// The SQLSTATE of `error` as text.
+    fn code_of(error: &DieselError) -> Option<String> {
+        sqlstate(error).map(|code| code.to_string())
     }
 
     #[test]
-    fn sqlstate_comes_from_the_kind_or_the_message() {
-        let translated = "konnte Zugriff nicht serialisieren";
-        assert_eq!(
-            sqlstate(&error(DatabaseErrorKind::SerializationFailure, translated)),
-            Some("40001")
-        );
-        assert_eq!(
-            sqlstate(&error(DatabaseErrorKind::UniqueViolation, "duplicate key")),
-            Some("23505")
-        );
-        assert_eq!(sqlstate(&unknown("deadlock detected")), Some("40P01"));
-        assert_eq!(
-            sqlstate(&unknown("result is ambiguous (error=rpc error)")),
-            Some("40003")
-        );
-        assert_eq!(
-            sqlstate(&error(
-                DatabaseErrorKind::ClosedConnection,
-                "terminating connection due to administrator command"
-            )),
-            Some("57P01")
-        );
-        for canceled in [
-            "canceling statement due to statement timeout",
-            "canceling statement due to user request",
-            "query execution canceled",
-            "query execution canceled due to statement timeout",
-            "query execution canceled due to transaction timeout",
+    fn sqlstate_is_the_code_the_server_reported_whatever_the_message() {
+        for (code, message) in [
+            ("40001", "konnte Zugriff nicht serialisieren"),
+            ("40P01", "Verklemmung (Deadlock) entdeckt"),
+            ("40003", "result is ambiguous (error=rpc error)"),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+            ),
+            ("57014", "storniere Anfrage wegen Statement-Timeout"),
+            ("57014", "query execution canceled"),
+            ("42501", "keine Berechtigung für Schema public"),
+            ("23505", "duplicate key value violates unique constraint"),
+            ("P0001", "permission denied, says a trigger"),
         ] {
-            assert_eq!(sqlstate(&unknown(canceled)), Some("57014"), "{canceled}");
+            assert_eq!(
+                code_of(&from_server(code, message)).as_deref(),
+                Some(code),
+                "{message}"
+            );
         }
+        let on_commit = DieselError::RollbackErrorOnCommit {
+            rollback_error: Box::new(DieselError::BrokenTransactionManager),
+            commit_error: Box::new(from_server("40003", "result is ambiguous")),
+        };
+        assert_eq!(code_of(&on_commit).as_deref(), Some("40003"));
+    }
+
+    #[test]
+    fn an_error_without_a_reported_code_has_no_sqlstate() {
+        // SQLite has none (diesel: `sqlstate` always `None` there), nor do libpq's own errors;
+        // none is derived from a kind or guessed from words.
         assert_eq!(
-            sqlstate(&unknown("permission denied for schema public")),
-            Some("42501")
+            code_of(&error(DatabaseErrorKind::Unknown, "database is locked")),
+            None
         );
         assert_eq!(
-            sqlstate(&unknown("must be owner of table accounts")),
-            Some("42501")
-        );
-        assert_eq!(
-            sqlstate(&unknown(
-                "user reader does not have CREATE privilege on schema public"
+            code_of(&error(
+                DatabaseErrorKind::UniqueViolation,
+                "UNIQUE constraint failed"
             )),
-            Some("42501")
+            None
         );
-        assert_eq!(sqlstate(&unknown("database is locked")), None);
         assert_eq!(
-            sqlstate(&error(
+            code_of(&error(DatabaseErrorKind::Unknown, "deadlock detected")),
+            None
+        );
+        assert_eq!(
+            code_of(&error(
                 DatabaseErrorKind::ClosedConnection,
                 "server closed the connection unexpectedly"
             )),
             None
         );
-        assert_eq!(sqlstate(&DieselError::NotFound), None);
+        assert_eq!(code_of(&DieselError::NotFound), None);
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! own words.
 
 use super::error::MigrationError;
+use crate::db::sqlstate::error_from_text;
 use crate::db::{classify, one_line, sqlstate, DedicatedConnection, ErrorClass};
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::pg::sql_state;
+use diesel::result::{Error as DieselError, SqlState};
 
 /// A failure of the migrating step, before it is named.
 #[derive(Debug)]
@@ -31,19 +33,20 @@ impl From<MigrationError> for StepError {
 }
 
 impl StepError {
-    /// An error of diesel_migrations' `run_pending_migrations`: the statement's own error
-    /// where it is kept as it is (setting up `__diesel_schema_migrations`, recording a
-    /// version). A failed `up.sql` comes wrapped in a type diesel_migrations does not export,
-    /// which keeps the statement's error only as text ("Failed to run <version> with:
-    /// <message>"): that text is then read as the server's message, as [`classify`] and
-    /// [`sqlstate`] read any message diesel gives no kind for.
+    /// An error of diesel_migrations' `run_pending_migrations`: the statement's own error,
+    /// with its SQLSTATE, where it is kept as it is (setting up `__diesel_schema_migrations`,
+    /// recording a version). A failed `up.sql` comes wrapped in a type diesel_migrations 2.4
+    /// still does not export (`RunMigrationsError::QueryError`, with no `source()`), which
+    /// keeps the statement's error only as text ("Failed to run <version> with: <message>"):
+    /// its SQLSTATE is then read from the words ([`sqlstate_in_harness_text`]).
     pub(super) fn from_harness(error: Box<dyn std::error::Error + Send + Sync>) -> StepError {
         match error.downcast::<DieselError>() {
             Ok(error) => StepError::Statement(*error),
-            Err(other) => StepError::Statement(DieselError::DatabaseError(
-                DatabaseErrorKind::Unknown,
-                Box::new(one_line(&other.to_string())),
-            )),
+            Err(other) => {
+                let message = one_line(&other.to_string());
+                let sqlstate = sqlstate_in_harness_text(&message);
+                StepError::Statement(error_from_text(message, sqlstate))
+            }
         }
     }
 
@@ -76,11 +79,56 @@ impl StepError {
                 Some(waited) => MigrationError::Stalled { waited },
                 None => MigrationError::ConnectionLost { reason },
             },
-            (_, Some("57014")) => MigrationError::Canceled { reason },
-            (_, Some("42501")) => MigrationError::NeedsMigrating { pending, reason },
+            (_, Some(sql_state::QUERY_CANCELED)) => MigrationError::Canceled { reason },
+            (_, Some(sql_state::INSUFFICIENT_PRIVILEGE)) => {
+                MigrationError::NeedsMigrating { pending, reason }
+            }
             _ => MigrationError::Failed(reason),
         }
     }
+}
+
+/// The SQLSTATE the words of a failed `up.sql` belong to, as diesel_migrations leaves it (text
+/// only) — only for the codes a migration failure is named by, in the server's English
+/// (CockroachDB never translates; a PostgreSQL speaking another language gets
+/// [`MigrationError::Failed`] with its own words). A connection libpq lost carries no code
+/// anyway, and [`classify`] knows libpq's words for it.
+fn sqlstate_in_harness_text(message: &str) -> Option<SqlState> {
+    const BY_WORDS: &[(&str, SqlState)] = &[
+        ("restart transaction", sql_state::T_R_SERIALIZATION_FAILURE), // CockroachDB
+        (
+            "could not serialize access",
+            sql_state::T_R_SERIALIZATION_FAILURE,
+        ), // PostgreSQL
+        ("deadlock detected", sql_state::T_R_DEADLOCK_DETECTED),
+        ("terminating connection", sql_state::ADMIN_SHUTDOWN),
+        // A draining CockroachDB node (cockroachdb/cockroach `pkg/sql/pgwire/server.go`).
+        ("server is shutting down", sql_state::ADMIN_SHUTDOWN),
+        (
+            "canceling statement due to statement timeout",
+            sql_state::QUERY_CANCELED,
+        ),
+        (
+            "canceling statement due to user request",
+            sql_state::QUERY_CANCELED,
+        ),
+        // CockroachDB: every 57014 begins so (`pkg/sql/sqlerrors`, QueryTimeoutError and
+        // TxnTimeoutError; `pkg/util/cancelchecker`, QueryCanceledError).
+        ("query execution canceled", sql_state::QUERY_CANCELED),
+        // PostgreSQL's "permission denied for schema public", "must be owner of table
+        // accounts"; CockroachDB's "user bob does not have CREATE privilege on schema public"
+        // (`pkg/sql/sqlerrors/errors.go`, NewInsufficientPrivilegeOnDescriptorError) and "user
+        // bob has no privileges on …".
+        ("permission denied", sql_state::INSUFFICIENT_PRIVILEGE),
+        ("must be owner of", sql_state::INSUFFICIENT_PRIVILEGE),
+        ("privilege on", sql_state::INSUFFICIENT_PRIVILEGE),
+        ("has no privileges on", sql_state::INSUFFICIENT_PRIVILEGE),
+    ];
+    let message = message.to_ascii_lowercase();
+    BY_WORDS
+        .iter()
+        .find(|(words, _)| message.contains(words))
+        .map(|(_, code)| *code)
 }
 
 #[cfg(test)]
@@ -145,5 +193,41 @@ mod tests {
             StepError::from(DieselError::NotInTransaction).name(4, 1, None),
             MigrationError::Failed(_)
         ));
+    }
+
+    #[test]
+    fn a_statements_own_error_is_named_by_its_sqlstate_whatever_its_language() {
+        use crate::db::classify::test_errors::from_server;
+        let named = |code: &str, message: &str| {
+            StepError::from(from_server(code, message)).name(4, 5, None)
+        };
+        assert!(matches!(
+            named("40P01", "Verklemmung (Deadlock) entdeckt"),
+            MigrationError::Conflict { attempts: 5, .. }
+        ));
+        assert!(matches!(
+            named("40001", "konnte Zugriff nicht serialisieren"),
+            MigrationError::Conflict { .. }
+        ));
+        assert!(matches!(
+            named("57P01", "Verbindung wird abgebrochen"),
+            MigrationError::ConnectionLost { .. }
+        ));
+        assert!(matches!(
+            named(
+                "57014",
+                "storniere Anfrage wegen Aufforderung durch den Benutzer"
+            ),
+            MigrationError::Canceled { .. }
+        ));
+        assert!(matches!(
+            named("42501", "keine Berechtigung für Schema public"),
+            MigrationError::NeedsMigrating { pending: 4, .. }
+        ));
+        assert!(matches!(
+            named("42P01", "Relation »nowhere« existiert nicht"),
+            MigrationError::Failed(_)
+        ));
+        assert!(StepError::from(from_server("40P01", "Verklemmung entdeckt")).is_conflict());
     }
 }

@@ -5,6 +5,7 @@ use super::attempt::Shape;
 use super::connection::Access;
 use super::error::DatabaseErrorSource;
 use crate::db::{cockroach_retry_reason, one_line, sqlstate, Flavor};
+use diesel::result::SqlState;
 use std::time::Duration;
 use tracing::field::{display, DisplayValue};
 
@@ -27,8 +28,8 @@ use tracing::field::{display, DisplayValue};
 /// | one statement sent in a SERIALIZABLE transaction (the session's default is not) | DEBUG | `isolation` |
 /// | no connection from the pool | WARN | `error` |
 ///
-/// `sqlstate` is derived as [`sqlstate`](crate::db::sqlstate()) explains (diesel does not
-/// expose it) and absent when unknown; `reason` is CockroachDB's retry reason
+/// `sqlstate` is the code the server reported ([`sqlstate`](crate::db::sqlstate())), absent
+/// when there is none (SQLite, or a connection libpq lost); `reason` is CockroachDB's retry reason
 /// ([`crate::db::cockroach_retry_reason`]: `RETRY_SERIALIZABLE`,
 /// `ReadWithinUncertaintyIntervalError` …), absent elsewhere; `next` is where the next
 /// attempt runs: `same_transaction` (CockroachDB, after `ROLLBACK TO SAVEPOINT
@@ -78,8 +79,8 @@ fn error_text<E: DatabaseErrorSource>(cause: &E) -> Option<DisplayValue<String>>
         .map(|error| display(one_line(&error.to_string())))
 }
 
-/// The SQLSTATE of the database error in `cause`, where known.
-pub(super) fn sqlstate_of<E: DatabaseErrorSource>(cause: &E) -> Option<&'static str> {
+/// The SQLSTATE of the database error in `cause`, where the server reported one.
+pub(super) fn sqlstate_of<E: DatabaseErrorSource>(cause: &E) -> Option<SqlState> {
     cause.database_error().and_then(sqlstate)
 }
 
@@ -118,7 +119,7 @@ pub(super) fn retrying<E: DatabaseErrorSource>(
     tracing::info!(
         target: RETRY_TARGET,
         attempt,
-        sqlstate = sqlstate_of(cause),
+        sqlstate = sqlstate_of(cause).as_ref().map(SqlState::as_str),
         reason = reason_of(cause),
         next = next.name(),
         backoff_ms = millis(backoff),
@@ -139,7 +140,7 @@ pub(super) fn unknown_outcome<E: DatabaseErrorSource>(
     tracing::warn!(
         target: RETRY_TARGET,
         attempt,
-        sqlstate = sqlstate_of(cause),
+        sqlstate = sqlstate_of(cause).as_ref().map(SqlState::as_str),
         flavor = %flavor,
         error = error_text(cause),
         probe,
@@ -174,14 +175,14 @@ pub(super) fn unsettled(attempt: u32) {
 /// lost connection, or no connection at all); it runs again after `backoff`.
 pub(super) fn probe_failed(
     round: u32,
-    sqlstate: Option<&'static str>,
+    sqlstate: Option<SqlState>,
     error: &dyn std::fmt::Display,
     backoff: Duration,
 ) {
     tracing::debug!(
         target: RETRY_TARGET,
         round,
-        sqlstate,
+        sqlstate = sqlstate.as_ref().map(SqlState::as_str),
         backoff_ms = millis(backoff),
         error = %one_line(&error.to_string()),
         "commit probe failed; trying again"
@@ -206,7 +207,7 @@ pub(super) fn gave_up<E: DatabaseErrorSource>(attempts: u32, flavor: Flavor, cau
     tracing::warn!(
         target: RETRY_TARGET,
         attempts,
-        sqlstate = sqlstate_of(cause),
+        sqlstate = sqlstate_of(cause).as_ref().map(SqlState::as_str),
         reason = reason_of(cause),
         flavor = %flavor,
         error = error_text(cause),
@@ -219,7 +220,7 @@ pub(super) fn failed<E: DatabaseErrorSource>(attempt: u32, flavor: Flavor, cause
     tracing::debug!(
         target: RETRY_TARGET,
         attempt,
-        sqlstate = sqlstate_of(cause),
+        sqlstate = sqlstate_of(cause).as_ref().map(SqlState::as_str),
         flavor = %flavor,
         error = error_text(cause),
         "transaction failed; not retryable"

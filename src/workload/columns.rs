@@ -40,7 +40,7 @@ impl TickTable {
     /// The lines for `tick`: the header if it is due, then the tick's line.
     pub fn lines(&mut self, tick: &TransferTick) -> Vec<String> {
         let mut lines = Vec::with_capacity(2);
-        if self.written % HEADER_EVERY == 0 {
+        if self.written.is_multiple_of(HEADER_EVERY) {
             lines.push(TICK_HEADER.to_string());
         }
         self.written += 1;
