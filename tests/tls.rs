@@ -63,8 +63,10 @@ fn run_with(dir: &Path, url: &str, args: &[&str]) -> Output {
 fn connect_failure(output: &Output) -> String {
     let line = assert_one_line_error(output);
     assert_eq!(output.status.code(), Some(1), "{}", describe(output));
+    // The URL shown holds no ": " (scheme://user@host:port/database).
     let (_, reason) = line
-        .split_once("fallback_application_name=roachbank: ")
+        .split_once("cannot connect to ")
+        .and_then(|(_, rest)| rest.split_once(": "))
         .unwrap_or_else(|| panic!("not a connection error: {}", describe(output)));
     reason.to_string()
 }

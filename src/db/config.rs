@@ -1,12 +1,8 @@
 //! Where the bank lives: `--database-url`, `DATABASE_URL` (environment or `.env`), or the
-//! embedded SQLite default, turned into a backend and a connection string. Server URLs are
-//! read and edited through [`ConnectionUrl`]; what is shown of them is redacted by
-//! [`super::redact`].
+//! embedded SQLite default, turned into a backend and the string its driver is handed. A server
+//! URL is read once, by libpq ([`ConnectionUrl`]), and given roachbank's own settings.
 
-use super::conninfo::ConnInfo;
-use super::redact::{redact_url, Redactor};
-use super::url::ConnectionUrl;
-use std::fmt;
+use super::url::{is_scheme, ConnectionUrl, UrlError};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -48,22 +44,30 @@ pub enum UrlSource {
     Default,
 }
 
-/// A database URL that was understood, ready to connect with.
-#[derive(Clone, PartialEq, Eq)]
+/// A database URL that was understood, ready to connect with. Its `Debug` shows no password.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatabaseConfig {
-    backend: Backend,
-    connection_string: String,
+    target: Target,
     source: UrlSource,
 }
 
-/// A database URL that cannot be used.
+/// What a [`DatabaseConfig`] names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A server, its URL as libpq read it with roachbank's settings.
+    Server(ConnectionUrl),
+    /// A SQLite file, by its path.
+    Sqlite(String),
+}
+
+/// A database URL that cannot be used. No message shows a password.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     /// The URL's scheme is not one roachbank speaks.
-    #[error("unsupported database URL {url}: use postgresql://, postgres://, cockroachdb://, sqlite://PATH or a *.db file path")]
+    #[error("unsupported database URL {shown}: use postgresql://, postgres://, cockroachdb://, sqlite://PATH or a *.db file path")]
     UnsupportedScheme {
-        /// The offending URL, password redacted.
-        url: String,
+        /// Its scheme (`mysql://…`), or that it has none.
+        shown: String,
     },
     /// The URL is empty.
     #[error("the database URL is empty")]
@@ -78,156 +82,105 @@ pub enum ConfigError {
         /// The path given.
         path: String,
     },
+    /// libpq cannot read the server URL, or would read a piece of its password as something
+    /// else ([`ConnectionUrl::parse`]).
+    #[error("cannot use the database URL {0}")]
+    Url(#[from] UrlError),
 }
 
 impl DatabaseConfig {
     /// Resolves `init`'s admin URL: `flag` (from `--admin-url`), else [`ADMIN_URL_ENV`] in the
     /// environment (load `.env` before calling), else `None`.
     pub fn resolve_admin(flag: Option<&str>) -> Result<Option<Self>, ConfigError> {
-        if let Some(url) = flag {
-            return Self::parse(url, UrlSource::Flag).map(Some);
-        }
-        match std::env::var(ADMIN_URL_ENV) {
-            Ok(url) if !url.trim().is_empty() => {
-                Self::parse(&url, UrlSource::Environment).map(Some)
-            }
-            _ => Ok(None),
-        }
+        given(flag, ADMIN_URL_ENV).transpose()
     }
 
     /// Resolves the database in the documented order: `flag` (from `--database-url`), then
     /// `DATABASE_URL` in the environment (load `.env` before calling), then the embedded
     /// SQLite file [`DEFAULT_SQLITE_FILE`].
     pub fn resolve(flag: Option<&str>) -> Result<Self, ConfigError> {
-        if let Some(url) = flag {
-            return Self::parse(url, UrlSource::Flag);
-        }
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => Self::parse(&url, UrlSource::Environment),
-            _ => Ok(Self::default_sqlite()),
-        }
+        given(flag, "DATABASE_URL").unwrap_or_else(|| Ok(Self::default_sqlite()))
     }
 
     /// The embedded SQLite default: `bank.db` in the current directory.
     pub fn default_sqlite() -> Self {
+        let target = Target::Sqlite(DEFAULT_SQLITE_FILE.into());
         DatabaseConfig {
-            backend: Backend::Sqlite,
-            connection_string: DEFAULT_SQLITE_FILE.to_string(),
+            target,
             source: UrlSource::Default,
         }
     }
 
-    /// Understands one URL: `postgresql://` / `postgres://` (and the tutorial's `cockroachdb://`,
-    /// rewritten to `postgresql://`) name a server; `sqlite://PATH` or a path ending in `.db`
-    /// names a SQLite file. Server URLs get libpq parameters they do not set themselves:
-    /// `connect_timeout` ([`DEFAULT_CONNECT_TIMEOUT_SECS`]) and `fallback_application_name`
-    /// ([`APPLICATION_NAME`]; libpq's own "use this unless the URL's `application_name` or
-    /// `PGAPPNAME` says otherwise"). Multi-host URLs (`postgresql://h1:p1,h2:p2/db`) are passed
-    /// to libpq as they are; it tries the hosts in order.
+    /// Understands one URL: `postgresql://` / `postgres://` (and the tutorial's
+    /// `cockroachdb://`) name a server, read by libpq ([`ConnectionUrl::parse`]); `sqlite://PATH`
+    /// or a path ending in `.db` names a SQLite file. A server gets the libpq settings its URL
+    /// does not make itself: `connect_timeout` ([`DEFAULT_CONNECT_TIMEOUT_SECS`]) and
+    /// `fallback_application_name` ([`APPLICATION_NAME`]; libpq's own "use this unless
+    /// `application_name` or `PGAPPNAME` says otherwise"). Several hosts
+    /// (`postgresql://h1:p1,h2:p2/db`) are tried by libpq in order.
     pub fn parse(url: &str, source: UrlSource) -> Result<Self, ConfigError> {
         let url = url.trim();
-        if url.is_empty() {
-            return Err(ConfigError::Empty);
-        }
         let lower = url.to_ascii_lowercase();
-        if let Some(rest) = strip_prefix_ci(url, &lower, "cockroachdb://") {
-            return Ok(Self::server(format!("postgresql://{rest}"), source));
-        }
-        if lower.starts_with("postgresql://") || lower.starts_with("postgres://") {
-            // libpq knows the scheme in lower case only.
-            let scheme_end = lower.find("://").unwrap_or(0);
-            return Ok(Self::server(
-                format!("{}{}", &lower[..scheme_end], &url[scheme_end..]),
-                source,
-            ));
-        }
-        if let Some(path) = strip_prefix_ci(url, &lower, "sqlite://") {
-            if path.is_empty() {
-                return Err(ConfigError::MissingSqlitePath);
-            }
-            let path_lower = path.to_ascii_lowercase();
-            if path_lower.contains(":memory:") || path_lower.contains("mode=memory") {
-                return Err(ConfigError::InMemorySqlite {
-                    path: path.to_string(),
-                });
-            }
-            return Ok(DatabaseConfig {
-                backend: Backend::Sqlite,
-                connection_string: path.to_string(),
-                source,
-            });
-        }
-        if !url.contains("://") && lower.ends_with(".db") {
-            return Ok(DatabaseConfig {
-                backend: Backend::Sqlite,
-                connection_string: url.to_string(),
-                source,
-            });
-        }
-        Err(ConfigError::UnsupportedScheme {
-            url: redact_url(url),
-        })
-    }
-
-    /// A server configuration for `url`, with roachbank's default libpq parameters added to
-    /// its query where libpq finds them (after the host list and the database name, never into
-    /// a password holding `?`) unless the URL sets them itself.
-    fn server(url: String, source: UrlSource) -> Self {
-        let connect_timeout = DEFAULT_CONNECT_TIMEOUT_SECS.to_string();
-        // (parameter to add, its value, parameters that make it unnecessary)
-        let defaults: [(&str, &str, &[&str]); 2] = [
-            ("connect_timeout", &connect_timeout, &["connect_timeout"]),
-            (
-                "fallback_application_name",
-                APPLICATION_NAME,
-                &["application_name", "fallback_application_name"],
-            ),
-        ];
-        let connection_string = match ConnectionUrl::parse(&url) {
-            Ok(mut parsed) => {
-                for (name, value, unless) in defaults {
-                    if !unless.iter().any(|given| parsed.param(given).is_some()) {
-                        parsed = parsed.with_param(name, value);
-                    }
+        let scheme = lower.split_once("://").map(|(scheme, _)| scheme);
+        let target = match scheme {
+            _ if url.is_empty() => return Err(ConfigError::Empty),
+            Some("sqlite") => {
+                let path = &url["sqlite://".len()..];
+                let in_memory = [":memory:", "mode=memory"]
+                    .iter()
+                    .any(|m| lower.contains(m));
+                if path.is_empty() {
+                    return Err(ConfigError::MissingSqlitePath);
+                } else if in_memory {
+                    return Err(ConfigError::InMemorySqlite { path: path.into() });
                 }
-                parsed.into_string()
+                Target::Sqlite(path.into())
             }
-            // libpq will refuse the URL and say why; pass it on as it is.
-            Err(_) => url,
+            None if lower.ends_with(".db") => Target::Sqlite(url.into()),
+            Some("postgresql" | "postgres" | "cockroachdb") => {
+                let mut url = ConnectionUrl::parse(url)?;
+                if url.get("connect_timeout").is_none() {
+                    let timeout = DEFAULT_CONNECT_TIMEOUT_SECS.to_string();
+                    url = url.with("connect_timeout", &timeout);
+                }
+                if ["application_name", "fallback_application_name"]
+                    .iter()
+                    .all(|key| url.get(key).is_none())
+                {
+                    url = url.with("fallback_application_name", APPLICATION_NAME);
+                }
+                Target::Server(url)
+            }
+            scheme => {
+                let shown = scheme.filter(|scheme| is_scheme(scheme));
+                let shown = shown.map_or("(not scheme://…)".into(), |s| format!("{s}://…"));
+                return Err(ConfigError::UnsupportedScheme { shown });
+            }
         };
-        DatabaseConfig {
-            backend: Backend::Server,
-            connection_string,
-            source,
-        }
+        Ok(DatabaseConfig { target, source })
     }
 
-    /// How long making one connection may take: libpq's `connect_timeout` (the URL's own, or
-    /// the [`DEFAULT_CONNECT_TIMEOUT_SECS`] that [`DatabaseConfig::parse`] adds), which libpq
-    /// applies to each host the URL lists, times the number of hosts. A URL that sets no limit
-    /// (`connect_timeout=0`) counts the default here, so that the waits built on this one (the
-    /// pool's) still end. SQLite: the default too. (libpq applies the timeout to each address
-    /// of a host name, so a name with several unanswering addresses takes longer.)
+    /// How long making one connection may take: libpq's `connect_timeout`
+    /// ([`DatabaseConfig::connect_timeout`], the URL's own or the [`DEFAULT_CONNECT_TIMEOUT_SECS`]
+    /// that [`DatabaseConfig::parse`] adds), which libpq applies to each host the URL lists,
+    /// times the number of hosts. A URL that sets no limit (`connect_timeout=0`) counts the
+    /// default here, so that the waits built on this one (the pool's) still end. SQLite: the
+    /// default too. (libpq applies the timeout to each address of a host name, so a name with
+    /// several unanswering addresses takes longer.)
     pub fn connect_bound(&self) -> Duration {
-        let default = Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS.into());
-        let info = match self.backend {
-            Backend::Server => ConnInfo::parse(&self.connection_string),
-            Backend::Sqlite => None,
-        };
-        let Some(info) = info else {
-            return default;
-        };
-        let per_host = info
-            .get("connect_timeout")
-            .and_then(|seconds| seconds.trim().parse::<u64>().ok())
-            .filter(|seconds| *seconds > 0)
-            .map_or(default, Duration::from_secs);
-        per_host.saturating_mul(u32::try_from(info.host_count()).unwrap_or(u32::MAX))
+        let per_host = self
+            .connect_timeout()
+            .unwrap_or(Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS.into()));
+        let hosts = self.url().map_or(1, ConnectionUrl::host_count);
+        per_host.saturating_mul(u32::try_from(hosts).unwrap_or(u32::MAX))
     }
 
     /// Server or SQLite.
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.target {
+            Target::Server(_) => Backend::Server,
+            Target::Sqlite(_) => Backend::Sqlite,
+        }
     }
 
     /// Where the URL came from.
@@ -235,155 +188,101 @@ impl DatabaseConfig {
         self.source
     }
 
-    /// The string handed to the driver: a libpq URL, or a SQLite file path. It may hold a
-    /// password: never print it; print [`DatabaseConfig::redacted`] instead.
-    pub fn connection_string(&self) -> &str {
-        &self.connection_string
+    /// The string handed to the driver: libpq's `key='value'` string
+    /// ([`ConnectionUrl::to_conninfo`]), or a SQLite file path. It may hold a password: never
+    /// print it; print [`DatabaseConfig::redacted`] instead.
+    pub fn connection_string(&self) -> String {
+        match &self.target {
+            Target::Server(url) => url.to_conninfo(),
+            Target::Sqlite(path) => path.clone(),
+        }
     }
 
-    /// The server URL taken apart; `None` for SQLite, or for a URL whose host list libpq's
-    /// grammar cannot read (connecting with it fails and says why).
-    pub fn url(&self) -> Option<ConnectionUrl> {
-        if self.backend != Backend::Server {
-            return None;
+    /// The server URL as libpq read it, roachbank's settings included; `None` for SQLite.
+    pub fn url(&self) -> Option<&ConnectionUrl> {
+        match &self.target {
+            Target::Server(url) => Some(url),
+            Target::Sqlite(_) => None,
         }
-        ConnectionUrl::parse(&self.connection_string).ok()
     }
 
     /// The SQLite file this configuration names, if it names one.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.connection_string))
+        match &self.target {
+            Target::Server(_) => None,
+            Target::Sqlite(path) => Some(PathBuf::from(path)),
+        }
     }
 
-    /// The URL with any password replaced by `***`, safe to show.
+    /// What is shown of it: `scheme://user@host:port/database` ([`ConnectionUrl::redacted`]),
+    /// or the SQLite file's path.
     pub fn redacted(&self) -> String {
-        redact_url(&self.connection_string)
+        match &self.target {
+            Target::Server(url) => url.redacted(),
+            Target::Sqlite(path) => path.clone(),
+        }
     }
 
-    /// Removes every password this configuration carries from `text` (for messages produced
-    /// by libraries, which may quote the URL).
-    pub fn scrub(&self, text: &str) -> String {
-        Redactor::for_config(self).scrub(text)
-    }
-
-    /// The user a server URL names (`user@` or `?user=`), percent-decoded, as libpq reads it;
-    /// `None` for SQLite or when the URL leaves it to libpq's defaults
-    /// ([`ConnectionUrl::user`]).
+    /// The user a server URL names (`user@` or `?user=`); `None` for SQLite or when the URL
+    /// leaves it to libpq's defaults.
     pub fn user(&self) -> Option<String> {
-        self.url()?.user()
+        self.url()?.get("user").map(str::to_string)
     }
 
-    /// The database a server URL names (its path or `?dbname=`), percent-decoded, as libpq
-    /// reads it; `None` for SQLite or when the URL leaves it to libpq's defaults
-    /// ([`ConnectionUrl::database`]).
+    /// The database a server URL names (its path or `?dbname=`); `None` for SQLite or when the
+    /// URL leaves it to libpq's defaults.
     pub fn database_name(&self) -> Option<String> {
-        self.url()?.database()
+        self.url()?.get("dbname").map(str::to_string)
     }
 
-    /// The password a server URL carries (`user:password@` or `?password=`, however spelled),
-    /// as libpq reads it. Crate-private: only `init` needs it, to give a new user that
-    /// password.
+    /// The password a server URL carries (`user:password@` or `?password=`). Crate-private:
+    /// only `init` needs it, to give a new user that password.
     pub(crate) fn password(&self) -> Option<String> {
-        self.url()?.password()
+        self.url()?.get("password").map(str::to_string)
     }
 
-    /// The same server with another database ([`ConnectionUrl::with_database`]: the path
-    /// replaced, any `dbname=` parameter dropped, everything else kept). SQLite configurations,
-    /// and URLs whose host list libpq's grammar cannot read, come back unchanged.
+    /// How long libpq waits for each host (each address of it) before trying the next: the
+    /// URL's `connect_timeout` seconds, else [`DEFAULT_CONNECT_TIMEOUT_SECS`]. `None` for
+    /// SQLite, and when libpq waits as long as the operating system does (0 or less) or
+    /// refuses to connect (not a number).
+    pub fn connect_timeout(&self) -> Option<Duration> {
+        let seconds: u64 = self.url()?.get("connect_timeout")?.trim().parse().ok()?;
+        (seconds > 0).then(|| Duration::from_secs(seconds))
+    }
+
+    /// The same server with another database, everything else kept. SQLite configurations
+    /// come back unchanged.
     pub fn with_database(&self, database: &str) -> DatabaseConfig {
-        match self.url() {
-            Some(url) => DatabaseConfig {
-                connection_string: url.with_database(database).into_string(),
-                ..self.clone()
-            },
-            None => self.clone(),
+        let mut config = self.clone();
+        if let Target::Server(url) = &mut config.target {
+            *url = url.clone().with("dbname", database);
         }
+        config
     }
 }
 
-/// Redactors for configurations. Written here rather than in [`super::redact`] so that
-/// module need not know about configurations (it sits below this one).
-impl Redactor {
-    /// A redactor for one configuration's URL and password.
-    pub fn for_config(config: &DatabaseConfig) -> Redactor {
-        let mut redactor = Redactor::new();
-        redactor.add_config(config);
-        redactor
-    }
-
-    /// Also scrubs `config`'s URL (shown redacted) and every password it holds
-    /// ([`Redactor::add_url`]); a SQLite configuration holds none.
-    pub fn add_config(&mut self, config: &DatabaseConfig) {
-        if config.backend() == Backend::Server {
-            self.add_url(config.connection_string());
+/// The configuration `flag` names, else the environment variable `env`'s (if set, not blank).
+fn given(flag: Option<&str>, env: &str) -> Option<Result<DatabaseConfig, ConfigError>> {
+    match (flag, std::env::var(env)) {
+        (Some(url), _) => Some(DatabaseConfig::parse(url, UrlSource::Flag)),
+        (None, Ok(url)) if !url.trim().is_empty() => {
+            Some(DatabaseConfig::parse(&url, UrlSource::Environment))
         }
+        _ => None,
     }
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("backend", &self.backend)
-            .field("url", &self.redacted())
-            .field("source", &self.source)
-            .finish()
-    }
-}
-
-/// `url` after `prefix`, which `lower` (`url` in lower case) starts with.
-fn strip_prefix_ci<'a>(url: &'a str, lower: &str, prefix: &str) -> Option<&'a str> {
-    lower.starts_with(prefix).then(|| &url[prefix.len()..])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::conninfo::ConnInfo;
 
-    #[test]
-    fn cockroachdb_scheme_is_a_server_synonym() {
-        let config = DatabaseConfig::parse(
-            "cockroachdb://maxroach@localhost:26257/bank?sslmode=disable",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(config.backend(), Backend::Server);
-        assert_eq!(
-            config.connection_string(),
-            "postgresql://maxroach@localhost:26257/bank?sslmode=disable&connect_timeout=10\
-             &fallback_application_name=roachbank"
-        );
-    }
-
-    #[test]
-    fn explicit_connect_timeout_and_application_name_are_kept() {
-        let config = DatabaseConfig::parse(
-            "postgres://h/db?connect_timeout=3&application_name=mine",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(
-            config.connection_string(),
-            "postgres://h/db?connect_timeout=3&application_name=mine"
-        );
-        let fallback = DatabaseConfig::parse(
-            "postgres://h/db?fallback_application_name=x",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(
-            fallback.connection_string(),
-            "postgres://h/db?fallback_application_name=x&connect_timeout=10"
-        );
+    fn server(url: &str) -> DatabaseConfig {
+        DatabaseConfig::parse(url, UrlSource::Flag).unwrap_or_else(|err| panic!("{url}: {err}"))
     }
 
     #[test]
     fn the_connect_bound_is_the_urls_connect_timeout_for_each_host() {
-        let bound = |url: &str| {
-            DatabaseConfig::parse(url, UrlSource::Flag)
-                .unwrap()
-                .connect_bound()
-        };
+        let bound = |url: &str| server(url).connect_bound();
         assert_eq!(bound("postgresql://h/db"), Duration::from_secs(10));
         assert_eq!(
             bound("postgresql://h/db?connect_timeout=3"),
@@ -402,67 +301,58 @@ mod tests {
     }
 
     #[test]
-    fn multi_host_urls_survive_parsing_and_redaction() {
-        let config = DatabaseConfig::parse(
-            "postgresql://u:pw%2Fx@h1:5432,h2:5433/bank?sslmode=verify-full",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(
-            config.connection_string(),
-            "postgresql://u:pw%2Fx@h1:5432,h2:5433/bank?sslmode=verify-full&connect_timeout=10\
-             &fallback_application_name=roachbank"
-        );
+    fn roachbank_settings_are_added_unless_the_url_makes_them() {
+        let config = server("cockroachdb://maxroach@localhost:26257/bank?sslmode=disable");
+        assert_eq!(config.backend(), Backend::Server);
+        let url = config.url().unwrap();
+        assert_eq!(url.get("connect_timeout"), Some("10"));
+        assert_eq!(url.get("fallback_application_name"), Some("roachbank"));
+        assert_eq!(config.connect_timeout(), Some(Duration::from_secs(10)));
         assert_eq!(
             config.redacted(),
-            "postgresql://u:***@h1:5432,h2:5433/bank?sslmode=verify-full&connect_timeout=10\
-             &fallback_application_name=roachbank"
+            "cockroachdb://maxroach@localhost:26257/bank"
         );
+        assert!(config.connection_string().contains("connect_timeout='10'"));
+        for (given, timeout, fallback) in [
+            (
+                "postgres://h/db?connect%5Ftimeout=3&application_name=mine",
+                "3",
+                None,
+            ),
+            (
+                "postgres://h/db?fallback_application_name=x",
+                "10",
+                Some("x"),
+            ),
+            ("postgres://h/db?connect_timeout=0", "0", Some("roachbank")),
+        ] {
+            let url = server(given).url().unwrap().clone();
+            assert_eq!(url.get("connect_timeout"), Some(timeout), "{given}");
+            assert_eq!(url.get("fallback_application_name"), fallback, "{given}");
+        }
+        assert_eq!(
+            server("postgres://h?connect_timeout=-1").connect_timeout(),
+            None
+        );
+    }
+
+    #[test]
+    fn user_database_and_password_come_from_libpq() {
+        let config = server("postgresql://u:pw%2Fx@h1:5432,h2:5433/bank?sslmode=verify-full");
+        assert_eq!(config.redacted(), "postgresql://u@h1:5432,h2:5433/bank");
         assert_eq!(config.user().as_deref(), Some("u"));
         assert_eq!(config.password().as_deref(), Some("pw/x"));
         assert_eq!(config.database_name().as_deref(), Some("bank"));
-    }
-
-    #[test]
-    fn user_database_and_password_come_from_userinfo_path_or_query() {
-        let plain =
-            DatabaseConfig::parse("postgresql://max%40roach@h/my%20bank", UrlSource::Flag).unwrap();
-        assert_eq!(plain.user().as_deref(), Some("max@roach"));
-        assert_eq!(plain.database_name().as_deref(), Some("my bank"));
-        assert_eq!(plain.password(), None);
-        let query = DatabaseConfig::parse(
-            "postgresql://h/?user=maxroach&dbname=bank&password=s%27q",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(query.user().as_deref(), Some("maxroach"));
-        assert_eq!(query.database_name().as_deref(), Some("bank"));
-        assert_eq!(query.password().as_deref(), Some("s'q"));
-        let bare = DatabaseConfig::parse("postgresql://h", UrlSource::Flag).unwrap();
-        assert_eq!((bare.user(), bare.database_name()), (None, None));
-        let sqlite = DatabaseConfig::parse("bank.db", UrlSource::Flag).unwrap();
-        assert_eq!((sqlite.user(), sqlite.database_name()), (None, None));
-    }
-
-    #[test]
-    fn with_database_replaces_path_and_dbname_and_keeps_the_rest() {
-        let config = DatabaseConfig::parse(
-            "postgresql://root:pw@h1:26257,h2:26258/defaultdb?dbname=x&sslmode=require",
-            UrlSource::Flag,
-        )
-        .unwrap();
         let other = config.with_database("new bank");
         assert_eq!(
-            other.connection_string(),
-            "postgresql://root:pw@h1:26257,h2:26258/new%20bank?sslmode=require&connect_timeout=10\
-             &fallback_application_name=roachbank"
+            other.redacted(),
+            "postgresql://u@h1:5432,h2:5433/new%20bank"
         );
-        assert_eq!(other.database_name().as_deref(), Some("new bank"));
-        let no_path = DatabaseConfig::parse("postgresql://h:1", UrlSource::Flag).unwrap();
-        assert!(no_path
-            .with_database("bank")
-            .connection_string()
-            .starts_with("postgresql://h:1/bank?"));
+        assert_eq!(other.password().as_deref(), Some("pw/x"));
+        assert_eq!(other.url().unwrap().get("sslmode"), Some("verify-full"));
+        let sqlite = server("bank.db");
+        assert_eq!((sqlite.user(), sqlite.database_name()), (None, None));
+        assert_eq!(sqlite.with_database("x"), sqlite);
     }
 
     #[test]
@@ -483,87 +373,39 @@ mod tests {
 
     #[test]
     fn sqlite_urls_and_db_paths_name_files() {
-        let url = DatabaseConfig::parse("sqlite://data/x.sqlite", UrlSource::Flag).unwrap();
+        let url = server("sqlite://data/x.sqlite");
         assert_eq!(url.sqlite_path(), Some(PathBuf::from("data/x.sqlite")));
-        let abs = DatabaseConfig::parse("sqlite:///tmp/a.db", UrlSource::Flag).unwrap();
+        assert_eq!(url.redacted(), "data/x.sqlite");
+        let abs = server("SQLITE:///tmp/a.db");
         assert_eq!(abs.sqlite_path(), Some(PathBuf::from("/tmp/a.db")));
-        let path = DatabaseConfig::parse("my.db", UrlSource::Flag).unwrap();
-        assert_eq!(path.backend(), Backend::Sqlite);
+        assert_eq!(server("my.db").backend(), Backend::Sqlite);
     }
 
     #[test]
-    fn unknown_schemes_are_refused_without_their_password() {
-        let err = DatabaseConfig::parse("mysql://u:hunter2@h/db", UrlSource::Flag).unwrap_err();
-        let message = err.to_string();
-        // libpq refuses it, so everything up to the last `@` is hidden.
-        assert!(message.contains("mysql://***@h/db"), "{message}");
-        assert!(!message.contains("hunter2"));
-        assert_eq!(
-            DatabaseConfig::parse("  ", UrlSource::Flag),
-            Err(ConfigError::Empty)
-        );
-        assert_eq!(
-            DatabaseConfig::parse("sqlite://", UrlSource::Flag),
-            Err(ConfigError::MissingSqlitePath)
-        );
-    }
-
-    #[test]
-    fn roachbank_parameters_land_in_the_query_even_after_a_question_mark_in_the_password() {
-        for (given, expected) in [
+    fn refusals_never_show_a_password() {
+        for (url, shown) in [
             (
-                "postgresql://u:pa?ss@h/db",
-                "postgresql://u:pa?ss@h/db?connect_timeout=10&fallback_application_name=roachbank",
+                "mysql://u:hunter2@h/db",
+                "unsupported database URL mysql://…",
             ),
             (
-                "postgresql://u:pa?ss#x@h/db?sslmode=disable",
-                "postgresql://u:pa?ss#x@h/db?sslmode=disable&connect_timeout=10\
-                 &fallback_application_name=roachbank",
+                "host=h password=hunter2",
+                "unsupported database URL (not scheme://…)",
             ),
             (
-                "postgresql://u:pa?ss@h",
-                "postgresql://u:pa?ss@h?connect_timeout=10&fallback_application_name=roachbank",
-            ),
-            (
-                "postgresql://h/db?sslmode=disable&",
-                "postgresql://h/db?sslmode=disable&connect_timeout=10\
-                 &fallback_application_name=roachbank",
-            ),
-            (
-                "postgresql://h/db?connect%5Ftimeout=3&application_name=x",
-                "postgresql://h/db?connect%5Ftimeout=3&application_name=x",
-            ),
-            (
-                "POSTGRES://u:pw@h/db",
-                "postgres://u:pw@h/db?connect_timeout=10&fallback_application_name=roachbank",
+                "postgresql://u:hunter2%zz@h/db",
+                "cannot use the database URL postgresql://u@…",
             ),
         ] {
-            let config = DatabaseConfig::parse(given, UrlSource::Flag).unwrap();
-            assert_eq!(config.connection_string(), expected, "{given}");
-            let info = ConnInfo::parse(config.connection_string()).unwrap();
-            assert!(info.get("connect_timeout").is_some(), "{given}");
-            assert_ne!(info.get("dbname"), Some("db&connect_timeout=10"), "{given}");
+            let message = DatabaseConfig::parse(url, UrlSource::Flag)
+                .unwrap_err()
+                .to_string();
+            assert!(message.starts_with(shown), "{message}");
+            assert!(!message.contains("hunter2"), "{message}");
         }
-        let config =
-            DatabaseConfig::parse("postgresql://u:p#a?s:s@h/my%20db", UrlSource::Flag).unwrap();
-        assert_eq!(config.password().as_deref(), Some("p#a?s:s"));
-        assert_eq!(config.user().as_deref(), Some("u"));
-        assert_eq!(config.database_name().as_deref(), Some("my db"));
-        assert_eq!(
-            config.with_database("other").connection_string(),
-            "postgresql://u:p#a?s:s@h/other?connect_timeout=10&fallback_application_name=roachbank"
-        );
-        let query = DatabaseConfig::parse(
-            "postgresql://h/db?pass%77ord=s%27q&dbn%61me=bank&sslmode=disable",
-            UrlSource::Flag,
-        )
-        .unwrap();
-        assert_eq!(query.password().as_deref(), Some("s'q"));
-        assert_eq!(query.database_name().as_deref(), Some("bank"));
-        assert_eq!(
-            query.with_database("b2").connection_string(),
-            "postgresql://h/b2?pass%77ord=s%27q&sslmode=disable&connect_timeout=10\
-             &fallback_application_name=roachbank"
-        );
+        let empty = DatabaseConfig::parse("  ", UrlSource::Flag);
+        assert_eq!(empty, Err(ConfigError::Empty));
+        let no_path = DatabaseConfig::parse("sqlite://", UrlSource::Flag);
+        assert_eq!(no_path, Err(ConfigError::MissingSqlitePath));
     }
 }

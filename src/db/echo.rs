@@ -17,7 +17,7 @@
 //! the statement and its binds stay together when several connections echo at once.
 
 use super::binds::python_tuple;
-use super::redact::{redact_url, Redactor};
+use super::redact::Redactor;
 use super::stall::StallWatch;
 use super::{one_line, DbError};
 use crate::sync::{read, write};
@@ -125,15 +125,15 @@ impl Echo {
 }
 
 /// Echoes a connection attempt (diesel's `StartEstablishConnection`/`FinishEstablishConnection`,
-/// which carry the full URL, password included — redacted where libpq would take a password
-/// from it even if `redactor` does not know it, then scrubbed) and its failure.
+/// which carry the string handed to libpq, password included — shown as the URL it was made
+/// from, [`Redactor::show_connection`]) and its failure.
 fn connection_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
     match event {
         InstrumentationEvent::StartEstablishConnection { url, .. } => {
             tracing::info!(
                 target: ECHO_TARGET,
                 "connecting to {}",
-                redactor.scrub(&redact_url(url))
+                redactor.show_connection(url)
             );
         }
         InstrumentationEvent::FinishEstablishConnection {
@@ -144,7 +144,7 @@ fn connection_event(redactor: &Redactor, event: &InstrumentationEvent<'_>) {
             tracing::info!(
                 target: ECHO_TARGET,
                 "connecting to {} failed: {}",
-                redactor.scrub(&redact_url(url)),
+                redactor.show_connection(url),
                 one_line(&redactor.scrub(&error.to_string()))
             );
         }

@@ -3,7 +3,6 @@
 
 use super::classify::is_drain_refusal;
 use super::config::{Backend, DatabaseConfig};
-use super::conninfo::ConnInfo;
 use super::echo::{ConnectionHooks, Echo};
 use super::redact::Redactor;
 use super::stall::{self, StallSignal, StallWatch};
@@ -220,7 +219,7 @@ impl DbConnectionManager {
                 DbConnection::Postgresql(pg?)
             }
             Backend::Sqlite => {
-                let mut sqlite = SqliteConnection::establish(self.config.connection_string())?;
+                let mut sqlite = SqliteConnection::establish(&self.config.connection_string())?;
                 self.set_up_sqlite(&mut sqlite)
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                 DbConnection::Sqlite(sqlite)
@@ -314,10 +313,11 @@ impl DbConnectionManager {
     /// (libpq takes the others from the environment, a service file or its default, which are
     /// not guessed here).
     fn server_ports(&self) -> Vec<u16> {
-        ConnInfo::parse(self.config.connection_string())
-            .filter(|info| info.get("service").is_none())
-            .and_then(|info| {
-                info.get("port")?
+        self.config
+            .url()
+            .filter(|url| url.get("service").is_none())
+            .and_then(|url| {
+                url.get("port")?
                     .split(',')
                     .map(|port| port.trim().parse().ok())
                     .collect::<Option<Vec<u16>>>()
@@ -328,18 +328,19 @@ impl DbConnectionManager {
     /// Connects to the server the URL names. When a draining CockroachDB node refuses the
     /// session ("server is not accepting clients, try another node", 57P01, on which libpq does
     /// not move on) and the URL lists other hosts, tries again starting from each next host in
-    /// turn (see [`super::conninfo`]). Any other outcome is libpq's own.
+    /// turn ([`ConnectionUrl::with_hosts_rotated`](super::ConnectionUrl::with_hosts_rotated)).
+    /// Any other outcome is libpq's own.
     fn establish_server(&self) -> Result<PgConnection, diesel::ConnectionError> {
-        let url = self.config.connection_string();
+        let url = &self.config.connection_string();
         let refusal = match PgConnection::establish(url) {
             Err(error) if is_drain_refusal(&error) => error,
             other => return other,
         };
-        let Some(info) = ConnInfo::parse(url) else {
+        let Some(parsed) = self.config.url() else {
             return Err(refusal);
         };
-        for by in 1..info.host_count() {
-            match PgConnection::establish(&info.with_hosts_rotated(by).to_conninfo_string()) {
+        for by in 1..parsed.host_count() {
+            match PgConnection::establish(&parsed.with_hosts_rotated(by).to_conninfo()) {
                 Err(error) if is_drain_refusal(&error) => continue,
                 other => return other,
             }

@@ -7,7 +7,6 @@ pub mod binds;
 pub mod classify;
 pub mod config;
 pub mod connection;
-pub mod conninfo;
 pub mod database;
 pub mod durability;
 pub mod echo;

@@ -23,8 +23,8 @@
 //!   CockroachDB's documentation; no CockroachDB binary was available to test them.
 //! * **SQLite** — there are no users or grants: `init` only creates the file and the tables.
 //!
-//! The new user's password, when the URL has one, is sent in a `CREATE ROLE` statement; every
-//! form of it is scrubbed from `--echo` output and errors.
+//! The new user's password, when the URL has one, is sent in a `CREATE ROLE` statement, which
+//! `--echo` shows with `PASSWORD ***`.
 //!
 //! One module per job: [`InitPlan`] (`plan`), [`InitError`] (`error`), [`InitReport`]
 //! (`report`), the admin's connection (`admin`), the PostgreSQL and CockroachDB set-ups
@@ -69,13 +69,14 @@ pub fn init(
         return Ok((report, db));
     };
 
-    // The admin's connections must scrub the user's password too, in every form it takes,
-    // including the quoted literal of CREATE ROLE … PASSWORD.
+    // The admin's connections must show both URLs redacted, and the user's password in
+    // CREATE ROLE … PASSWORD '…' (CockroachDB: WITH PASSWORD '…') as `PASSWORD ***`.
     let mut redactor = options.redactor.clone();
     redactor.add_config(&plan.target);
     redactor.add_config(&server.admin);
     if let Some(password) = plan.target.password() {
-        redactor.add_secret(&quote_literal(&password));
+        let literal = format!("PASSWORD {}", quote_literal(&password));
+        redactor.add_replacement(&literal, "PASSWORD ***");
     }
     options.redactor = redactor.clone();
 

@@ -123,15 +123,15 @@ pub const CONFLICT_INJECTOR: &str = "CREATE SEQUENCE injected_conflicts;
        RETURN n;
      END $$;";
 
-/// `url` with `param` (`name=value`, percent-encoded) added to its query string, where libpq
-/// reads it ([`ConnectionUrl::with_param`]).
+/// `url` with `param` (`name=value`, percent-encoded) set, everything else kept
+/// ([`ConnectionUrl::with`], [`ConnectionUrl::to_url`]).
 pub fn with_param(url: &str, param: &str) -> String {
     let (name, value) = param.split_once('=').expect("a name=value parameter");
     let decoded = |text: &str| percent_decode_str(text).decode_utf8_lossy().into_owned();
     ConnectionUrl::parse(url)
         .unwrap_or_else(|err| panic!("with_param: {err}"))
-        .with_param(&decoded(name), &decoded(value))
-        .into_string()
+        .with(&decoded(name), &decoded(value))
+        .to_url()
 }
 
 /// `n` as the binary writes counts and rates: digits grouped by threes with commas

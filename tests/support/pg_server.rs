@@ -577,28 +577,33 @@ fn parse_url(url: &str) -> ConnectionUrl {
     ConnectionUrl::parse(url).unwrap_or_else(|err| panic!("{ENV_URL} or the admin URL: {err}"))
 }
 
-/// `url` with its database replaced by `database` ([`ConnectionUrl::with_database`]).
+/// `url` with its database replaced by `database` (libpq's `dbname` set, everything else kept;
+/// [`ConnectionUrl::to_url`]).
 fn replace_url_path(url: &str, database: &str) -> String {
-    parse_url(url).with_database(database).into_string()
+    parse_url(url).with("dbname", database).to_url()
 }
 
 /// The database `url` names, as libpq reads it (`postgres` when it names none: libpq would
 /// default to the user name, and both our server and PostgreSQL have `postgres`).
 fn db_name_of(url: &str) -> String {
     parse_url(url)
-        .database()
-        .unwrap_or_else(|| "postgres".to_string())
+        .get("dbname")
+        .unwrap_or("postgres")
+        .to_string()
 }
 
 /// Host and port of the first host in `url`'s host list (`localhost` and 5432 when absent).
 fn host_and_port(url: &str) -> (String, u16) {
-    let first = parse_url(url).hosts().into_iter().next();
-    let (host, port) = first.map_or((String::new(), None), |host| (host.name, host.port));
-    let port = port.and_then(|p| p.parse().ok()).unwrap_or(5432);
-    let host = if host.is_empty() {
-        "localhost".to_string()
-    } else {
-        host
+    let url = parse_url(url);
+    let first = |keyword| {
+        let list = url.get(keyword).unwrap_or_default();
+        Some(list.split(',').next()?.to_string()).filter(|first| !first.is_empty())
     };
-    (host, port)
+    let port = first("port")
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(5432);
+    (
+        first("host").unwrap_or_else(|| "localhost".to_string()),
+        port,
+    )
 }
