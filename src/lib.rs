@@ -42,5 +42,5 @@ pub mod retry;
 /// shape. Generated, never edited by hand: the doc comments come from the migrations'
 /// `COMMENT ON`, and `tests/schema.rs` fails if the file and the migrations disagree.
 pub mod schema;
-pub mod sync;
+mod sync;
 pub mod workload;

@@ -49,5 +49,5 @@ fn run(interrupt: &Interrupt, redactor: &mut Redactor) -> Result<(), CliError> {
     cli::dotenv::load()?;
     let config = DatabaseConfig::resolve(cli.database_url.as_deref())?;
     *redactor = Redactor::for_config(&config);
-    cli::commands::run(&cli, &config, redactor, interrupt)
+    cli::run(&cli, &config, redactor, interrupt)
 }

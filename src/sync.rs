@@ -1,7 +1,7 @@
 //! Mutexes whose holder panicked. A panic in a worker (or in a caller's callback run under a
 //! lock) poisons the mutex; the data behind it is still the last consistent state written, and
-//! roachbank goes on using it, so a poisoned lock is taken as it is. The one place that is
-//! done, for every layer (it imports nothing of roachbank's).
+//! roachbank goes on using it, so a poisoned lock is taken as it is. The one place the library
+//! does that, for every layer (it imports nothing of roachbank's); private to the crate.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -1559,7 +1559,7 @@ fn one_statement_transfer(
         unreachable!("a server connection");
     };
     let mut rng = rand::rng();
-    roachbank::bank::transfer_statement::TransferStatement::new(
+    roachbank::bank::transfer::TransferStatement::new(
         roachbank::bank::ids::random_account_id(&mut rng),
         roachbank::bank::ids::random_account_id(&mut rng),
         ledger_id.first(),

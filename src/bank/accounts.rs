@@ -3,6 +3,7 @@
 
 use super::error::BankError;
 use super::ids::{random_account_id, AccountIdSlices, LedgerIds, ID_SPACE};
+use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
 use crate::retry::{
@@ -166,7 +167,7 @@ pub fn create_random_accounts(
     }
     for chunk in new_accounts.chunks(ROWS_PER_STATEMENT) {
         let insert = diesel::insert_into(accounts::table).values(chunk);
-        crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
+        on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
     }
     let ledger: Vec<LedgerEntry> = new_accounts
         .iter()
@@ -180,7 +181,7 @@ pub fn create_random_accounts(
         .collect();
     for chunk in ledger.chunks(ROWS_PER_STATEMENT) {
         let insert = diesel::insert_into(transfers::table).values(chunk);
-        crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
+        on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
     }
     Ok(SeedReport {
         accounts: count,

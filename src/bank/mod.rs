@@ -2,7 +2,8 @@
 //! account's money to another, and sum it all up. Every function runs through
 //! [`run_transaction`](crate::retry::run_transaction); money only moves together with its row in the `transfers` ledger.
 //!
-//! One concept per module: [`accounts`] (seed, pick, balance), [`transfer`](mod@transfer), the
+//! One concept per module: [`accounts`] (seed, pick, balance), [`transfer`](mod@transfer) (in
+//! both styles, the tutorial's transaction and one statement, each with its SQL), the
 //! ledger [`audit`], [`points`] (one chunk of the "large transactions" example), the
 //! client-chosen [`ids`] that make each of them exactly once, and [`BankError`]. Runs of many
 //! transfers or chunks at once are in [`crate::workload`].
@@ -13,7 +14,6 @@ mod error;
 pub mod ids;
 pub mod points;
 pub mod transfer;
-pub mod transfer_statement;
 
 pub use accounts::{
     balance, create_random_accounts, pick_random_account, seed, seed_chunk_size, BalanceSummary,

@@ -4,6 +4,7 @@
 
 pub use super::ids::MAX_POINTS_PER_RUN;
 use super::ids::{PointIds, MAX_SLOT_REDRAWS};
+use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::Point;
 use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
@@ -154,7 +155,7 @@ pub fn insert_points(conn: &mut DbConnection, chunk: &[Point]) -> Result<usize, 
     let mut inserted = 0;
     for rows in chunk.chunks(max_params / COLUMNS_PER_POINT) {
         let insert = diesel::insert_into(points::table).values(rows);
-        inserted += crate::on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
+        inserted += on_concrete_connection!(&mut *conn, c => insert.execute(c))?;
     }
     Ok(inserted)
 }

@@ -1,6 +1,6 @@
 //! The command line, as clap definitions.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use roachbank::bank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use roachbank::bank::{TransferStyle, MAX_SEED_ACCOUNTS};
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
@@ -82,58 +82,10 @@ pub enum Command {
     },
     /// Move half of a random account's balance to another random account, K times (or for a
     /// while), each transfer recorded in the ledger exactly once.
-    Transfer {
-        /// How many transfers to make.
-        #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "duration",
-              value_parser = clap::value_parser!(u64).range(1..))]
-        count: u64,
-        /// Keep transferring for this long instead (e.g. 30s, 5m, 1h).
-        #[arg(long, value_name = "D", value_parser = parse_duration)]
-        duration: Option<Duration>,
-        /// Concurrent workers sharing one connection pool.
-        #[arg(long, value_name = "W", default_value_t = 1,
-              value_parser = clap::value_parser!(u32).range(1..=256))]
-        workers: u32,
-        /// Run the ledger audit (`check`) when the transfers are done.
-        #[arg(long)]
-        check: bool,
-        /// How each transfer talks to the database: one-statement (the default on CockroachDB
-        /// and PostgreSQL: one round trip) or tutorial (the tutorial's interactive transaction;
-        /// the default on SQLite).
-        #[arg(long, value_enum, value_name = "STYLE")]
-        style: Option<TransferStyleArg>,
-        /// Print a line of figures every second on stderr, in the columns of `cockroach
-        /// workload run` (errors, ops/sec, p50/p95/p99/pMax in ms), and the total in the same
-        /// columns on stdout. A --duration run prints its ticks whenever stderr is a terminal,
-        /// and its total always.
-        #[arg(long)]
-        ticks: bool,
-        /// Write the latency histogram of each second to FILE, in HdrHistogram's interval log
-        /// format (values in nanoseconds), for HdrHistogram's tools.
-        #[arg(long, value_name = "FILE")]
-        histograms: Option<PathBuf>,
-        /// Draw the run as an SVG picture in FILE: committed transfers/s and retries/s, p50
-        /// and p99 latency, second by second.
-        #[arg(long, value_name = "FILE.svg")]
-        plot: Option<PathBuf>,
-    },
+    Transfer(TransferArgs),
     /// Insert N random points (x, y, z in [0, 1024)) in chunks, one transaction per chunk.
     #[command(allow_negative_numbers = true)]
-    Points {
-        /// How many points to insert.
-        #[arg(value_name = "N",
-              value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
-        count: u64,
-        /// Rows per chunk (per transaction): at most 100,000, which bounds memory (under 64 MiB
-        /// with four chunks in flight); chunks beyond 2,500 rows are cut to 2,500 on CockroachDB.
-        #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
-              value_parser = clap::value_parser!(u64).range(1..=MAX_CHUNK_ROWS))]
-        chunk_size: u64,
-        /// How chunks are written: copy (PostgreSQL only, its default) or insert (the default
-        /// on CockroachDB and SQLite, which refuse copy from this driver).
-        #[arg(long, value_enum, value_name = "METHOD")]
-        method: Option<PointsMethod>,
-    },
+    Points(PointsArgs),
     /// Show the number of accounts, the total balance, and the smallest and largest balance.
     Balance,
     /// Audit the bank against its ledger; exit 1 on any inconsistency.
@@ -148,6 +100,62 @@ pub enum Command {
         #[arg(long, value_name = "URL")]
         admin_url: Option<String>,
     },
+}
+
+/// `transfer`'s options.
+#[derive(Debug, Args)]
+pub struct TransferArgs {
+    /// How many transfers to make.
+    #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "duration",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: u64,
+    /// Keep transferring for this long instead (e.g. 30s, 5m, 1h).
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Concurrent workers sharing one connection pool.
+    #[arg(long, value_name = "W", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub workers: u32,
+    /// Run the ledger audit (`check`) when the transfers are done.
+    #[arg(long)]
+    pub check: bool,
+    /// How each transfer talks to the database: one-statement (the default on CockroachDB
+    /// and PostgreSQL: one round trip) or tutorial (the tutorial's interactive transaction;
+    /// the default on SQLite).
+    #[arg(long, value_enum, value_name = "STYLE")]
+    pub style: Option<TransferStyleArg>,
+    /// Print a line of figures every second on stderr, in the columns of `cockroach
+    /// workload run` (errors, ops/sec, p50/p95/p99/pMax in ms), and the total in the same
+    /// columns on stdout. A --duration run prints its ticks whenever stderr is a terminal,
+    /// and its total always.
+    #[arg(long)]
+    pub ticks: bool,
+    /// Write the latency histogram of each second to FILE, in HdrHistogram's interval log
+    /// format (values in nanoseconds), for HdrHistogram's tools.
+    #[arg(long, value_name = "FILE")]
+    pub histograms: Option<PathBuf>,
+    /// Draw the run as an SVG picture in FILE: committed transfers/s and retries/s, p50
+    /// and p99 latency, second by second.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `points`' options.
+#[derive(Debug, Args)]
+pub struct PointsArgs {
+    /// How many points to insert.
+    #[arg(value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
+    pub count: u64,
+    /// Rows per chunk (per transaction): at most 100,000, which bounds memory (under 64 MiB
+    /// with four chunks in flight); chunks beyond 2,500 rows are cut to 2,500 on CockroachDB.
+    #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CHUNK_ROWS))]
+    pub chunk_size: u64,
+    /// How chunks are written: copy (PostgreSQL only, its default) or insert (the default
+    /// on CockroachDB and SQLite, which refuse copy from this driver).
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<PointsMethod>,
 }
 
 /// `points --method`.

@@ -17,8 +17,8 @@ pub enum DbConnection {
 }
 
 /// Runs `$body` with `$conn` bound to the concrete connection inside a [`DbConnection`], for
-/// the few statements diesel's multi-backend cannot express (batch INSERT among them).
-#[macro_export]
+/// the few statements diesel's multi-backend cannot express (batch INSERT among them). Private
+/// to the crate.
 macro_rules! on_concrete_connection {
     ($conn:expr, $concrete:ident => $body:expr) => {
         match $conn {
@@ -27,3 +27,4 @@ macro_rules! on_concrete_connection {
         }
     };
 }
+pub(crate) use on_concrete_connection;

@@ -1,112 +1,20 @@
-//! Opening connections: the options, the r2d2 manager that opens and sets up each connection
-//! (statement and idle timeouts, SQLite pragmas, the stall watchdog, `--echo`), and the pool.
+//! Opening connections: the r2d2 manager that opens and sets up each connection as the
+//! [`ConnectOptions`] say (statement and idle timeouts, SQLite pragmas, the stall watchdog,
+//! `--echo`), and the pool.
 
 use super::classify::is_drain_refusal;
 use super::config::{Backend, DatabaseConfig};
 use super::echo::{ConnectionHooks, Echo};
+use super::options::{ConnectOptions, InstrumentationFactory, STALL_GRACE};
 use super::redact::Redactor;
 use super::stall::{self, StallSignal, StallWatch};
-use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
+use super::{classify, one_line, DbConnection, DbError, ErrorClass};
 use crate::sync::lock;
-use diesel::connection::{Instrumentation, SimpleConnection};
+use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-
-/// Builds a fresh [`Instrumentation`] for each new connection (tests use it to record the
-/// statements a connection sends).
-pub type InstrumentationFactory = Arc<dyn Fn() -> Box<dyn Instrumentation> + Send + Sync>;
-
-/// How [`Database::open`](super::Database::open) connects.
-#[derive(Clone)]
-pub struct ConnectOptions {
-    /// Most connections the pool holds (size it to the number of workers).
-    pub pool_size: u32,
-    /// Report every SQL statement with its binds, and every connection attempt, as `tracing`
-    /// events on [`ECHO_TARGET`](super::ECHO_TARGET) (`--echo`; see [`super::echo`]). Off by
-    /// default: binds can hold data an application's log should not.
-    pub echo: bool,
-    /// Extra instrumentation installed on every connection.
-    pub instrumentation: Option<InstrumentationFactory>,
-    /// Use this flavour instead of detecting it. Meant for tests that drive the CockroachDB
-    /// protocol against PostgreSQL, which accepts the same statements.
-    pub flavor_override: Option<Flavor>,
-    /// How long a SQLite connection waits for another writer's lock before reporting busy.
-    pub sqlite_busy_timeout: Duration,
-    /// How long `pool.get()` waits for a connection; `None` (the default): the URL's connect
-    /// timeout ([`DatabaseConfig::connect_bound`]: `connect_timeout`, 10 s unless the URL sets
-    /// it, for each host), so that waiting for a connection never takes longer than making one
-    /// may. Pools are sized to their workers, so the wait is for a new connection, not for a
-    /// busy one.
-    pub pool_timeout: Option<Duration>,
-    /// Cancel any statement running longer than this (`SET statement_timeout` on every
-    /// CockroachDB/PostgreSQL connection). SQLite has no such setting: ignored there.
-    pub statement_timeout: Option<Duration>,
-    /// How long a transaction of ours may sit idle on the server before the server ends it
-    /// (`SET idle_in_transaction_session_timeout` on every CockroachDB/PostgreSQL connection;
-    /// default [`IDLE_IN_TRANSACTION_TIMEOUT`]). This bounds how long a transaction whose
-    /// client lost it — a COMMIT swallowed by a network partition — can hold its locks, and so
-    /// how long the retry that settles it waits. SQLite: ignored.
-    pub idle_in_transaction_timeout: Duration,
-    /// How long a statement may go without an answer before its connection counts as stalled
-    /// and is closed from this side (a frozen server, a proxy that stops forwarding): the
-    /// transaction then fails as on a lost connection — retried on a fresh one before its
-    /// commit, settled by the probe during it. Default [`stall::STALL_TIMEOUT`]; `None` waits
-    /// for ever, as libpq does. Never shorter than the statement timeout plus
-    /// [`STALL_GRACE`]. SQLite: ignored.
-    pub stall_timeout: Option<Duration>,
-    /// How long [`Database::open`](super::Database::open) waits for another process's
-    /// migrations (see [`MIGRATION_LOCK_WAIT`]).
-    pub migration_lock_wait: Duration,
-    /// How long a migration statement may go without an answer before its connection counts
-    /// as stalled and is closed (default [`MIGRATION_STALL_TIMEOUT`]; `None` waits for ever).
-    /// Migrations run on a session of their own with no statement timeout:
-    /// [`statement_timeout`](Self::statement_timeout) and
-    /// [`stall_timeout`](Self::stall_timeout) are meant for transfers, and do not apply to it.
-    pub migration_stall_timeout: Option<Duration>,
-    /// Secrets to scrub from `--echo` output and connection errors besides the database URL's
-    /// own password (say, another URL's, when a command uses two).
-    pub redactor: Redactor,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        ConnectOptions {
-            pool_size: 4,
-            echo: false,
-            instrumentation: None,
-            flavor_override: None,
-            sqlite_busy_timeout: Duration::from_secs(5),
-            pool_timeout: None,
-            statement_timeout: None,
-            idle_in_transaction_timeout: IDLE_IN_TRANSACTION_TIMEOUT,
-            stall_timeout: Some(stall::STALL_TIMEOUT),
-            migration_lock_wait: MIGRATION_LOCK_WAIT,
-            migration_stall_timeout: Some(MIGRATION_STALL_TIMEOUT),
-            redactor: Redactor::new(),
-        }
-    }
-}
-
-/// Default of [`ConnectOptions::migration_lock_wait`]: how long `Database::open` waits for
-/// another process's migrations before giving up.
-pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(60);
-
-/// Default of [`ConnectOptions::migration_stall_timeout`]. A migration statement waits by
-/// design: for locks other sessions hold, on CockroachDB for its schema-change job and for the
-/// new descriptor's lease to reach every node, and when adopting a large table it reads every
-/// row. Five minutes lets all that finish, and still ends a frozen server or network.
-pub const MIGRATION_STALL_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-
-/// How much longer than its statement timeout a statement may go unanswered before its
-/// connection counts as stalled: the server's own cancellation needs a moment to arrive.
-pub const STALL_GRACE: Duration = Duration::from_secs(5);
-
-/// Default of [`ConnectOptions::idle_in_transaction_timeout`]: far above the longest pause
-/// roachbank's own work makes between two statements of a transaction (drawing the ids of a
-/// 10,000,000-account seed), and low enough that an unknown commit settles well within 30 s.
-pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Creates [`DbConnection`]s of the variant the URL names (never by trial: SQLite would accept
 /// any string as a file name) and sets each one up.

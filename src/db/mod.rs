@@ -13,6 +13,7 @@ pub mod echo;
 pub mod error;
 pub mod flavor;
 pub mod manager;
+pub mod options;
 pub mod redact;
 pub mod sqlstate;
 pub mod stall;
@@ -25,9 +26,12 @@ pub use echo::{echo_connection_events, ECHO_TARGET};
 pub use error::{one_line, DbError};
 pub use flavor::Flavor;
 pub use manager::{
-    statement_timeout_millis, ConnectOptions, DbConnectionManager, DedicatedConnection,
-    InstrumentationFactory, Pool, PooledConnection, IDLE_IN_TRANSACTION_TIMEOUT,
-    MAX_STATEMENT_TIMEOUT, MIGRATION_STALL_TIMEOUT, STALL_GRACE,
+    statement_timeout_millis, DbConnectionManager, DedicatedConnection, Pool, PooledConnection,
+    MAX_STATEMENT_TIMEOUT,
+};
+pub use options::{
+    ConnectOptions, InstrumentationFactory, IDLE_IN_TRANSACTION_TIMEOUT, MIGRATION_STALL_TIMEOUT,
+    STALL_GRACE,
 };
 pub use redact::Redactor;
 pub use sqlstate::{cockroach_retry_reason, sqlstate};

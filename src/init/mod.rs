@@ -81,7 +81,7 @@ pub fn init(
     options.redactor = redactor.clone();
 
     let mut session = AdminSession::connect(&server.admin, &options, &redactor)?;
-    let flavor = match options.flavor_override {
+    let flavor = match options.forced_flavor() {
         Some(flavor) => flavor,
         None => session.detect()?,
     };

@@ -16,7 +16,7 @@ pub const MIGRATION_LOCK_TABLE: &str = "__roachbank_migration_lock";
 
 /// How long a process waits by default for another one's migrations before giving up with
 /// [`MigrationError::LockTimeout`] (the default of `ConnectOptions::migration_lock_wait`).
-pub use crate::db::manager::MIGRATION_LOCK_WAIT;
+pub use crate::db::options::MIGRATION_LOCK_WAIT;
 
 /// The migration lock on a server: its row updated in a transaction left open on a connection
 /// of its own; dropping the value rolls the transaction back, which releases it (so does the

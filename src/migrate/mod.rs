@@ -11,8 +11,8 @@
 //!   through roachbank and through `diesel migration run` alike.
 //! * **Decided by the server.** Whether the adoption and the migrations run in one transaction
 //!   of roachbank's is decided by what the server says it is (`SELECT version()`), never by a
-//!   flavour forced with `ConnectOptions::flavor_override` (which picks the transaction
-//!   protocol only): on PostgreSQL they do, its DDL being transactional; on CockroachDB they do
+//!   flavour forced with `ConnectOptions::flavor_override` (a test knob of the `test-support`
+//!   feature, which picks the transaction protocol only): on PostgreSQL they do, its DDL being transactional; on CockroachDB they do
 //!   not. There, from 25.1, `autocommit_before_ddl` is on by default (cockroachdb/docs
 //!   `src/current/_includes/releases/v25.1/backward-incompatible.md`, cockroach #140156) and a
 //!   DDL statement that is not the first of an explicit transaction commits it and runs on its

@@ -50,7 +50,7 @@ impl Database {
         // What the server is decides how it is migrated; a forced flavour only how
         // transactions run.
         let server = Flavor::detect(&mut first)?;
-        let flavor = options.flavor_override.unwrap_or(server);
+        let flavor = options.forced_flavor().unwrap_or(server);
         accept(flavor).map_err(OpenError::Unsupported)?;
         let migrations_applied =
             run_embedded_migrations(&mut first, server, options.migration_lock_wait, |waits| {

@@ -42,6 +42,18 @@ pub(super) enum Shape {
     SingleStatement,
 }
 
+impl Shape {
+    /// Its name in `run_transaction`'s tracing span: `read_write`, `read_only` or
+    /// `single_statement`.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Shape::Explicit(Access::ReadWrite) => "read_write",
+            Shape::Explicit(Access::ReadOnly) => "read_only",
+            Shape::SingleStatement => "single_statement",
+        }
+    }
+}
+
 /// The shape work asked to run in as `shape` runs in on `conn`: the same, except that work that
 /// is one statement runs in an explicit SERIALIZABLE transaction when a statement sent on its
 /// own would not be SERIALIZABLE — an implicit transaction takes the session's
@@ -169,17 +181,18 @@ fn before_commit<T, E>(class: Option<ErrorClass>, cause: E) -> Attempt<T, E> {
 }
 
 /// Leaves `conn` after an attempt whose commit outcome is unknown because of `cause`: a lost
-/// connection is discarded, so that a pool drops it (Diesel marks one lost outside a
-/// transaction as nothing), and so is one CockroachDB canceled (a draining node closes it
-/// next); one still alive (40003, a timeout) only has its transaction rolled back.
-pub(super) fn set_aside<C, E>(conn: &mut C, cause: &E)
+/// connection is discarded ([`RetryConnection::discard`]), so that a pool drops it (Diesel marks
+/// one lost outside a transaction as nothing), and so is one CockroachDB canceled (a draining
+/// node closes it next); one still alive (40003, a timeout) is only rolled back
+/// ([`RetryConnection::roll_back`]).
+pub(super) fn roll_back_or_discard<C, E>(conn: &mut C, cause: &E)
 where
     C: RetryConnection,
     E: DatabaseErrorSource,
 {
     match cause.database_error().map(classify) {
         Some(ErrorClass::ConnectionLost | ErrorClass::CockroachCancel) => conn.discard(),
-        _ => conn.abandon(),
+        _ => conn.roll_back(),
     }
 }
 

@@ -1,7 +1,14 @@
 //! The protocol's statements, per engine, as methods of the connection: how to begin, commit,
-//! restart and abandon a transaction on CockroachDB, PostgreSQL and SQLite. The retry loop calls
-//! these and never looks at the backend itself.
+//! restart and roll back a transaction on CockroachDB, PostgreSQL and SQLite. The retry loop
+//! calls these and never looks at the backend itself.
+//!
+//! One verb per meaning: [`roll_back`](RetryConnection::roll_back) ends the open transaction
+//! and keeps the connection;
+//! [`roll_back_to_restart`](RetryConnection::roll_back_to_restart) undoes an attempt and keeps
+//! the transaction (CockroachDB); [`discard`](RetryConnection::discard) rolls back and marks
+//! the connection broken, so that a pool drops it.
 
+use crate::db::connection::on_concrete_connection;
 use crate::db::{classify, DbConnection, ErrorClass, Flavor};
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
@@ -99,12 +106,12 @@ pub trait RetryConnection {
     /// the next attempt — its record and the intents of its earlier writes, with its epoch
     /// incremented (not a priority that wins: CockroachDB treats normal priorities as equal).
     /// An error where there is no such savepoint.
-    fn rollback_to_restart(&mut self) -> QueryResult<()>;
+    fn roll_back_to_restart(&mut self) -> QueryResult<()>;
 
-    /// Rolls back whatever transaction is open. A connection whose rollback fails is left
-    /// marked broken by Diesel, so a pool discards it instead of handing out an open
-    /// transaction.
-    fn abandon(&mut self);
+    /// Rolls back whatever transaction is open, keeping the connection for the next
+    /// transaction. A connection whose rollback fails is left marked broken by Diesel, so a
+    /// pool drops it instead of handing out an open transaction.
+    fn roll_back(&mut self);
 
     /// Whether Diesel's transaction manager has a transaction open.
     fn in_transaction(&mut self) -> bool;
@@ -149,7 +156,7 @@ macro_rules! ansi_retry_connection {
                 )?;
                 if flavor == Flavor::CockroachDb {
                     if let Err(error) = self.batch_execute(SET_RESTART) {
-                        self.abandon();
+                        self.roll_back();
                         return Err(error);
                     }
                 }
@@ -169,14 +176,14 @@ macro_rules! ansi_retry_connection {
                 AnsiTransactionManager::commit_transaction(self).map_err(CommitError::from_error)
             }
 
-            fn rollback_to_restart(&mut self) -> QueryResult<()> {
+            fn roll_back_to_restart(&mut self) -> QueryResult<()> {
                 if !self.in_transaction() {
                     return Err(DieselError::NotInTransaction);
                 }
                 self.batch_execute(ROLLBACK_TO_RESTART)
             }
 
-            fn abandon(&mut self) {
+            fn roll_back(&mut self) {
                 if self.in_transaction() {
                     let _ = AnsiTransactionManager::rollback_transaction(self);
                 }
@@ -191,7 +198,7 @@ macro_rules! ansi_retry_connection {
             }
 
             fn discard(&mut self) {
-                self.abandon();
+                self.roll_back();
                 AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
             }
         }
@@ -234,30 +241,30 @@ impl RetryConnection for DbConnection {
     }
 
     fn default_isolation(&mut self) -> QueryResult<String> {
-        crate::on_concrete_connection!(self, conn => conn.default_isolation())
+        on_concrete_connection!(self, conn => conn.default_isolation())
     }
 
     fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
-        crate::on_concrete_connection!(self, conn => conn.begin(flavor, access))
+        on_concrete_connection!(self, conn => conn.begin(flavor, access))
     }
 
     fn commit(&mut self, flavor: Flavor) -> Result<(), CommitError> {
-        crate::on_concrete_connection!(self, conn => conn.commit(flavor))
+        on_concrete_connection!(self, conn => conn.commit(flavor))
     }
 
-    fn rollback_to_restart(&mut self) -> QueryResult<()> {
-        crate::on_concrete_connection!(self, conn => conn.rollback_to_restart())
+    fn roll_back_to_restart(&mut self) -> QueryResult<()> {
+        on_concrete_connection!(self, conn => conn.roll_back_to_restart())
     }
 
-    fn abandon(&mut self) {
-        crate::on_concrete_connection!(self, conn => conn.abandon())
+    fn roll_back(&mut self) {
+        on_concrete_connection!(self, conn => conn.roll_back())
     }
 
     fn in_transaction(&mut self) -> bool {
-        crate::on_concrete_connection!(self, conn => conn.in_transaction())
+        on_concrete_connection!(self, conn => conn.in_transaction())
     }
 
     fn discard(&mut self) {
-        crate::on_concrete_connection!(self, conn => conn.discard())
+        on_concrete_connection!(self, conn => conn.discard())
     }
 }

@@ -1,8 +1,6 @@
 //! What `run_transaction` tells the application as it goes: `tracing` events on the target
 //! [`RETRY_TARGET`] (whose documentation lists them), in a span per call.
 
-use super::attempt::Shape;
-use super::connection::Access;
 use super::error::DatabaseErrorSource;
 use crate::db::{cockroach_retry_reason, one_line, sqlstate, Flavor};
 use diesel::result::SqlState;
@@ -57,13 +55,9 @@ impl NextIn {
     }
 }
 
-/// The span of one `run_transaction` call; `flavor` is recorded once a connection tells it.
-pub(super) fn span(shape: Shape) -> tracing::Span {
-    let mode = match shape {
-        Shape::Explicit(Access::ReadWrite) => "read_write",
-        Shape::Explicit(Access::ReadOnly) => "read_only",
-        Shape::SingleStatement => "single_statement",
-    };
+/// The span of one `run_transaction` call in `mode` (the shape's name); `flavor` is recorded
+/// once a connection tells it.
+pub(super) fn span(mode: &'static str) -> tracing::Span {
     tracing::debug_span!(
         target: RETRY_TARGET,
         "run_transaction",

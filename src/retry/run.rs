@@ -1,7 +1,9 @@
 //! The retry loop: attempts on a connection until one commits, a new connection when one is
 //! lost, and the answer when giving up.
 
-use super::attempt::{attempt, runs_again_if_not_found, set_aside, shape_on, Attempt, Next, Shape};
+use super::attempt::{
+    attempt, roll_back_or_discard, runs_again_if_not_found, shape_on, Attempt, Next, Shape,
+};
 use super::connection::RetryConnection;
 use super::error::{DatabaseErrorSource, TransactionError};
 use super::policy::RetryPolicy;
@@ -41,7 +43,7 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    let span = report::span(shape);
+    let span = report::span(shape.name());
     let _in_span = span.enter();
     let known_flavor = source.flavor();
     let vouched_serializable = source.sessions_are_serializable();
@@ -81,18 +83,18 @@ where
                 }
                 Attempt::Retry { cause, next } if policy.may_retry(attempts) => (cause, next),
                 Attempt::Retry { cause: last, .. } => {
-                    conn.abandon();
+                    conn.roll_back();
                     report::gave_up(attempts, flavor, &last);
                     break 'connections TransactionError::RetriesExhausted { attempts, last };
                 }
                 Attempt::Failed(cause) => {
-                    conn.abandon();
+                    conn.roll_back();
                     report::failed(attempts, flavor, &cause);
                     break 'connections TransactionError::Failed(cause);
                 }
                 Attempt::Ambiguous(cause) => {
                     report::unknown_outcome(attempts, flavor, &cause, probe.is_some());
-                    set_aside(&mut *conn, &cause);
+                    roll_back_or_discard(&mut *conn, &cause);
                     drop(conn); // the probe needs a connection from the pool
                     match settle::probe(&mut source, policy, probe.as_deref_mut()) {
                         Outcome::Committed(value) => {
@@ -121,7 +123,7 @@ where
                 }
             };
             open = match next_for_retry(next, attempts, policy) {
-                Next::SameTransaction if conn.rollback_to_restart().is_ok() => {
+                Next::SameTransaction if conn.roll_back_to_restart().is_ok() => {
                     report::retrying(
                         attempts,
                         flavor,
@@ -132,7 +134,7 @@ where
                     true
                 }
                 Next::SameTransaction | Next::NewTransaction => {
-                    conn.abandon();
+                    conn.roll_back();
                     let wait = policy.backoff(attempts);
                     report::retrying(attempts, flavor, &cause, NextIn::NewTransaction, wait);
                     std::thread::sleep(wait);

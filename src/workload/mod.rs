@@ -2,10 +2,9 @@
 //! in jobs or in time or a cancellation flag, per-worker figures merged at the end, and a
 //! panicked worker reported, never dropped. Its two uses are [`transfers`] (random transfers)
 //! and [`points`] (the "large transactions" example, chunk by chunk); [`progress`] draws
-//! either on a terminal, [`stats`] holds the rates and latency histograms, and
-//! [`sync`](crate::sync) the one way a poisoned lock is taken over. A transfer run can also be
-//! followed second by second ([`interval`]): in `cockroach workload run`'s [`columns`], as an
-//! HdrHistogram [`histogram_log`], and as a [`plot`].
+//! either on a terminal, and [`stats`] holds the rates and latency histograms. A transfer run
+//! can also be followed second by second ([`interval`]): in `cockroach workload run`'s
+//! [`columns`], as an HdrHistogram [`histogram_log`], and as a [`plot`].
 
 pub mod columns;
 pub mod histogram_log;

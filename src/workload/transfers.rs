@@ -5,7 +5,8 @@
 use super::interval::{self, Slots, TickTime};
 use super::runner::{FirstError, Flow, Job, RunLength, Runner, Tally, WorkerPanicked};
 use super::stats::{self, Latencies};
-use crate::bank::{self, BankError, Transfer, TransferStyle};
+use crate::bank::transfer::{transfer_in_style, Transfer, TransferStyle};
+use crate::bank::BankError;
 use crate::db::{Database, Flavor};
 use crate::retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::AtomicBool;
@@ -288,7 +289,7 @@ impl<'c> TransferRun<'c> {
         };
         let finished = runner.run(|job, summary: &mut TransferSummary| {
             let begun = Instant::now();
-            match bank::transfer_in_style(db, policy, style) {
+            match transfer_in_style(db, policy, style) {
                 Ok(committed) => {
                     let outcome = TransferOutcome {
                         transfer: committed.value,
