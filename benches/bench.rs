@@ -11,11 +11,11 @@
 #[allow(unused_macros)]
 mod support;
 
+use diesel_retry::RetryPolicy;
 use roachbank::bank::points::{self, LoadMethod};
 use roachbank::bank::{self, TransferStyle};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database};
-use roachbank::retry::RetryPolicy;
 use roachbank::workload::points::PointsRun;
 use roachbank::workload::stats::Latencies;
 use roachbank::workload::{RunLength, TransferRun};

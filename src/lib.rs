@@ -3,7 +3,8 @@
 //! roachbank: CockroachDB's "bank" tutorial (Python + SQLAlchemy) in Rust with Diesel.
 //!
 //! The same commands run on CockroachDB, PostgreSQL and an embedded SQLite file, every
-//! transaction going through [`retry::run_transaction`], which implements CockroachDB's
+//! transaction going through [`diesel_retry::run_transaction`] (the `crates/diesel-retry`
+//! crate of this workspace), which implements CockroachDB's
 //! client-side retry protocol (and PostgreSQL's and SQLite's equivalents): bounded, typed,
 //! never retrying a commit whose outcome is unknown.
 //!
@@ -12,15 +13,16 @@
 //! * [`workload`] — many transactions at once: workers, progress, rates, latency histograms;
 //! * [`bank`] and [`init`] — the tutorial's domain (accounts and transfers, the ledger audit,
 //!   points) and setting a server up for it;
-//! * [`retry`] and [`migrate`] — `run_transaction`, and the embedded migrations that
+//! * [`migrate`] — the embedded migrations that
 //!   [`db::Database::open`](crate::db::Database::open) applies;
-//! * [`db`] — connections, their flavour, error classification, the connection URL, redaction;
+//! * [`db`] — connections (`diesel_retry`'s traits implemented for them), the connection URL,
+//!   redaction;
 //! * [`schema`] and [`models`] — the tables, as Diesel sees them.
 //!
 //! ```no_run
 //! use roachbank::db::config::DatabaseConfig;
 //! use roachbank::db::{ConnectOptions, Database};
-//! use roachbank::retry::{run_transaction, RetryPolicy};
+//! use diesel_retry::{run_transaction, RetryPolicy};
 //!
 //! let config = DatabaseConfig::resolve(None)?;
 //! let db = Database::open(config, &ConnectOptions::default())?;
@@ -36,11 +38,15 @@ pub mod db;
 pub mod init;
 pub mod migrate;
 pub mod models;
-pub mod retry;
 /// Diesel's table definitions, exactly as `diesel print-schema` (and `diesel migration run`)
 /// writes them from the CockroachDB/PostgreSQL migration set; the SQLite set has the same
 /// shape. Generated, never edited by hand: the doc comments come from the migrations'
 /// `COMMENT ON`, and `tests/schema.rs` fails if the file and the migrations disagree.
 pub mod schema;
 mod sync;
+
+/// README.md's Rust snippets, compiled as doc tests so that they never miss a `use`.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeSnippets;
 pub mod workload;

@@ -4,10 +4,10 @@
 
 mod support;
 
+use diesel_retry::RetryPolicy;
 use roachbank::bank;
 use roachbank::migrate::MigrationError;
 use roachbank::migrate::OpenError;
-use roachbank::retry::RetryPolicy;
 use support::target::{try_open, Target};
 use support::{not_run_on_cockroachdb, server, TUTORIAL_TABLES};
 

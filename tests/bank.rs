@@ -10,12 +10,12 @@
 mod support;
 
 use diesel::Connection;
+use diesel_retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::bank::{
     self, AccountIdSlices, BankError, LedgerIds, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE,
 };
 use roachbank::db::Database;
 use roachbank::migrate::{MigrationError, OpenError};
-use roachbank::retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -382,8 +382,13 @@ fn assert_not_enough_accounts(target: &Target, db: &Database) {
     let before = target.accounts();
     let (report, calls) = transfers(db, 3, 1);
     match &report.error {
-        Some(error @ TransactionError::Failed(BankError::NotEnoughAccounts)) => {
-            assert_eq!(error.attempts(), Some(1));
+        Some(
+            error @ TransactionError::Failed {
+                cause: BankError::NotEnoughAccounts,
+                ..
+            },
+        ) => {
+            assert_eq!(error.attempts(), 1);
         }
         other => panic!("expected Failed(NotEnoughAccounts), got {other:?}"),
     }

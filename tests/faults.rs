@@ -18,13 +18,13 @@ mod support;
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 use diesel::prelude::*;
 use diesel::sql_types::Bool;
+use diesel_retry::{RetryPolicy, TransactionError};
 use rand::Rng;
 use roachbank::bank::audit;
 use roachbank::bank::{self, Transfer, TransferStyle};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{classify, ErrorClass};
 use roachbank::db::{ConnectOptions, Database, Flavor};
-use roachbank::retry::{RetryPolicy, TransactionError};
 use roachbank::workload::points::PointsRun;
 use roachbank::workload::{RunLength, TransferOutcome, TransferReport, TransferRun, RETRY_GRACE};
 use std::collections::BTreeMap;
@@ -1580,12 +1580,12 @@ fn without_a_probe_57014_at_the_commit_point_is_reported_unknown_never_failed() 
         let ledger_id = roachbank::bank::LedgerIds::for_transfer();
         let result = match style {
             TransferStyle::Tutorial => {
-                roachbank::retry::run_transaction(&database, &policy(), |conn| {
+                diesel_retry::run_transaction(&database, &policy(), |conn| {
                     bank::transfer_funds_randomly(conn, ledger_id)
                 })
             }
             TransferStyle::OneStatement => {
-                roachbank::retry::run_single_statement(&database, &policy(), |conn| {
+                diesel_retry::run_single_statement(&database, &policy(), |conn| {
                     one_statement_transfer(conn, ledger_id)
                 })
             }
@@ -1671,7 +1671,7 @@ fn a_57014_before_the_commit_point_is_a_plain_failure_with_nothing_applied() {
             "{label}: the proxy answered 57014 once"
         );
         match result {
-            Err(TransactionError::Failed(error)) => {
+            Err(TransactionError::Failed { cause: error, .. }) => {
                 assert!(
                     error.to_string().contains(QUERY_TIMED_OUT),
                     "{label}: {error}"
@@ -1709,7 +1709,7 @@ fn a_57014_before_the_commit_point_is_a_plain_failure_with_nothing_applied() {
         );
         let result = bank::transfer_in_style(&database, &policy(), TransferStyle::Tutorial);
         match result {
-            Err(TransactionError::Failed(error)) => assert!(
+            Err(TransactionError::Failed { cause: error, .. }) => assert!(
                 error.to_string().contains("statement timeout"),
                 "{label}: {error}"
             ),
@@ -1768,7 +1768,7 @@ fn postgresql_57014_at_commit_rolled_back_and_stays_a_failure_with_nothing_appli
             call.join().expect("the transfer thread")
         });
         match result {
-            Err(TransactionError::Failed(error)) => assert!(
+            Err(TransactionError::Failed { cause: error, .. }) => assert!(
                 error
                     .to_string()
                     .contains("canceling statement due to user request"),

@@ -11,11 +11,11 @@
 mod support;
 
 use diesel::prelude::*;
+use diesel_retry::RetryPolicy;
 use roachbank::bank;
 use roachbank::bank::audit::{self, AuditReport, Discrepancy, MAX_LISTED_ACCOUNTS};
 use roachbank::db::Database;
 use roachbank::models::LedgerEntry;
-use roachbank::retry::RetryPolicy;
 use roachbank::workload::{TransferOutcome, TransferRun};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

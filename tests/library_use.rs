@@ -9,12 +9,12 @@ use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::result::Error as DieselError;
-use roachbank::db::config::{DatabaseConfig, UrlSource};
-use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
-use roachbank::retry::{
+use diesel_retry::{
     run_single_statement, run_transaction, run_transaction_exactly_once, ConnectionSource,
     Flavored, RetryPolicy, TransactionError, RETRY_TARGET,
 };
+use roachbank::db::config::{DatabaseConfig, UrlSource};
+use roachbank::db::{ConnectOptions, Database, DbConnection, Flavor};
 use roachbank::schema::accounts;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -410,7 +410,10 @@ fn a_single_sqlite_connection_commits_and_rolls_back_a_failed_transaction() {
         insert(conn, 1) // duplicate key: not retryable
     });
     match failed {
-        Err(TransactionError::Failed(DieselError::DatabaseError(..))) => {}
+        Err(TransactionError::Failed {
+            cause: DieselError::DatabaseError(..),
+            ..
+        }) => {}
         other => panic!("expected the duplicate key unchanged, got {other:?}"),
     }
     let ids: Vec<i64> = wallets::table

@@ -10,9 +10,9 @@
 #[macro_use]
 mod support;
 
+use diesel_retry::{RetryPolicy, TransactionError};
 use roachbank::bank::points::{LoadMethod, COORDINATE_SPACE};
 use roachbank::db::Database;
-use roachbank::retry::{RetryPolicy, TransactionError};
 use roachbank::workload::points::{PointsFailure, PointsReport, PointsRun};
 use std::sync::atomic::{AtomicBool, Ordering};
 use support::grouped;
@@ -202,7 +202,10 @@ fn a_failed_chunk_stops_the_run_and_the_error_tells_what_committed(target: Targe
         .run(&db, &RetryPolicy::default(), &mut |_| {})
         .expect_err("rows 3000 and above are refused");
     assert!(
-        matches!(err.cause, PointsFailure::Chunk(TransactionError::Failed(_))),
+        matches!(
+            err.cause,
+            PointsFailure::Chunk(TransactionError::Failed { .. })
+        ),
         "a refused row is a permanent failure: {err:?}"
     );
     assert!(err.to_string().contains("points_full"), "{err}");

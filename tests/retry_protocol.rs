@@ -12,13 +12,13 @@ mod support;
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_retry::{
+    run_single_statement, run_transaction, Committed, DatabaseErrorSource, RetryPolicy,
+    TransactionError,
+};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{
     classify, sqlstate, ConnectOptions, Database, DbConnection, ErrorClass, Flavor,
-};
-use roachbank::retry::{
-    run_single_statement, run_transaction, Committed, DatabaseErrorSource, RetryPolicy,
-    TransactionError,
 };
 use roachbank::schema::accounts;
 use std::sync::{Arc, Barrier, Mutex};
@@ -556,10 +556,10 @@ fn assert_non_retryable_errors_roll_back_after_one_attempt(url: &str, flavor: Op
     assert!(
         matches!(
             result,
-            Err(TransactionError::Failed(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _
-            )))
+            Err(TransactionError::Failed {
+                cause: DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                ..
+            })
         ),
         "{label}: {result:?}"
     );
@@ -574,7 +574,10 @@ fn assert_non_retryable_errors_roll_back_after_one_attempt(url: &str, flavor: Op
     assert!(
         matches!(
             result,
-            Err(TransactionError::Failed(WorkError::Refused("not today")))
+            Err(TransactionError::Failed {
+                cause: WorkError::Refused("not today"),
+                ..
+            })
         ),
         "{label}: {result:?}"
     );

@@ -8,9 +8,9 @@ mod support;
 
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
+use diesel_retry::{run_transaction, RetryPolicy};
 use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection};
-use roachbank::retry::{run_transaction, RetryPolicy};
 use std::path::Path;
 use std::process::Output;
 use support::bin::{

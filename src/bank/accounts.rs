@@ -6,14 +6,14 @@ use super::ids::{random_account_id, AccountIdSlices, LedgerIds, ID_SPACE};
 use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
-use crate::retry::{
-    run_read_only_transaction, run_transaction_exactly_once, Committed, RetryPolicy,
-    TransactionError,
-};
 use crate::schema::{accounts, transfers};
 use diesel::dsl::{count_star, max, min, sql};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable};
+use diesel_retry::{
+    run_read_only_transaction, run_transaction_exactly_once, Committed, RetryPolicy,
+    TransactionError,
+};
 use rand::Rng;
 use std::collections::HashSet;
 

@@ -2,9 +2,9 @@
 //! run in one transaction so that every figure comes from the same snapshot.
 
 use crate::db::{Database, DbConnection};
-use crate::retry::{run_read_only_transaction, Committed, RetryPolicy, TransactionError};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
+use diesel_retry::{run_read_only_transaction, Committed, RetryPolicy, TransactionError};
 
 /// Accounts listed in a report at most.
 pub const MAX_LISTED_ACCOUNTS: i64 = 20;

@@ -1,6 +1,6 @@
 //! Why a bank operation failed.
 
-use crate::retry::DatabaseErrorSource;
+use diesel_retry::DatabaseErrorSource;
 
 /// Why a bank operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! The tutorial's bank: create accounts with random ids and balances, move half of one random
 //! account's money to another, and sum it all up. Every function runs through
-//! [`run_transaction`](crate::retry::run_transaction); money only moves together with its row in the `transfers` ledger.
+//! [`run_transaction`](diesel_retry::run_transaction); money only moves together with its row in the `transfers` ledger.
 //!
 //! One concept per module: [`accounts`] (seed, pick, balance), [`transfer`](mod@transfer) (in
 //! both styles, the tutorial's transaction and one statement, each with its SQL), the

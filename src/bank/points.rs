@@ -7,10 +7,10 @@ use super::ids::{PointIds, MAX_SLOT_REDRAWS};
 use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::Point;
-use crate::retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
 use crate::schema::points;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_retry::{run_transaction_exactly_once, Committed, RetryPolicy, TransactionError};
 use rand::Rng;
 
 /// The tutorial's chunk size.
@@ -116,10 +116,10 @@ pub fn load_chunk(
             |conn| find_chunk(conn, &chunk),
         );
         match inserted {
-            Err(TransactionError::Failed(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
-            ))) if redraws < MAX_SLOT_REDRAWS => {
+            Err(TransactionError::Failed {
+                cause: DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _),
+                ..
+            }) if redraws < MAX_SLOT_REDRAWS => {
                 redraws += 1;
                 ids.redraw();
             }

@@ -8,22 +8,22 @@
 //! prepared once per connection. Sent on its own it is an implicit transaction, which
 //! CockroachDB retries on the server when it meets a conflict (its own `workload bank`
 //! transfers with one `UPDATE … CASE` statement for the same reason); see
-//! [`crate::retry::run_single_statement`].
+//! [`diesel_retry::run_single_statement`].
 
 use super::accounts::pick_random_account;
 use super::error::BankError;
 use super::ids::{random_account_id, LedgerIds};
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::LedgerEntry;
-use crate::retry::{
-    run_single_statement_exactly_once, run_transaction_exactly_once, Committed, RetryPolicy,
-    TransactionError,
-};
 use crate::schema::{accounts, transfers};
 use diesel::pg::Pg;
 use diesel::prelude::*;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::sql_types::BigInt;
+use diesel_retry::{
+    run_single_statement_exactly_once, run_transaction_exactly_once, Committed, RetryPolicy,
+    TransactionError,
+};
 
 /// How a transfer talks to the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,7 +260,7 @@ RETURNING source_id, sink_id, amount";
 /// `releases/v24.1/v24.1.0.md`: `sql.txn.read_committed_isolation.enabled` now on by default) —
 /// two transfers could both move half of the same old balance. roachbank's connections set
 /// `default_transaction_isolation = serializable` on both engines, and
-/// [`run_single_statement`](crate::retry::run_single_statement) sends it in an explicit
+/// [`run_single_statement`](diesel_retry::run_single_statement) sends it in an explicit
 /// SERIALIZABLE transaction on a session whose default is weaker.
 #[derive(Debug, Clone, Copy)]
 pub struct TransferStatement {

@@ -2,9 +2,9 @@
 
 use super::output::{count, say};
 use anyhow::{Context, Result};
+use diesel_retry::RetryPolicy;
 use roachbank::bank;
 use roachbank::db::Database;
-use roachbank::retry::RetryPolicy;
 
 /// Sums the bank up, one figure a line.
 pub fn run(db: &Database, policy: &RetryPolicy) -> Result<()> {

@@ -4,9 +4,9 @@
 use super::error::StdoutError;
 use super::output::{count, plural, say};
 use anyhow::{Context, Result};
+use diesel_retry::RetryPolicy;
 use roachbank::bank::audit::{self, AuditReport};
 use roachbank::db::Database;
-use roachbank::retry::RetryPolicy;
 use std::time::{Duration, Instant};
 
 /// Audits the bank against its ledger and says what it found.

@@ -196,7 +196,7 @@ fn error_line(err: &anyhow::Error) -> String {
 mod tests {
     use super::*;
     use diesel::result::Error as DieselError;
-    use roachbank::retry::TransactionError;
+    use diesel_retry::TransactionError;
     use std::time::Duration;
 
     /// A pool whose every connection attempt fails with `reason`.
@@ -230,8 +230,11 @@ mod tests {
             .error_handler(Box::new(r2d2::NopErrorHandler))
             .build_unchecked(Unreachable(reason));
         let timeout = pool.get().expect_err("the pool cannot connect");
-        let err = anyhow::Error::new(TransactionError::<DieselError>::Connection(timeout))
-            .context("balance failed");
+        let err = anyhow::Error::new(TransactionError::<DieselError>::Connection {
+            attempts: 0,
+            error: timeout,
+        })
+        .context("balance failed");
         assert_eq!(
             error_line(&err),
             format!(

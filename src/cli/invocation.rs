@@ -7,13 +7,13 @@ use super::args::{Cli, Command};
 use super::error::CliError;
 use super::hint;
 use anyhow::Result;
+use diesel_retry::RetryPolicy;
 use roachbank::bank::points::{self, LoadMethod};
 use roachbank::bank::TransferStyle;
 use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
 use roachbank::db::durability::durability_warning;
 use roachbank::db::redact::Redactor;
 use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, Flavor};
-use roachbank::retry::RetryPolicy;
 
 /// One run of a command: the command line, the database URL, and the redactor.
 pub struct Invocation<'a> {

@@ -5,7 +5,7 @@
 //! ```text
 //! 2026-12-04 19:50:01,123 INFO roachbank::engine SELECT … WHERE id = $1
 //! 2026-12-04 19:50:01,123 INFO roachbank::engine [generated in 0.00012s] (1,)
-//! 2026-12-04 19:50:01,131 INFO roachbank::retry retrying transaction attempt=1 sqlstate=40001 …
+//! 2026-12-04 19:50:01,131 INFO diesel_retry retrying transaction attempt=1 sqlstate=40001 …
 //! ```
 //!
 //! `--echo` enables [`ECHO_TARGET`] (statements with their binds on the next line, connection
@@ -16,9 +16,9 @@
 //! before it is written, and is written above the progress bar, if one is drawn.
 
 use chrono::Local;
+use diesel_retry::RETRY_TARGET;
 use roachbank::db::redact::Redactor;
 use roachbank::db::ECHO_TARGET;
-use roachbank::retry::RETRY_TARGET;
 use roachbank::workload::progress;
 use std::fmt::{self, Write as _};
 use std::io;

@@ -2,9 +2,9 @@
 
 use super::output::{plural, say};
 use anyhow::{Context, Result};
+use diesel_retry::RetryPolicy;
 use roachbank::bank;
 use roachbank::db::Database;
-use roachbank::retry::RetryPolicy;
 use roachbank::workload::stats::grouped;
 
 /// Creates `accounts` accounts and says how many, holding how much, in how many attempts.

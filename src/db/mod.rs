@@ -1,6 +1,7 @@
 //! Connections, the lowest layer: one connection type over CockroachDB/PostgreSQL and SQLite
 //! and its flavour, the r2d2 pool that hands connections out with their per-connection set-up,
-//! the classification of database errors, the connection URL and the redaction of its secrets.
+//! the helper crate's traits for them (`retry.rs`), the connection URL and the redaction of its
+//! secrets. Error classification and the flavour come from `diesel_retry`, re-exported here.
 //! Nothing here knows about transactions, migrations or the bank.
 
 pub mod binds;
@@ -11,20 +12,19 @@ pub mod database;
 pub mod durability;
 pub mod echo;
 pub mod error;
-pub mod flavor;
 pub mod manager;
 pub mod options;
 pub mod redact;
+mod retry;
 pub mod sqlstate;
 pub mod stall;
 pub mod url;
 
-pub use classify::{classify, ErrorClass};
 pub use connection::DbConnection;
 pub use database::Database;
+pub use diesel_retry::{classify, cockroach_retry_reason, sqlstate, ErrorClass, Flavor};
 pub use echo::{echo_connection_events, ECHO_TARGET};
 pub use error::{one_line, DbError};
-pub use flavor::Flavor;
 pub use manager::{
     statement_timeout_millis, DbConnectionManager, DedicatedConnection, Pool, PooledConnection,
     MAX_STATEMENT_TIMEOUT,
@@ -34,5 +34,4 @@ pub use options::{
     STALL_GRACE,
 };
 pub use redact::Redactor;
-pub use sqlstate::{cockroach_retry_reason, sqlstate};
 pub use url::ConnectionUrl;

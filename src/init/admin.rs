@@ -10,6 +10,7 @@ use crate::db::{one_line, ConnectOptions, DbConnection, DbConnectionManager, Fla
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Text};
+use diesel_retry::RetryConnection;
 
 /// A connection made with the admin URL, and the secrets to scrub from its errors.
 pub(super) struct AdminSession {
@@ -66,7 +67,9 @@ impl AdminSession {
 
     /// Which server this is (CockroachDB or PostgreSQL).
     pub(super) fn detect(&mut self) -> Result<Flavor, InitError> {
-        Flavor::detect(&mut self.conn).map_err(|err| self.step_error("detecting the server", &err))
+        self.conn
+            .detect_flavor()
+            .map_err(|err| self.step_error("detecting the server", &err))
     }
 
     fn step_error(&self, step: &str, err: &diesel::result::Error) -> InitError {

@@ -6,6 +6,7 @@ use super::apply::run_embedded_migrations;
 use super::error::MigrationError;
 use crate::db::config::DatabaseConfig;
 use crate::db::{ConnectOptions, Database, DbConnectionManager, DbError, Flavor, STALL_GRACE};
+use diesel_retry::RetryConnection;
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +50,7 @@ impl Database {
         let mut first = manager.establish()?;
         // What the server is decides how it is migrated; a forced flavour only how
         // transactions run.
-        let server = Flavor::detect(&mut first)?;
+        let server = first.detect_flavor()?;
         let flavor = options.forced_flavor().unwrap_or(server);
         accept(flavor).map_err(OpenError::Unsupported)?;
         let migrations_applied =

@@ -8,9 +8,9 @@ use super::stats::{self, grouped};
 use crate::bank::ids::PointIds;
 use crate::bank::points::{effective_chunk_size, load_chunk, LoadMethod, SERVER_LOADERS};
 use crate::db::{Database, Flavor};
-use crate::retry::{RetryPolicy, TransactionError};
 use crate::sync::lock;
 use diesel::result::Error as DieselError;
+use diesel_retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -178,8 +178,11 @@ impl<'c> PointsRun<'c> {
                     elapsed: started.elapsed(),
                 },
                 in_doubt: 0,
-                cause: TransactionError::Failed(DieselError::QueryBuilderError(reason.into()))
-                    .into(),
+                cause: TransactionError::Failed {
+                    attempts: 0,
+                    cause: DieselError::QueryBuilderError(reason.into()),
+                }
+                .into(),
             })?;
         let count = self.count;
         let chunk_size = effective_chunk_size(db.flavor(), self.chunk_size);

@@ -8,7 +8,7 @@ use super::stats::{self, Latencies};
 use crate::bank::transfer::{transfer_in_style, Transfer, TransferStyle};
 use crate::bank::BankError;
 use crate::db::{Database, Flavor};
-use crate::retry::{RetryPolicy, TransactionError};
+use diesel_retry::{RetryPolicy, TransactionError};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -318,7 +318,7 @@ impl<'c> TransferRun<'c> {
                         // what was left of a timed run): the server has been unreachable for
                         // a whole connect timeout — a restart of a few seconds is ridden out
                         // within it — and every next transfer would wait as long again.
-                        TransactionError::Failed(_) | TransactionError::Connection(_) => {
+                        TransactionError::Failed { .. } | TransactionError::Connection { .. } => {
                             summary.failed += 1;
                             Flow::Stop
                         }

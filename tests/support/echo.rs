@@ -8,7 +8,7 @@ use std::time::Duration;
 /// The target of `--echo`'s records.
 pub const ENGINE: &str = "roachbank::engine";
 /// The target of `run_transaction`'s records (`-v`).
-pub const RETRY: &str = "roachbank::retry";
+pub const RETRY: &str = diesel_retry::RETRY_TARGET;
 
 /// One record: its prefix's parts and its message (continuation lines joined with `\n`).
 #[derive(Debug, Clone)]
