@@ -7,8 +7,9 @@
 //! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000) and
 //! `BENCH_SECONDS` (seconds per transfer run, default 8).
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_macros)]
+// The integration tests' support, for its throwaway server; the bench uses only that part.
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code, unused_imports, unused_macros)]
 mod support;
 
 use diesel_retry::RetryPolicy;

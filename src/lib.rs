@@ -41,7 +41,7 @@ pub mod models;
 /// Diesel's table definitions, exactly as `diesel print-schema` (and `diesel migration run`)
 /// writes them from the CockroachDB/PostgreSQL migration set; the SQLite set has the same
 /// shape. Generated, never edited by hand: the doc comments come from the migrations'
-/// `COMMENT ON`, and `tests/schema.rs` fails if the file and the migrations disagree.
+/// `COMMENT ON`, and `tests/it/schema.rs` fails if the file and the migrations disagree.
 pub mod schema;
 mod sync;
 

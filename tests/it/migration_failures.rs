@@ -7,10 +7,13 @@
 //! A pending migration is made to wait by another session holding `accounts`: on PostgreSQL an
 //! ACCESS EXCLUSIVE lock, on CockroachDB an uncommitted write to every row (its reads wait on
 //! write intents). Conflicts on PostgreSQL are raised by a test-only event trigger, the way
-//! `tests/retry_protocol.rs` injects them into transactions.
+//! `tests/it/retry_protocol.rs` injects them into transactions.
 
-mod support;
-
+use crate::support;
+use crate::support::bin::{assert_one_line_error, assert_success, describe, run, temp_dir};
+use crate::support::proxy::CuttingProxy;
+use crate::support::target::Target;
+use crate::support::{not_run_on_cockroachdb, server, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
@@ -19,10 +22,6 @@ use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database};
 use roachbank::migrate::{MigrationError, OpenError, MIGRATION_ATTEMPTS, POSTGRES_MIGRATIONS};
 use std::time::{Duration, Instant};
-use support::bin::{assert_one_line_error, assert_success, describe, run, temp_dir};
-use support::proxy::CuttingProxy;
-use support::target::Target;
-use support::{not_run_on_cockroachdb, server, TestDb};
 
 /// What the permission hint says; no other failure may say it.
 const PERMISSION_HINT: &str = "allowed to create tables";

@@ -12,9 +12,9 @@
 //! * `points --method copy` is refused before anything is written.
 //! * `seed` commits in chunks, each exactly once.
 
-#[macro_use]
-mod support;
-
+use crate::support;
+use crate::support::target::Target;
+use crate::support::{not_run_on_postgresql, server, with_param};
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -30,8 +30,6 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::target::Target;
-use support::{not_run_on_postgresql, server, with_param};
 
 /// Opens `target` as the library does, as CockroachDB (a no-op override on a real one).
 fn open_as_cockroachdb(target: &Target, options: ConnectOptions) -> Result<Database, OpenError> {

@@ -2,14 +2,12 @@
 //! kept, the Python app still working on them), anything else is refused in one line before a
 //! single write; and a migration run that fails on PostgreSQL leaves the database as it was.
 
-mod support;
-
+use crate::support::target::{try_open, Target};
+use crate::support::{not_run_on_cockroachdb, server, TUTORIAL_TABLES};
 use diesel_retry::RetryPolicy;
 use roachbank::bank;
 use roachbank::migrate::MigrationError;
 use roachbank::migrate::OpenError;
-use support::target::{try_open, Target};
-use support::{not_run_on_cockroachdb, server, TUTORIAL_TABLES};
 
 fn expect_refusal(result: Result<roachbank::db::Database, OpenError>) -> (String, String) {
     match result {

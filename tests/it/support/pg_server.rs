@@ -26,7 +26,7 @@ const START_ATTEMPTS: usize = 3;
 
 /// Where server tests get their PostgreSQL: `TEST_DATABASE_URL` if set (an existing
 /// CockroachDB/PostgreSQL; admin rights to `CREATE DATABASE`), else one throwaway
-/// server per test binary started on first use (`std::sync::OnceLock`).
+/// server for the test binary, started on first use (`std::sync::OnceLock`).
 ///
 /// The throwaway server is stopped and its directory removed by a detached watchdog
 /// shell once the test process has exited (statics are never dropped).
@@ -58,7 +58,7 @@ pub const PASSWORD_CHECKED_GROUP: &str = "rb_password_checked";
 
 /// The suite's ordinary server: trust for everyone on loopback except `pwuser` and members of
 /// [`PASSWORD_CHECKED_GROUP`], who must give a password (SCRAM).
-const DEFAULT_HBA: &str = "# written by tests/support/pg_server.rs\n\
+const DEFAULT_HBA: &str = "# written by tests/it/support/pg_server.rs\n\
      local all all                trust\n\
      host  all pwuser 127.0.0.1/32 scram-sha-256\n\
      host  all +rb_password_checked 127.0.0.1/32 scram-sha-256\n\
@@ -140,11 +140,6 @@ impl TestServer {
     /// `false` when `TEST_DATABASE_URL` is used.
     pub fn is_throwaway(&self) -> bool {
         self.own.is_some()
-    }
-
-    /// Data directory of the throwaway server; `None` when `TEST_DATABASE_URL` is used.
-    pub fn data_dir(&self) -> Option<&Path> {
-        self.own.as_ref().map(|own| own.data_dir.as_path())
     }
 
     /// Log file of the throwaway server; `None` when `TEST_DATABASE_URL` is used.
@@ -330,7 +325,8 @@ impl TestServer {
         fs::write(data_dir.join("pg_hba.conf"), spec.hba).expect("write pg_hba.conf");
         let conf = data_dir.join("postgresql.conf");
         let mut settings = fs::read_to_string(&conf).expect("read postgresql.conf");
-        settings.push_str("\n# tests/support/pg_server.rs\npassword_encryption = scram-sha-256\n");
+        settings
+            .push_str("\n# tests/it/support/pg_server.rs\npassword_encryption = scram-sha-256\n");
         settings.push_str(spec.settings);
         settings.push('\n');
         fs::write(&conf, settings).expect("write postgresql.conf");
@@ -434,22 +430,30 @@ impl Throwaway {
     }
 }
 
-/// A fresh database on [`server()`], named `rb_<test-name-sanitised>_<random hex>`,
-/// created by [`TestDb::new`] and dropped (`DROP DATABASE ... WITH (FORCE)` on
-/// PostgreSQL, `DROP DATABASE ... CASCADE` on CockroachDB) when the value is
-/// dropped, ignoring errors then.
+/// A fresh database on [`server()`] (or on another server, [`TestDb::on`]), named
+/// `rb_<test-name-sanitised>_<random hex>`, created by [`TestDb::new`] and dropped
+/// (`DROP DATABASE ... WITH (FORCE)` on PostgreSQL, `DROP DATABASE ... CASCADE` on
+/// CockroachDB) when the value is dropped, ignoring errors then.
 pub struct TestDb {
     /// The database name.
     pub name: String,
-    /// URL of the database on [`server()`].
+    /// URL of the database on its server.
     pub url: String,
+    /// The server holding it.
+    server: &'static TestServer,
 }
 
 impl TestDb {
-    /// Creates a fresh database for the test named `test_name` (any string; it is
-    /// lower-cased, non-alphanumerics become `_`, and it is shortened to fit).
+    /// Creates a fresh database on [`server()`] for the test named `test_name` (any string;
+    /// it is lower-cased, non-alphanumerics become `_`, and it is shortened to fit).
     pub fn new(test_name: &str) -> TestDb {
-        let server = server();
+        TestDb::on(server(), test_name)
+    }
+
+    /// Like [`TestDb::new`], on `server` instead of the suite's shared one: for a test that
+    /// disturbs its whole server (a restart), which must not drop the sessions of the tests
+    /// running beside it in this process.
+    pub fn on(server: &'static TestServer, test_name: &str) -> TestDb {
         let mut stem: String = test_name
             .chars()
             .map(|c| {
@@ -471,19 +475,19 @@ impl TestDb {
             &format!("CREATE DATABASE \"{name}\""),
         );
         let url = server.url_for(&name);
-        TestDb { name, url }
+        TestDb { name, url, server }
     }
 
     /// Runs `sql` in this database (see [`TestServer::psql`]); returns trimmed output.
     pub fn psql(&self, sql: &str) -> String {
-        server().psql(&self.name, sql)
+        self.server.psql(&self.name, sql)
     }
 }
 
 impl Drop for TestDb {
     /// Drops the database, ignoring any error.
     fn drop(&mut self) {
-        let server = server();
+        let server = self.server;
         let sql = if server.is_cockroachdb() {
             format!("DROP DATABASE IF EXISTS \"{}\" CASCADE", self.name)
         } else {

@@ -7,9 +7,8 @@
 //! diesel `SqliteConnection` on SQLite); tampering is done the same way, behind the library's
 //! back. Most checks run on both backends through `on_sqlite_and_postgresql!`.
 
-#[macro_use]
-mod support;
-
+use crate::support::target::Target;
+use crate::support::{not_run_on_cockroachdb, server};
 use diesel::prelude::*;
 use diesel_retry::RetryPolicy;
 use roachbank::bank;
@@ -22,8 +21,6 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
-use support::target::Target;
-use support::{not_run_on_cockroachdb, server};
 
 on_sqlite_and_postgresql!(
     seed_writes_exactly_one_deposit_per_new_account_equal_to_its_balance,

@@ -1,11 +1,13 @@
-mod support;
+//! The tutorial's secure-cluster path against a real TLS server: a second throwaway PostgreSQL
+//! with `ssl = on` and certificate authentication for `maxroach` (tests/it/support/tls.rs), the
+//! client's files laid out as `cockroach cert` makes them (`certs/ca.crt`,
+//! `certs/client.maxroach.crt`, `certs/client.maxroach.key`), and the binary run in a fresh
+//! directory holding them, with `sslmode=verify-full` and relative paths — as a new user would.
 
-// The tutorial's secure-cluster path against a real TLS server: a second throwaway PostgreSQL
-// with `ssl = on` and certificate authentication for `maxroach` (tests/support/tls.rs), the
-// client's files laid out as `cockroach cert` makes them (`certs/ca.crt`,
-// `certs/client.maxroach.crt`, `certs/client.maxroach.key`), and the binary run in a fresh
-// directory holding them, with `sslmode=verify-full` and relative paths — as a new user would.
-
+use crate::support::bin::{
+    assert_one_line_error, assert_success, describe, run, stderr_of, stdout_of, temp_dir,
+};
+use crate::support::tls::{set_mode, tls_server, CLIENT_USER};
 use diesel::prelude::*;
 use diesel::sql_types::{Bool, Nullable, Text};
 use diesel_retry::{run_transaction, RetryPolicy};
@@ -13,10 +15,6 @@ use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection};
 use std::path::Path;
 use std::process::Output;
-use support::bin::{
-    assert_one_line_error, assert_success, describe, run, stderr_of, stdout_of, temp_dir,
-};
-use support::tls::{set_mode, tls_server, CLIENT_USER};
 
 /// The client's TLS parameters, relative to the directory the binary runs in.
 const CLIENT_TLS: &str = "sslmode=verify-full&sslrootcert=certs/ca.crt\

@@ -1,18 +1,17 @@
-mod support;
+//! No password is ever printed: every command, with `--echo` (which prints every connection
+//! attempt — diesel's connection events carry the URL with its password — and every
+//! statement) and `-vv` (run_transaction's events, database errors included), with passwords
+//! in the database URL and in init's admin URL (as `user:pw@`, as `?password=`,
+//! percent-encoded), against a reachable server (right and wrong password, one and several
+//! hosts) and an unreachable one. Everything the binary writes is searched for
+//! every form of every password.
 
-// No password is ever printed: every command, with `--echo` (which prints every connection
-// attempt — diesel's connection events carry the URL with its password — and every
-// statement) and `-vv` (run_transaction's events, database errors included), with passwords
-// in the database URL and in init's admin URL (as `user:pw@`, as `?password=`,
-// percent-encoded), against a reachable server (right and wrong password, one and several
-// hosts) and an unreachable one. Everything the binary writes is searched for
-// every form of every password.
-
-use std::process::Output;
-use support::bin::{assert_success, describe, run, stderr_of, stdout_of, temp_dir};
-use support::{
+use crate::support;
+use crate::support::bin::{assert_success, describe, run, stderr_of, stdout_of, temp_dir};
+use crate::support::{
     ensure_password_checked_group, not_run_on_cockroachdb, server, PASSWORD_CHECKED_GROUP,
 };
+use std::process::Output;
 
 /// The user's password as it is (`%40` is `@`, `%21` is `!` once decoded).
 const USER_PASSWORD_ENCODED: &str = "Usr-pw%40x91q";

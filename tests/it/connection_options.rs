@@ -1,10 +1,13 @@
-mod support;
+//! Connection options users expect, on the suite's real server: roachbank names itself in the
+//! server's activity views (unless the URL names the application), multi-host URLs fail over
+//! to the next host, and a statement stuck on a lock is cancelled by `--statement-timeout` (or
+//! by the URL's own `options`) with a clear one-line error.
 
-// Connection options users expect, on the suite's real server: roachbank names itself in the
-// server's activity views (unless the URL names the application), multi-host URLs fail over
-// to the next host, and a statement stuck on a lock is cancelled by `--statement-timeout` (or
-// by the URL's own `options`) with a clear one-line error.
-
+use crate::support::bin::{
+    assert_one_line_error, assert_success, describe, dir_entries, run, run_timed, stderr_of,
+    temp_dir,
+};
+use crate::support::{not_run_on_cockroachdb, server, with_param, TestDb};
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
@@ -12,11 +15,6 @@ use roachbank::db::config::{DatabaseConfig, UrlSource};
 use roachbank::db::{ConnectOptions, Database, DbConnection};
 use std::process::Output;
 use std::time::{Duration, Instant};
-use support::bin::{
-    assert_one_line_error, assert_success, describe, dir_entries, run, run_timed, stderr_of,
-    temp_dir,
-};
-use support::{not_run_on_cockroachdb, server, with_param, TestDb};
 
 /// Opens `url` through the library and holds one pooled connection while `look` runs (given
 /// that connection).

@@ -406,11 +406,16 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
                 let _ = to.write_all(chunk);
                 return hold_while_frozen(&state, [from, to, cut_client, cut_server]);
             }
+            if hit.is_some() {
+                // Counted before the statement goes on: the server's answer to it makes the
+                // other thread close the client's side, and the client may then read `cuts`
+                // before this thread runs again.
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+            }
             if to.write_all(chunk).is_err() {
                 break;
             }
             if hit.is_some() {
-                state.cuts.fetch_add(1, Ordering::SeqCst);
                 // Let the statement reach the server before the link goes.
                 thread::sleep(Duration::from_millis(50));
                 let _ = cut_client.shutdown(Shutdown::Both);

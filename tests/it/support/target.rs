@@ -22,8 +22,7 @@ use std::str::FromStr;
 /// Runs each listed `fn(Target)` once on a fresh SQLite file and once on a fresh PostgreSQL
 /// database, as the tests `<name>::sqlite` and `<name>::postgresql`.
 ///
-/// Reached through `#[macro_use] mod support;`; unused in the test binaries that do not.
-#[allow(unused_macros)]
+/// Reached through `#[macro_use] mod support;` in `main.rs`, declared before the test modules.
 macro_rules! on_sqlite_and_postgresql {
     ($($check:ident),* $(,)?) => {
         $(

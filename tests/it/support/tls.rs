@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 pub const CLIENT_USER: &str = "maxroach";
 
 /// The TLS server's `pg_hba.conf`.
-const TLS_HBA: &str = "# written by tests/support/tls.rs\n\
+const TLS_HBA: &str = "# written by tests/it/support/tls.rs\n\
      local     all all                      trust\n\
      hostssl   all maxroach 127.0.0.1/32    cert\n\
      hostssl   all maxroach ::1/128         cert\n\
@@ -76,8 +76,6 @@ pub fn tls_server() -> &'static TlsServer {
 
 /// Certificates and keys for the TLS tests, all in one directory.
 pub struct TestCerts {
-    /// The directory holding them.
-    pub dir: PathBuf,
     /// The CA's certificate (`ca.crt`).
     pub ca_crt: PathBuf,
     /// The CA's key (`ca.key`).
@@ -100,7 +98,6 @@ impl TestCerts {
         fs::create_dir_all(dir).expect("create the certificate directory");
         let path = |name: &str| dir.join(name);
         let certs = TestCerts {
-            dir: dir.to_path_buf(),
             ca_crt: path("ca.crt"),
             ca_key: path("ca.key"),
             node_crt: path("node.crt"),

@@ -7,8 +7,9 @@
 //! CockroachDB (`TEST_DATABASE_URL`) those tests step aside, and their counterparts inject the
 //! conflicts with CockroachDB's own hook, `SET inject_retry_errors_enabled = 'true'`.
 
-mod support;
-
+use crate::support;
+use crate::support::proxy::CuttingProxy;
+use crate::support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb, TestSqlite};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -23,8 +24,6 @@ use roachbank::db::{
 use roachbank::schema::accounts;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
-use support::proxy::CuttingProxy;
-use support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb, TestSqlite};
 
 /// Every statement the pool's connections send, in order.
 #[derive(Clone, Default)]

@@ -7,16 +7,13 @@
 //! read by SQL outside the library: psql on PostgreSQL, a plain diesel `SqliteConnection` on
 //! SQLite.
 
-#[macro_use]
-mod support;
-
+use crate::support::grouped;
+use crate::support::target::Target;
 use diesel_retry::{RetryPolicy, TransactionError};
 use roachbank::bank::points::{LoadMethod, COORDINATE_SPACE};
 use roachbank::db::Database;
 use roachbank::workload::points::{PointsFailure, PointsReport, PointsRun};
 use std::sync::atomic::{AtomicBool, Ordering};
-use support::grouped;
-use support::target::Target;
 
 on_sqlite_and_postgresql!(
     add_points_lands_exactly_n_rows_in_ceil_n_over_chunk_chunks,

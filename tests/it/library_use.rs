@@ -3,8 +3,9 @@
 //! `SqliteConnection`, and roachbank's own multi-backend connection — against real databases,
 //! with none of roachbank's opening, migrations or pool.
 
-mod support;
-
+use crate::support;
+use crate::support::proxy::CuttingProxy;
+use crate::support::{not_run_on_cockroachdb, server, target::Target, TestDb, TestSqlite};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
@@ -19,8 +20,6 @@ use roachbank::schema::accounts;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::proxy::CuttingProxy;
-use support::{not_run_on_cockroachdb, server, target::Target, TestDb, TestSqlite};
 use tracing::field::{Field, Visit};
 use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -37,7 +36,7 @@ diesel::table! {
 
 const CREATE_WALLETS: &str = "CREATE TABLE wallets (id INT8 PRIMARY KEY, cents INT8 NOT NULL)";
 
-/// Why the conflict-injecting tests do not run on CockroachDB (see tests/retry_protocol.rs,
+/// Why the conflict-injecting tests do not run on CockroachDB (see tests/it/retry_protocol.rs,
 /// whose `*_server_injected_*` tests use CockroachDB's own hook instead).
 const NEEDS_PLPGSQL_INJECTOR: &str =
     "conflicts are injected by a test-only PL/pgSQL function raising 40001";

@@ -1,11 +1,14 @@
-mod support;
+//! `transfer`'s workload output, end to end through the binary: the ticks and the total in the
+//! columns of `cockroach workload run`, the latency histograms in HdrHistogram's interval log
+//! format (`--histograms`), the SVG plot (`--plot`), and the one-line refusal of a file that
+//! cannot be written, before anything touches the database. Runs on PostgreSQL (or whatever
+//! `TEST_DATABASE_URL` names), and on SQLite where the database does not matter.
 
-// `transfer`'s workload output, end to end through the binary: the ticks and the total in the
-// columns of `cockroach workload run`, the latency histograms in HdrHistogram's interval log
-// format (`--histograms`), the SVG plot (`--plot`), and the one-line refusal of a file that
-// cannot be written, before anything touches the database. Runs on PostgreSQL (or whatever
-// `TEST_DATABASE_URL` names), and on SQLite where the database does not matter.
-
+use crate::support::bin::{
+    assert_one_line_error, assert_success, describe, dir_entries, run, stderr_of, stdout_of,
+    temp_dir,
+};
+use crate::support::{grouped, TestDb};
 use base64::Engine as _;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use hdrhistogram::serialization::Deserializer;
@@ -13,11 +16,6 @@ use hdrhistogram::Histogram;
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
-use support::bin::{
-    assert_one_line_error, assert_success, describe, dir_entries, run, stderr_of, stdout_of,
-    temp_dir,
-};
-use support::{grouped, TestDb};
 
 /// CockroachDB's tick header, as its text formatter prints it (pkg/workload/cli/format.go in
 /// cockroachdb/cockroach) — written out here, not taken from the library, so that the output

@@ -1,22 +1,21 @@
-mod support;
+//! End-to-end tests of the `roachbank` binary: every test runs the real executable as a child
+//! process, in a fresh temporary directory as its working directory and with `DATABASE_URL`
+//! removed from its environment (unless the test is about exactly that), and checks what it
+//! prints, its exit status and what it left in the database.
 
-// End-to-end tests of the `roachbank` binary: every test runs the real executable as a child
-// process, in a fresh temporary directory as its working directory and with `DATABASE_URL`
-// removed from its environment (unless the test is about exactly that), and checks what it
-// prints, its exit status and what it left in the database.
-
+use crate::support;
+use crate::support::bin::{
+    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, assert_usage_block,
+    command, describe, dir_entries, run, run_timed, send_signal, stderr_of, stdout_of, temp_dir,
+    Started, DEFAULT_DEADLINE,
+};
+use crate::support::{echo, grouped, not_run_on_cockroachdb, TestDb, TestSqlite};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
-use support::bin::{
-    assert_no_panic, assert_not_leaked, assert_one_line_error, assert_success, assert_usage_block,
-    command, describe, dir_entries, run, run_timed, send_signal, stderr_of, stdout_of, temp_dir,
-    Started, DEFAULT_DEADLINE,
-};
-use support::{echo, grouped, not_run_on_cockroachdb, TestDb, TestSqlite};
 
 /// The announcement the binary makes when it falls back to the embedded SQLite file.
 const DEFAULT_ANNOUNCEMENT: &str = "using the embedded SQLite file bank.db";
@@ -164,7 +163,7 @@ fn with_scheme(url: &str, scheme: &str) -> String {
     format!("{scheme}://{rest}")
 }
 
-/// Creates the `pwuser` role (password [`RIGHT_PASSWORD`]) once per test binary.
+/// Creates the `pwuser` role (password [`RIGHT_PASSWORD`]) once per test run.
 fn ensure_pwuser() {
     static ROLE: Once = Once::new();
     ROLE.call_once(|| {
@@ -1522,7 +1521,7 @@ fn commands_that_write_warn_once_when_the_server_does_not_make_commits_durable()
     assert_eq!(
         db.psql("SELECT current_setting('fsync') || ' ' || current_setting('synchronous_commit')"),
         "off off",
-        "the test needs the throwaway server's settings (tests/support/pg_server.rs)"
+        "the test needs the throwaway server's settings (tests/it/support/pg_server.rs)"
     );
     let dir = temp_dir();
     let writes: &[&[&str]] = &[

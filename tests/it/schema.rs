@@ -10,8 +10,8 @@
 //! rather than print something Diesel would not. Where diesel_cli itself is installed,
 //! [`diesel_print_schema_itself_agrees`] runs it too, which keeps the model honest.
 
-mod support;
-
+use crate::support::target::Target;
+use crate::support::{TestDb, TUTORIAL_TABLES};
 use diesel::migration::MigrationSource;
 use diesel::pg::Pg;
 use diesel::prelude::*;
@@ -19,15 +19,13 @@ use diesel::sql_types::{Integer, Nullable, Text};
 use diesel_migrations::{FileBasedMigrations, MigrationHarness};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::target::Target;
-use support::{TestDb, TUTORIAL_TABLES};
 
 /// The committed file.
-const SCHEMA_RS: &str = include_str!("../src/schema.rs");
+const SCHEMA_RS: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/schema.rs"));
 
 /// diesel.toml: where `diesel migration run` takes its migrations from and writes the schema,
 /// and how it documents it.
-const DIESEL_TOML: &str = include_str!("../diesel.toml");
+const DIESEL_TOML: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/diesel.toml"));
 
 /// The first line of everything `diesel print-schema` writes.
 const HEADER: &str = "// @generated automatically by Diesel CLI.\n";
@@ -416,7 +414,7 @@ fn check_identifier(name: &str, table: Option<&str>) {
 
 fn not_modelled(what: &str) -> String {
     format!(
-        "tests/schema.rs does not model how diesel print-schema writes {what}: run \
+        "tests/it/schema.rs does not model how diesel print-schema writes {what}: run \
          `diesel print-schema` (cargo install diesel_cli --no-default-features --features \
          postgres,sqlite), compare, and extend print_schema() to match"
     )

@@ -1,8 +1,8 @@
-//! Shared helpers for the integration tests (`mod support;` in each `tests/*.rs`).
+//! Shared helpers for the integration tests (`mod support;` in `tests/it/main.rs`).
 //!
 //! * [`server()`] gives the PostgreSQL server the tests talk to: `TEST_DATABASE_URL`
 //!   when set (an existing CockroachDB or PostgreSQL), otherwise a throwaway
-//!   PostgreSQL server started on first use, one per test binary.
+//!   PostgreSQL server started on first use, one for the whole test binary.
 //! * [`TestDb`] is a fresh database on that server, dropped again when the value is.
 //! * [`TestSqlite`] is a fresh SQLite file in a temporary directory.
 //! * [`bin`] runs the `roachbank` binary and checks what it printed; [`echo`] reads its
@@ -10,9 +10,6 @@
 //! * [`tls::tls_server()`] is a second throwaway server with TLS and client certificates.
 //! * [`not_run_on_cockroachdb`] and [`not_run_on_postgresql`]: the one way a test steps aside
 //!   on a server it cannot run on, saying `NOT RUN on …` and why.
-
-// Not every test binary uses every helper.
-#![allow(dead_code)]
 
 pub mod bin;
 pub mod echo;
@@ -26,8 +23,7 @@ use percent_encoding::percent_decode_str;
 use roachbank::db::ConnectionUrl;
 use std::path::PathBuf;
 
-// Re-exported for the tests; a test binary that uses none of them must still build cleanly.
-#[allow(unused_imports)]
+// Re-exported for the tests.
 pub use pg_server::{
     server, start_durable_server, ServerSpec, TestDb, TestServer, PASSWORD_CHECKED_GROUP,
 };
@@ -102,7 +98,7 @@ pub fn not_run_on_postgresql(test: &str, hook: &str) -> bool {
 
 /// The tables the tutorial's SQLAlchemy models make with `create_all` (`Integer` primary keys
 /// become SERIAL; `balance` and the coordinates are nullable), with a few rows: what roachbank
-/// adopts (`tests/adopt.rs`, `tests/schema.rs`).
+/// adopts (`tests/it/adopt.rs`, `tests/it/schema.rs`).
 pub const TUTORIAL_TABLES: &str = "\
     CREATE TABLE accounts (id SERIAL NOT NULL, balance INTEGER, PRIMARY KEY (id)); \
     CREATE TABLE points (id SERIAL NOT NULL, x FLOAT, y FLOAT, z FLOAT, PRIMARY KEY (id)); \
@@ -137,7 +133,6 @@ pub fn with_param(url: &str, param: &str) -> String {
 /// `n` as the binary writes counts and rates: digits grouped by threes with commas
 /// (`12,345`). Written here independently of the library's own, so that the output is checked
 /// against the format, not against itself.
-#[allow(dead_code)] // not every test binary reads counts
 pub fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut text = String::new();

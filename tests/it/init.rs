@@ -1,10 +1,16 @@
-mod support;
+//! `roachbank init --admin-url URL`, end to end on the suite's server: it creates the user and
+//! the database DATABASE_URL names, grants what the user needs, creates the tables as the user,
+//! changes nothing when run again, and refuses clearly — changing nothing — when the admin may
+//! not do it. Every check reads the server's catalogs through psql, not through roachbank.
 
-// `roachbank init --admin-url URL`, end to end on the suite's server: it creates the user and
-// the database DATABASE_URL names, grants what the user needs, creates the tables as the user,
-// changes nothing when run again, and refuses clearly — changing nothing — when the admin may
-// not do it. Every check reads the server's catalogs through psql, not through roachbank.
-
+use crate::support::bin::{
+    assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
+    stderr_of, stdout_of, temp_dir,
+};
+use crate::support::{
+    ensure_password_checked_group, not_run_on_cockroachdb, not_run_on_postgresql, server,
+    PASSWORD_CHECKED_GROUP, TUTORIAL_TABLES,
+};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use roachbank::db::config::{DatabaseConfig, UrlSource};
@@ -14,14 +20,6 @@ use roachbank::migrate::MIGRATION_LOCK_TABLE;
 use std::path::Path;
 use std::process::Output;
 use std::sync::{Arc, Mutex};
-use support::bin::{
-    assert_not_leaked, assert_one_line_error, assert_success, describe, dir_entries, run,
-    stderr_of, stdout_of, temp_dir,
-};
-use support::{
-    ensure_password_checked_group, not_run_on_cockroachdb, not_run_on_postgresql, server,
-    PASSWORD_CHECKED_GROUP, TUTORIAL_TABLES,
-};
 
 /// A user and a database for one test, dropped (database first) when the value is.
 struct Fresh {

@@ -6,9 +6,8 @@
 //! figures are computed by SQL outside the library: psql on PostgreSQL, a plain diesel
 //! `SqliteConnection` on SQLite.
 
-#[macro_use]
-mod support;
-
+use crate::support;
+use crate::support::target::{try_open, Target};
 use diesel::Connection;
 use diesel_retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::bank::{
@@ -19,7 +18,6 @@ use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
-use support::target::{try_open, Target};
 
 /// A version far beyond any migration this build embeds.
 const FUTURE_VERSION: &str = "99991231235959";

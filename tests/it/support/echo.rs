@@ -32,8 +32,6 @@ pub struct Statement {
     pub cache: String,
     /// The binds as a Python tuple: `()`, `(1,)`, `(1, 'x')`.
     pub parameters: String,
-    /// When the statement was echoed.
-    pub time: NaiveDateTime,
 }
 
 /// The records in `stderr`. A line that does not start a record continues the one before it
@@ -118,7 +116,6 @@ pub fn statements(stderr: &str) -> Vec<Statement> {
             sql: message.clone(),
             cache: cache.to_string(),
             parameters: parameters.to_string(),
-            time: record.time,
         });
     }
     statements
