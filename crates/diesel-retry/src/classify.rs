@@ -1,7 +1,7 @@
 //! What a database error means for the transaction that met it (see [`ErrorClass`]), and what
 //! it says about itself: its SQLSTATE, CockroachDB's retry reason.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError, SqlState};
+use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError, SqlState};
 
 /// What a database error means for the transaction that met it: retry, reconnect, unknown
 /// outcome, or give up. By the SQLSTATE the server reported (diesel 2.4's
@@ -160,9 +160,15 @@ fn class_without_code(kind: DatabaseErrorKind, message: &str) -> ErrorClass {
 /// reports itself (a connection lost, a command it could not send) carries none. Never derived
 /// from diesel's error kind or guessed from the words.
 pub fn sqlstate(error: &DieselError) -> Option<SqlState> {
+    reported(error)?.sqlstate()
+}
+
+/// What the database reported for `error` (a failed commit's own error, if its rollback
+/// failed too); `None` if it is not a database error.
+fn reported(error: &DieselError) -> Option<&dyn DatabaseErrorInformation> {
     match error {
-        DieselError::DatabaseError(_, info) => info.sqlstate(),
-        DieselError::RollbackErrorOnCommit { commit_error, .. } => sqlstate(commit_error),
+        DieselError::DatabaseError(_, info) => Some(info.as_ref()),
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => reported(commit_error),
         _ => None,
     }
 }
@@ -185,13 +191,7 @@ pub fn sqlstate(error: &DieselError) -> Option<SqlState> {
 ///   time …`, `WriteTooOldError: write for key … too old …`;
 /// * ``injected by `inject_retry_errors_enabled` session variable`` (the test hook).
 pub fn cockroach_retry_reason(error: &DieselError) -> Option<&str> {
-    match error {
-        DieselError::DatabaseError(_, info) => retry_reason_in(info.message()),
-        DieselError::RollbackErrorOnCommit { commit_error, .. } => {
-            cockroach_retry_reason(commit_error)
-        }
-        _ => None,
-    }
+    retry_reason_in(reported(error)?.message())
 }
 
 /// The reason in a CockroachDB retry error's message (see [`cockroach_retry_reason`]).

@@ -2,6 +2,8 @@
 //! connection: how to begin, commit, restart and roll back a transaction on CockroachDB,
 //! PostgreSQL and SQLite. The driver calls these and never looks at the backend itself.
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::result::QueryResult;
 
 /// Which database engine is on the other end; decides the transaction protocol.
@@ -103,7 +105,6 @@ macro_rules! ansi_retry_connection {
             }
 
             fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
-                use diesel::connection::{AnsiTransactionManager, SimpleConnection};
                 let begin = match (flavor, access) {
                     (Flavor::Sqlite, Access::ReadWrite) => "BEGIN IMMEDIATE",
                     (Flavor::Sqlite, Access::ReadOnly) => "BEGIN",
@@ -121,9 +122,6 @@ macro_rules! ansi_retry_connection {
             }
 
             fn commit(&mut self, flavor: Flavor) -> QueryResult<()> {
-                use diesel::connection::{
-                    AnsiTransactionManager, SimpleConnection, TransactionManager,
-                };
                 if flavor == Flavor::CockroachDb {
                     self.batch_execute("RELEASE SAVEPOINT cockroach_restart")?;
                     let _ = AnsiTransactionManager::commit_transaction(self);
@@ -133,7 +131,6 @@ macro_rules! ansi_retry_connection {
             }
 
             fn rollback_to_restart(&mut self) -> QueryResult<()> {
-                use diesel::connection::SimpleConnection;
                 if !self.in_transaction() {
                     return Err(diesel::result::Error::NotInTransaction);
                 }
@@ -141,14 +138,12 @@ macro_rules! ansi_retry_connection {
             }
 
             fn rollback(&mut self) {
-                use diesel::connection::{AnsiTransactionManager, TransactionManager};
                 if self.in_transaction() {
                     let _ = AnsiTransactionManager::rollback_transaction(self);
                 }
             }
 
             fn in_transaction(&mut self) -> bool {
-                use diesel::connection::{AnsiTransactionManager, TransactionManager};
                 matches!(
                     AnsiTransactionManager::transaction_manager_status_mut(self)
                         .transaction_depth(),
@@ -157,7 +152,6 @@ macro_rules! ansi_retry_connection {
             }
 
             fn discard(&mut self) {
-                use diesel::connection::{AnsiTransactionManager, TransactionManager};
                 self.rollback();
                 AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
             }
@@ -165,12 +159,17 @@ macro_rules! ansi_retry_connection {
     };
 }
 
+/// `SELECT <expression>`, one text value the server computes.
+#[cfg(feature = "postgres")]
+fn select_text(conn: &mut diesel::PgConnection, expression: &str) -> QueryResult<String> {
+    use diesel::RunQueryDsl;
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(expression)).get_result(conn)
+}
+
 /// `SELECT version()` tells CockroachDB from PostgreSQL.
 #[cfg(feature = "postgres")]
 fn detect_server(conn: &mut diesel::PgConnection) -> QueryResult<Flavor> {
-    use diesel::RunQueryDsl;
-    let version: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("version()"))
-        .get_result(conn)?;
+    let version = select_text(conn, "version()")?;
     Ok(if version.contains("CockroachDB") {
         Flavor::CockroachDb
     } else {
@@ -182,12 +181,8 @@ fn detect_server(conn: &mut diesel::PgConnection) -> QueryResult<Flavor> {
 /// `current_setting`), lower case.
 #[cfg(feature = "postgres")]
 fn server_default_isolation(conn: &mut diesel::PgConnection) -> QueryResult<String> {
-    use diesel::RunQueryDsl;
-    diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
-        "current_setting('default_transaction_isolation')",
-    ))
-    .get_result::<String>(conn)
-    .map(|isolation| isolation.to_lowercase())
+    let isolation = select_text(conn, "current_setting('default_transaction_isolation')")?;
+    Ok(isolation.to_lowercase())
 }
 
 #[cfg(feature = "postgres")]

@@ -64,13 +64,7 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    run(
-        source,
-        policy,
-        work,
-        None,
-        Shape::Explicit(Access::ReadWrite),
-    )
+    run(source, policy, work, None, Shape::ReadWrite)
 }
 
 /// [`run_transaction`] for work that only reads: the transaction is begun `READ ONLY` on
@@ -86,13 +80,7 @@ where
     F: FnMut(&mut S::Connection) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    run(
-        source,
-        policy,
-        work,
-        None,
-        Shape::Explicit(Access::ReadOnly),
-    )
+    run(source, policy, work, None, Shape::ReadOnly)
 }
 
 /// [`run_transaction`] that resolves an unknown commit outcome instead of reporting it.
@@ -118,13 +106,7 @@ where
     P: FnMut(&mut S::Connection) -> Result<Option<T>, E>,
     E: DatabaseErrorSource,
 {
-    run(
-        source,
-        policy,
-        work,
-        Some(&mut probe),
-        Shape::Explicit(Access::ReadWrite),
-    )
+    run(source, policy, work, Some(&mut probe), Shape::ReadWrite)
 }
 
 /// [`run_transaction`] for work that is exactly one statement, sent as its own implicit

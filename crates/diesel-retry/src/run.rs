@@ -30,10 +30,23 @@ impl<T> Committed<T> {
 /// How the work is wrapped in a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
-    /// In an explicit transaction: BEGIN (with this access), the work, COMMIT.
-    Explicit(Access),
+    /// An explicit transaction that may write: BEGIN, the work, COMMIT.
+    ReadWrite,
+    /// An explicit `READ ONLY` transaction (a deferred `BEGIN` on SQLite).
+    ReadOnly,
     /// One statement, its own implicit transaction: it commits when it succeeds.
     SingleStatement,
+}
+
+impl Shape {
+    /// The access of its explicit transaction; `None` for a single statement.
+    fn access(self) -> Option<Access> {
+        match self {
+            Shape::ReadWrite => Some(Access::ReadWrite),
+            Shape::ReadOnly => Some(Access::ReadOnly),
+            Shape::SingleStatement => None,
+        }
+    }
 }
 
 /// A "did it commit?" check: the committed value if the work's effect is there.
@@ -70,8 +83,8 @@ where
     E: DatabaseErrorSource,
 {
     let mode = match shape {
-        Shape::Explicit(Access::ReadWrite) => "read_write",
-        Shape::Explicit(Access::ReadOnly) => "read_only",
+        Shape::ReadWrite => "read_write",
+        Shape::ReadOnly => "read_only",
         Shape::SingleStatement => "single_statement",
     };
     let span = tracing::debug_span!(
@@ -96,20 +109,16 @@ where
         };
         let flavor = known_flavor.unwrap_or_else(|| conn.default_flavor());
         span.record("flavor", display(flavor));
-        let mut open = false; // a CockroachDB transaction kept open across retries
-        let mut shape_here = None; // the shape on this connection, once decided
+        // A CockroachDB transaction kept open across retries (`cockroach_restart`).
+        let mut kept_open = false;
+        // The shape on this connection; a single statement's waits until its session's
+        // isolation is known, unless the source vouches for it.
+        let mut shape_here = (shape != Shape::SingleStatement || vouched).then_some(shape);
         loop {
             attempts += 1;
             tracing::trace!(target: TARGET, attempt = attempts, "attempt");
-            let (stage, cause) = match attempt(
-                &mut *conn,
-                flavor,
-                shape,
-                &mut shape_here,
-                vouched,
-                open,
-                &mut work,
-            ) {
+            let tried = attempt(&mut *conn, flavor, &mut shape_here, kept_open, &mut work);
+            let (stage, cause) = match tried {
                 Ok(value) => {
                     tracing::debug!(
                         target: TARGET, attempts, flavor = %flavor,
@@ -119,18 +128,16 @@ where
                 }
                 Err(failed) => failed,
             };
-            let class = cause.database_error().map(classify);
-            let open_now = stage == Stage::Commit && conn.in_transaction();
-            let outcome = Outcome::Failed {
-                stage,
-                class,
-                open: open_now,
-            };
-            let code = cause.database_error().and_then(sqlstate);
-            let code = code.as_ref().map(|code| code.as_str());
-            let text = cause.database_error().map(|error| display(one_line(error)));
-            let reason = cause.database_error().and_then(cockroach_retry_reason);
+            let db_error = cause.database_error();
+            let class = db_error.map(classify);
+            let open = stage == Stage::Commit && conn.in_transaction(); // a failed RELEASE
+            let outcome = Outcome::Failed { stage, class, open };
             let step = decide(flavor, outcome, attempts, policy);
+            // The fields of the event that says what happens next.
+            let code = db_error.and_then(sqlstate);
+            let code = code.as_ref().map(|code| code.as_str());
+            let text = db_error.map(|error| display(one_line(error)));
+            let reason = db_error.and_then(cockroach_retry_reason);
             let next = match step {
                 Step::Retry(Next::SameTransaction) if conn.rollback_to_restart().is_ok() => {
                     Next::SameTransaction
@@ -183,9 +190,10 @@ where
                             unknown = Some(cause);
                             continue 'connections; // not committed (yet): again, on a fresh one
                         }
-                        Settled::Unknown => {}
+                        Settled::Unknown => {
+                            return Err(TransactionError::AmbiguousCommit { attempts, cause })
+                        }
                     }
-                    return Err(TransactionError::AmbiguousCommit { attempts, cause });
                 }
             };
             let wait = if next == Next::SameTransaction {
@@ -204,7 +212,7 @@ where
                 continue 'connections;
             }
             std::thread::sleep(wait);
-            open = next == Next::SameTransaction;
+            kept_open = next == Next::SameTransaction;
         }
     };
     // Giving up after an unknown outcome: that commit may have landed late (and made this
@@ -235,13 +243,12 @@ fn checkout<'s, S: ConnectionSource>(
 /// SERIALIZABLE (an implicit transaction takes `default_transaction_isolation`, READ COMMITTED
 /// on PostgreSQL unless set, usable on CockroachDB from 24.1: cockroachdb/docs
 /// `releases/v24.1/v24.1.0.md`) and the source does not vouch for its sessions: then it runs
-/// in an explicit SERIALIZABLE transaction, decided once per connection (`shape_here`).
+/// in an explicit SERIALIZABLE transaction, decided once per connection (`shape_here`, `None`
+/// until then).
 fn attempt<C, T, E, F>(
     conn: &mut C,
     flavor: Flavor,
-    shape: Shape,
     shape_here: &mut Option<Shape>,
-    vouched: bool,
     open: bool,
     work: &mut F,
 ) -> Result<T, (Stage, E)>
@@ -250,9 +257,9 @@ where
     F: FnMut(&mut C) -> Result<T, E>,
     E: DatabaseErrorSource,
 {
-    let shape = match (*shape_here, shape) {
-        (Some(decided), _) => decided,
-        (None, Shape::SingleStatement) if !vouched => {
+    let shape = match *shape_here {
+        Some(decided) => decided,
+        None => {
             let isolation = conn
                 .default_isolation()
                 .map_err(|e| (Stage::Begin, E::from(e)))?;
@@ -263,13 +270,12 @@ where
                     target: TARGET, isolation,
                     "single statement sent in a SERIALIZABLE transaction",
                 );
-                Shape::Explicit(Access::ReadWrite)
+                Shape::ReadWrite
             }
         }
-        (None, shape) => shape,
     };
     *shape_here = Some(shape);
-    let Shape::Explicit(access) = shape else {
+    let Some(access) = shape.access() else {
         return work(conn).map_err(|cause| (Stage::Statement, cause));
     };
     if !open {
@@ -363,7 +369,7 @@ where
             return None;
         }
         let wait = policy.backoff(round);
-        let failed: (Option<String>, String) = match source.checkout_within(left()) {
+        let (code, error) = match source.checkout_within(left()) {
             Ok(mut conn) => match probe(&mut conn) {
                 Ok(found) => return Some(found),
                 Err(error) => {
@@ -371,17 +377,14 @@ where
                     if protocol::probe_again(Some(classify(db_error)))? {
                         conn.discard();
                     }
-                    (
-                        sqlstate(db_error).map(|code| code.as_str().to_string()),
-                        one_line(db_error),
-                    )
+                    (sqlstate(db_error), one_line(db_error))
                 }
             },
             Err(error) => (None, one_line(&error)),
         };
         tracing::debug!(
-            target: TARGET, round, sqlstate = failed.0, backoff_ms = millis(wait),
-            error = %failed.1,
+            target: TARGET, round, sqlstate = code.as_ref().map(|code| code.as_str()),
+            backoff_ms = millis(wait), error = %error,
             "commit probe failed; trying again",
         );
         std::thread::sleep(wait.min(left()));

@@ -66,15 +66,6 @@ mod pool {
     use super::*;
     use diesel::r2d2::{ConnectionManager, Pool, PooledConnection, R2D2Connection};
 
-    /// A connection from `pool`, waiting at most `wait` and never longer than the pool's own
-    /// connection timeout.
-    fn get_within<C: R2D2Connection + 'static>(
-        pool: &Pool<ConnectionManager<C>>,
-        wait: Duration,
-    ) -> Result<PooledConnection<ConnectionManager<C>>, PoolError> {
-        pool.get_timeout(wait.min(pool.connection_timeout()))
-    }
-
     impl<C: RetryConnection + R2D2Connection + 'static> ConnectionSource
         for &Pool<ConnectionManager<C>>
     {
@@ -88,12 +79,14 @@ mod pool {
             self.get()
         }
 
+        /// Waits at most `wait`, and never longer than the pool's own connection timeout.
         fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, PoolError> {
-            get_within(self, wait)
+            self.get_timeout(wait.min(self.connection_timeout()))
         }
     }
 
-    /// A flavoured pool shared by reference: `run_transaction(&bank, …)`.
+    /// A flavoured pool shared by reference, `run_transaction(&bank, …)`: the pool's
+    /// connections, with the flavour.
     impl<C: RetryConnection + R2D2Connection + 'static> ConnectionSource
         for &Flavored<&Pool<ConnectionManager<C>>>
     {
@@ -108,11 +101,11 @@ mod pool {
         }
 
         fn checkout(&mut self) -> Result<Self::Checkout<'_>, PoolError> {
-            self.source.get()
+            { self.source }.checkout()
         }
 
         fn checkout_within(&mut self, wait: Duration) -> Result<Self::Checkout<'_>, PoolError> {
-            get_within(self.source, wait)
+            { self.source }.checkout_within(wait)
         }
     }
 }
