@@ -1,5 +1,5 @@
-//! What can go wrong in a retried transaction: the typed outcome returned to callers, and the
-//! trait that lets a caller's own error type carry a database error.
+//! What a retried transaction returns — [`Committed`], or the typed [`TransactionError`] — and
+//! the trait that lets a caller's own error type carry a database error.
 
 use diesel::result::Error as DieselError;
 
@@ -14,8 +14,10 @@ pub type PoolError = std::convert::Infallible;
 
 /// A transaction that did not commit (or whose commit cannot be confirmed). Every variant
 /// says how many attempts were made.
+///
+/// `P` is the error of the source that gives connections: r2d2's by default.
 #[derive(Debug, thiserror::Error)]
-pub enum TransactionError<E> {
+pub enum TransactionError<E, P = PoolError> {
     /// The work (or the database) failed with an error that retrying cannot fix, possibly
     /// after retries of earlier conflicts. The transaction was rolled back; the error is
     /// returned unchanged.
@@ -54,11 +56,11 @@ pub enum TransactionError<E> {
         attempts: u32,
         /// The pool's error.
         #[source]
-        error: PoolError,
+        error: P,
     },
 }
 
-impl<E> TransactionError<E> {
+impl<E, P> TransactionError<E, P> {
     /// The number of attempts made.
     pub fn attempts(&self) -> u32 {
         match self {
@@ -67,6 +69,42 @@ impl<E> TransactionError<E> {
             | TransactionError::AmbiguousCommit { attempts, .. }
             | TransactionError::Connection { attempts, .. } => *attempts,
         }
+    }
+
+    /// The same outcome with the source's error `error` in place of `P` (which is `()` in
+    /// what the protocol decides).
+    pub(crate) fn with_source_error<Q>(self, error: impl FnOnce() -> Q) -> TransactionError<E, Q> {
+        match self {
+            TransactionError::Failed { attempts, cause } => {
+                TransactionError::Failed { attempts, cause }
+            }
+            TransactionError::RetriesExhausted { attempts, last } => {
+                TransactionError::RetriesExhausted { attempts, last }
+            }
+            TransactionError::AmbiguousCommit { attempts, cause } => {
+                TransactionError::AmbiguousCommit { attempts, cause }
+            }
+            TransactionError::Connection { attempts, .. } => TransactionError::Connection {
+                attempts,
+                error: error(),
+            },
+        }
+    }
+}
+
+/// A committed transaction's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<T> {
+    /// What the work returned on the attempt that committed.
+    pub value: T,
+    /// How many times the work ran (1 = no retry).
+    pub attempts: u32,
+}
+
+impl<T> Committed<T> {
+    /// Retries needed before the commit (`attempts - 1`).
+    pub fn retries(&self) -> u32 {
+        self.attempts - 1
     }
 }
 

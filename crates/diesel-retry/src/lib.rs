@@ -13,12 +13,12 @@ mod tests;
 
 pub use classify::{classify, cockroach_retry_reason, sqlstate, ErrorClass};
 pub use connection::{Access, Flavor, RetryConnection};
-pub use error::{DatabaseErrorSource, PoolError, TransactionError};
+pub use error::{Committed, DatabaseErrorSource, PoolError, TransactionError};
 pub use policy::{RetryPolicy, SETTLE_TIMEOUT};
-pub use run::Committed;
 pub use source::{ConnectionSource, DetectError, Flavored};
 
-use run::{run, Shape};
+use protocol::Shape;
+use run::run;
 
 /// The `tracing` target of every event: an application sees the retries, their causes, the
 /// waits and any unknown outcome in its own subscriber.
