@@ -14,6 +14,7 @@
 mod support;
 
 mod adopt;
+mod asynchronous;
 mod bank;
 mod cli;
 mod cockroach;

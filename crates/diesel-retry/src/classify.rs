@@ -135,7 +135,7 @@ fn class_without_code(kind: DatabaseErrorKind, message: &str) -> ErrorClass {
         "database table is locked",  // SQLITE_LOCKED
         "database schema is locked", // SQLITE_LOCKED_SHAREDCACHE
     ];
-    const LIBPQ_CONNECTION_LOST: &[&str] = &[
+    const CONNECTION_LOST: &[&str] = &[
         "server closed the connection",
         "no connection to the server",
         "connection to server was lost",
@@ -143,12 +143,16 @@ fn class_without_code(kind: DatabaseErrorKind, message: &str) -> ErrorClass {
         "could not send data to server",
         "connection reset",
         "broken pipe",
+        // tokio-postgres (diesel-async reports its errors without a code as
+        // `UnableToSendCommand`): `Kind::Closed`, `Kind::Io` (`tokio_postgres::error`).
+        "connection closed",
+        "error communicating with the server",
     ];
     let message = message.to_ascii_lowercase();
     let says = |words: &[&str]| words.iter().any(|needle| message.contains(needle));
     if kind == DatabaseErrorKind::SerializationFailure || says(SQLITE_BUSY) {
         ErrorClass::Retryable
-    } else if says(LIBPQ_CONNECTION_LOST) {
+    } else if says(CONNECTION_LOST) {
         ErrorClass::ConnectionLost
     } else {
         ErrorClass::Permanent
@@ -397,7 +401,8 @@ mod tests {
     }
 
     #[test]
-    fn errors_without_a_sqlstate_are_known_by_kind_or_by_the_few_words_of_sqlite_and_libpq() {
+    fn errors_without_a_sqlstate_are_known_by_kind_or_by_the_few_words_of_sqlite_libpq_and_tokio_postgres(
+    ) {
         for message in [
             "database is locked",
             "database table is locked",
@@ -415,6 +420,9 @@ mod tests {
             "connection to server was lost",
             "could not receive data from server: Connection reset by peer",
             "could not send data to server: Broken pipe",
+            // tokio-postgres's, as diesel-async reports them (`UnableToSendCommand`).
+            "connection closed",
+            "error communicating with the server: Connection reset by peer (os error 104)",
         ] {
             for kind in [
                 DatabaseErrorKind::Unknown,

@@ -41,6 +41,31 @@ pub enum Access {
 /// How [`RetryConnection::default_isolation`] names SERIALIZABLE.
 pub(crate) const SERIALIZABLE: &str = "serializable";
 
+/// The `BEGIN` of a transaction of `access` on `flavor` (CockroachDB's `SAVEPOINT` follows it).
+pub(crate) fn begin_statement(flavor: Flavor, access: Access) -> &'static str {
+    match (flavor, access) {
+        (Flavor::Sqlite, Access::ReadWrite) => "BEGIN IMMEDIATE",
+        (Flavor::Sqlite, Access::ReadOnly) => "BEGIN",
+        (_, Access::ReadWrite) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        (_, Access::ReadOnly) => "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
+    }
+}
+
+/// The server behind `version()`'s answer: CockroachDB says its name; PostgreSQL otherwise.
+pub(crate) fn server_flavor(version: &str) -> Flavor {
+    if version.contains("CockroachDB") {
+        Flavor::CockroachDb
+    } else {
+        Flavor::PostgreSql
+    }
+}
+
+/// What a server is asked for its version, and for the isolation a lone statement runs at
+/// (PostgreSQL and CockroachDB both have `current_setting`).
+pub(crate) const VERSION: &str = "version()";
+/// See [`VERSION`].
+pub(crate) const DEFAULT_ISOLATION: &str = "current_setting('default_transaction_isolation')";
+
 /// A Diesel connection [`run_transaction`](crate::run_transaction) can drive: Diesel's
 /// `PgConnection` (feature `postgres`) and `SqliteConnection` (feature `sqlite`), or your own
 /// connection type delegating to them.
@@ -105,13 +130,10 @@ macro_rules! ansi_retry_connection {
             }
 
             fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
-                let begin = match (flavor, access) {
-                    (Flavor::Sqlite, Access::ReadWrite) => "BEGIN IMMEDIATE",
-                    (Flavor::Sqlite, Access::ReadOnly) => "BEGIN",
-                    (_, Access::ReadWrite) => "BEGIN ISOLATION LEVEL SERIALIZABLE",
-                    (_, Access::ReadOnly) => "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY",
-                };
-                AnsiTransactionManager::begin_transaction_sql(self, begin)?;
+                AnsiTransactionManager::begin_transaction_sql(
+                    self,
+                    begin_statement(flavor, access),
+                )?;
                 if flavor == Flavor::CockroachDb {
                     if let Err(error) = self.batch_execute("SAVEPOINT cockroach_restart") {
                         self.rollback();
@@ -169,20 +191,14 @@ fn select_text(conn: &mut diesel::PgConnection, expression: &str) -> QueryResult
 /// `SELECT version()` tells CockroachDB from PostgreSQL.
 #[cfg(feature = "postgres")]
 fn detect_server(conn: &mut diesel::PgConnection) -> QueryResult<Flavor> {
-    let version = select_text(conn, "version()")?;
-    Ok(if version.contains("CockroachDB") {
-        Flavor::CockroachDb
-    } else {
-        Flavor::PostgreSql
-    })
+    Ok(server_flavor(&select_text(conn, VERSION)?))
 }
 
 /// The session's `default_transaction_isolation` (PostgreSQL and CockroachDB both have
 /// `current_setting`), lower case.
 #[cfg(feature = "postgres")]
 fn server_default_isolation(conn: &mut diesel::PgConnection) -> QueryResult<String> {
-    let isolation = select_text(conn, "current_setting('default_transaction_isolation')")?;
-    Ok(isolation.to_lowercase())
+    Ok(select_text(conn, DEFAULT_ISOLATION)?.to_lowercase())
 }
 
 #[cfg(feature = "postgres")]

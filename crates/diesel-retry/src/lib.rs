@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+#[cfg(feature = "async")]
+pub mod asynchronous;
 mod classify;
 mod connection;
 mod error;

@@ -114,30 +114,34 @@ mod pool {
 /// what lets a plain `PgConnection` pool use CockroachDB's `cockroach_restart` protocol.
 #[derive(Debug, Clone, Copy)]
 pub struct Flavored<S> {
-    source: S,
-    flavor: Flavor,
+    pub(crate) source: S,
+    pub(crate) flavor: Flavor,
 }
 
-impl<S: ConnectionSource> Flavored<S> {
+impl<S> Flavored<S> {
     /// `source`, whose engine is known to be `flavor`.
     pub fn new(source: S, flavor: Flavor) -> Flavored<S> {
         Flavored { source, flavor }
     }
+}
 
+impl<S: ConnectionSource> Flavored<S> {
     /// `source`, with its engine's flavour asked of the server once (`SELECT version()` on a
     /// connection it hands out).
     pub fn detect(mut source: S) -> Result<Flavored<S>, DetectError> {
-        let flavor = source.checkout()?.detect_flavor()?;
+        let mut conn = source.checkout().map_err(DetectError::Connection)?;
+        let flavor = conn.detect_flavor()?;
+        drop(conn);
         Ok(Flavored { source, flavor })
     }
 }
 
-/// Why [`Flavored::detect`] could not tell the flavour.
+/// Why [`Flavored::detect`] could not tell the flavour; `P` is the source's error.
 #[derive(Debug, thiserror::Error)]
-pub enum DetectError {
+pub enum DetectError<P = PoolError> {
     /// No connection could be had.
     #[error("no database connection: {0}")]
-    Connection(#[from] PoolError),
+    Connection(P),
     /// `SELECT version()` failed.
     #[error("cannot tell the database's flavour: {0}")]
     Query(#[from] diesel::result::Error),
