@@ -11,7 +11,7 @@ const WITH_ADMIN_URL: &str = "with an admin URL: --admin-url or ADMIN_DATABASE_U
 /// being the failure's text; `None` when the next step is not obvious.
 pub fn after_failed_open(error: &str, config: &DatabaseConfig) -> Option<String> {
     match config.backend() {
-        Backend::Server => {
+        Backend::Postgresql => {
             let database = config.database_name();
             let user = config.user();
             if undefined(error, "database").is_some_and(|name| Some(name) == database.as_deref()) {

@@ -2,7 +2,7 @@
 //! embedded SQLite default, turned into a backend and the string its driver is handed. A server
 //! URL is read once, by libpq ([`ConnectionUrl`]), and given roachbank's own settings.
 
-use super::url::{is_scheme, ConnectionUrl, UrlError};
+use super::url::{split_scheme, ConnectionUrl, UrlError};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,16 +19,13 @@ pub const APPLICATION_NAME: &str = "roachbank";
 /// Environment variable `init` reads the admin URL from when `--admin-url` is not given.
 pub const ADMIN_URL_ENV: &str = "ADMIN_DATABASE_URL";
 
-/// PostgreSQL's (and CockroachDB's) longest identifier, in bytes; longer names are truncated
-/// by the server, so `init` refuses them.
-pub const MAX_IDENTIFIER_BYTES: usize = 63;
-
-/// Which kind of database a URL names.
+/// Which kind of database a URL names: the variant of [`DbConnection`](super::DbConnection) it
+/// is opened as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// A CockroachDB or PostgreSQL server, reached through libpq (same wire protocol; the
     /// flavour is detected after connecting).
-    Server,
+    Postgresql,
     /// An embedded SQLite file.
     Sqlite,
 }
@@ -54,8 +51,8 @@ pub struct DatabaseConfig {
 /// What a [`DatabaseConfig`] names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
-    /// A server, its URL as libpq read it with roachbank's settings.
-    Server(ConnectionUrl),
+    /// A CockroachDB or PostgreSQL server, its URL as libpq read it with roachbank's settings.
+    Postgresql(ConnectionUrl),
     /// A SQLite file, by its path.
     Sqlite(String),
 }
@@ -105,10 +102,8 @@ impl DatabaseConfig {
     /// The embedded SQLite default: `bank.db` in the current directory.
     pub fn default_sqlite() -> Self {
         let target = Target::Sqlite(DEFAULT_SQLITE_FILE.into());
-        DatabaseConfig {
-            target,
-            source: UrlSource::Default,
-        }
+        let source = UrlSource::Default;
+        DatabaseConfig { target, source }
     }
 
     /// Understands one URL: `postgresql://` / `postgres://` (and the tutorial's
@@ -120,42 +115,31 @@ impl DatabaseConfig {
     /// (`postgresql://h1:p1,h2:p2/db`) are tried by libpq in order.
     pub fn parse(url: &str, source: UrlSource) -> Result<Self, ConfigError> {
         let url = url.trim();
-        let lower = url.to_ascii_lowercase();
-        let scheme = lower.split_once("://").map(|(scheme, _)| scheme);
-        let target = match scheme {
+        let (scheme, path) = split_scheme(url).unzip();
+        let (path, lower) = (path.unwrap_or_default(), url.to_ascii_lowercase());
+        let in_memory = lower.contains(":memory:") || lower.contains("mode=memory");
+        let unsupported = |shown| Err(ConfigError::UnsupportedScheme { shown });
+        let target = match scheme.as_deref() {
             _ if url.is_empty() => return Err(ConfigError::Empty),
-            Some("sqlite") => {
-                let path = &url["sqlite://".len()..];
-                let in_memory = [":memory:", "mode=memory"]
-                    .iter()
-                    .any(|m| lower.contains(m));
-                if path.is_empty() {
-                    return Err(ConfigError::MissingSqlitePath);
-                } else if in_memory {
-                    return Err(ConfigError::InMemorySqlite { path: path.into() });
-                }
-                Target::Sqlite(path.into())
+            Some("sqlite") if path.is_empty() => return Err(ConfigError::MissingSqlitePath),
+            Some("sqlite") if in_memory => {
+                return Err(ConfigError::InMemorySqlite { path: path.into() })
             }
-            None if lower.ends_with(".db") => Target::Sqlite(url.into()),
+            Some("sqlite") => Target::Sqlite(path.into()),
+            None if !url.contains("://") && lower.ends_with(".db") => Target::Sqlite(url.into()),
             Some("postgresql" | "postgres" | "cockroachdb") => {
                 let mut url = ConnectionUrl::parse(url)?;
                 if url.get("connect_timeout").is_none() {
-                    let timeout = DEFAULT_CONNECT_TIMEOUT_SECS.to_string();
-                    url = url.with("connect_timeout", &timeout);
+                    url = url.with("connect_timeout", &DEFAULT_CONNECT_TIMEOUT_SECS.to_string());
                 }
-                if ["application_name", "fallback_application_name"]
-                    .iter()
-                    .all(|key| url.get(key).is_none())
-                {
+                let named = url.get("application_name");
+                if named.or(url.get("fallback_application_name")).is_none() {
                     url = url.with("fallback_application_name", APPLICATION_NAME);
                 }
-                Target::Server(url)
+                Target::Postgresql(url)
             }
-            scheme => {
-                let shown = scheme.filter(|scheme| is_scheme(scheme));
-                let shown = shown.map_or("(not scheme://…)".into(), |s| format!("{s}://…"));
-                return Err(ConfigError::UnsupportedScheme { shown });
-            }
+            Some(scheme) => return unsupported(format!("{scheme}://…")),
+            None => return unsupported("(not scheme://…)".into()),
         };
         Ok(DatabaseConfig { target, source })
     }
@@ -168,17 +152,16 @@ impl DatabaseConfig {
     /// default too. (libpq applies the timeout to each address of a host name, so a name with
     /// several unanswering addresses takes longer.)
     pub fn connect_bound(&self) -> Duration {
-        let per_host = self
-            .connect_timeout()
-            .unwrap_or(Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS.into()));
+        let default = Duration::from_secs(DEFAULT_CONNECT_TIMEOUT_SECS.into());
+        let per_host = self.connect_timeout().unwrap_or(default);
         let hosts = self.url().map_or(1, ConnectionUrl::host_count);
         per_host.saturating_mul(u32::try_from(hosts).unwrap_or(u32::MAX))
     }
 
-    /// Server or SQLite.
+    /// A server (CockroachDB or PostgreSQL) or SQLite.
     pub fn backend(&self) -> Backend {
         match self.target {
-            Target::Server(_) => Backend::Server,
+            Target::Postgresql(_) => Backend::Postgresql,
             Target::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -193,7 +176,7 @@ impl DatabaseConfig {
     /// print it; print [`DatabaseConfig::redacted`] instead.
     pub fn connection_string(&self) -> String {
         match &self.target {
-            Target::Server(url) => url.to_conninfo(),
+            Target::Postgresql(url) => url.to_conninfo(),
             Target::Sqlite(path) => path.clone(),
         }
     }
@@ -201,7 +184,7 @@ impl DatabaseConfig {
     /// The server URL as libpq read it, roachbank's settings included; `None` for SQLite.
     pub fn url(&self) -> Option<&ConnectionUrl> {
         match &self.target {
-            Target::Server(url) => Some(url),
+            Target::Postgresql(url) => Some(url),
             Target::Sqlite(_) => None,
         }
     }
@@ -209,7 +192,7 @@ impl DatabaseConfig {
     /// The SQLite file this configuration names, if it names one.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         match &self.target {
-            Target::Server(_) => None,
+            Target::Postgresql(_) => None,
             Target::Sqlite(path) => Some(PathBuf::from(path)),
         }
     }
@@ -218,7 +201,7 @@ impl DatabaseConfig {
     /// or the SQLite file's path.
     pub fn redacted(&self) -> String {
         match &self.target {
-            Target::Server(url) => url.redacted(),
+            Target::Postgresql(url) => url.redacted(),
             Target::Sqlite(path) => path.clone(),
         }
     }
@@ -253,23 +236,21 @@ impl DatabaseConfig {
     /// The same server with another database, everything else kept. SQLite configurations
     /// come back unchanged.
     pub fn with_database(&self, database: &str) -> DatabaseConfig {
-        let mut config = self.clone();
-        if let Target::Server(url) = &mut config.target {
-            *url = url.clone().with("dbname", database);
-        }
-        config
+        let target = match &self.target {
+            Target::Postgresql(url) => Target::Postgresql(url.clone().with("dbname", database)),
+            sqlite => sqlite.clone(),
+        };
+        DatabaseConfig { target, ..*self }
     }
 }
 
 /// The configuration `flag` names, else the environment variable `env`'s (if set, not blank).
 fn given(flag: Option<&str>, env: &str) -> Option<Result<DatabaseConfig, ConfigError>> {
-    match (flag, std::env::var(env)) {
-        (Some(url), _) => Some(DatabaseConfig::parse(url, UrlSource::Flag)),
-        (None, Ok(url)) if !url.trim().is_empty() => {
-            Some(DatabaseConfig::parse(&url, UrlSource::Environment))
-        }
-        _ => None,
-    }
+    let from_env = || std::env::var(env).ok().filter(|url| !url.trim().is_empty());
+    let Some(url) = flag else {
+        return Some(DatabaseConfig::parse(&from_env()?, UrlSource::Environment));
+    };
+    Some(DatabaseConfig::parse(url, UrlSource::Flag))
 }
 
 #[cfg(test)]

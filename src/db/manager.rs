@@ -116,7 +116,7 @@ impl DbConnectionManager {
     ) -> Result<(DbConnection, Option<StallSignal>), diesel::ConnectionError> {
         let mut watch = None;
         let mut conn = match self.config.backend() {
-            Backend::Server => {
+            Backend::Postgresql => {
                 let (pg, socket) =
                     stall::establish(self.config.connect_bound(), &self.server_ports(), || {
                         self.establish_server()

@@ -41,21 +41,17 @@ impl Redactor {
     /// its display if it is a server URL libpq reads, else by `***` if it may hold a password
     /// (it has a `://` or mentions a password).
     pub fn add_url(&mut self, text: &str) {
-        let url = ConnectionUrl::parse(text)
-            .ok()
-            .filter(|_| text.contains("://"));
-        if let Some(url) = url {
-            self.add_replacement(text, &url.redacted());
-        } else if text.contains("://") || text.to_ascii_lowercase().contains("password") {
-            self.add_replacement(text, "***");
+        let is_url = text.contains("://");
+        let url = ConnectionUrl::parse(text).ok().filter(|_| is_url);
+        if is_url || text.to_ascii_lowercase().contains("password") {
+            self.add_replacement(text, &url.map_or("***".into(), |url| url.redacted()));
         }
     }
 
     /// Also replaces `text` by `shown` wherever it appears (an empty `text` is ignored).
     pub fn add_replacement(&mut self, text: &str, shown: &str) {
         if !text.is_empty() && !self.replacements.iter().any(|(known, _)| known == text) {
-            self.replacements
-                .push((text.to_string(), shown.to_string()));
+            self.replacements.push((text.into(), shown.into()));
             // Longest first, so a text containing another is replaced whole.
             self.replacements
                 .sort_by_key(|(known, _)| std::cmp::Reverse(known.len()));
@@ -71,25 +67,19 @@ impl Redactor {
 
     /// `text` with every replacement made.
     pub fn scrub(&self, text: &str) -> String {
-        let mut scrubbed = text.to_string();
-        for (known, shown) in &self.replacements {
-            scrubbed = scrubbed.replace(known, shown);
-        }
-        scrubbed
+        let replace = |text: String, (known, shown): &(String, String)| text.replace(known, shown);
+        self.replacements.iter().fold(text.to_string(), replace)
     }
 
-    /// How a connection attempt with `connection_string` (as diesel's connection events carry
-    /// it) is shown: as the configuration's display when this redactor knows the string, else
-    /// as what libpq reads of it ([`ConnectionUrl::redacted`]), else scrubbed.
-    pub fn show_connection(&self, connection_string: &str) -> String {
-        let known = self
-            .replacements
-            .iter()
-            .find(|(text, _)| text == connection_string);
-        match (known, ConnectionUrl::parse(connection_string)) {
+    /// How a connection attempt with `conninfo` (the connection string diesel's connection
+    /// events carry) is shown: as the configuration's display when this redactor knows the
+    /// string, else as what libpq reads of it ([`ConnectionUrl::redacted`]), else scrubbed.
+    pub fn show_connection(&self, conninfo: &str) -> String {
+        let known = self.replacements.iter().find(|(text, _)| text == conninfo);
+        match (known, ConnectionUrl::parse(conninfo)) {
             (Some((_, shown)), _) => shown.clone(),
             (None, Ok(url)) => url.redacted(),
-            (None, Err(_)) => self.scrub(connection_string),
+            (None, Err(_)) => self.scrub(conninfo),
         }
     }
 }

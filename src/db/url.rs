@@ -46,47 +46,44 @@ impl ConnectionUrl {
     /// case) or a `key=value` string. Refuses a URL whose password libpq would read partly as
     /// something else (see the module documentation).
     pub fn parse(text: &str) -> Result<ConnectionUrl, UrlError> {
-        let split = text
-            .split_once("://")
-            .filter(|(scheme, _)| is_scheme(scheme));
-        let Some((scheme, rest)) = split else {
-            let unread = |reason| unreadable("the connection string".into(), text, reason);
-            let options = libpq_read(text).map_err(unread)?;
+        let Some((scheme, rest)) = split_scheme(text) else {
+            let options = libpq_read(text).map_err(refusal("the connection string", text))?;
             let scheme = "postgresql".into();
             return Ok(ConnectionUrl { scheme, options });
         };
-        let scheme = scheme.to_ascii_lowercase();
-        let refuse = |shown, reason: &str| Err(unreadable(shown, "", reason.into()));
+        let refuse = |shown, reason: String| Err(UrlError { shown, reason });
+        let anonymous = format!("{scheme}://…");
         if !["postgresql", "postgres", "cockroachdb"].contains(&scheme.as_str()) {
-            return refuse(format!("{scheme}://…"), "not a postgresql:// URL");
+            return refuse(anonymous, "not a postgresql:// URL".into());
         }
+        // libpq's user information: up to the first `@`, unless a `/` comes first. A refused
+        // URL shows its user as libpq reads it (up to a `:`), if that is a plain name.
+        let userinfo = rest.split_once('@').filter(|(info, _)| !info.contains('/'));
+        let (userinfo, after) = userinfo.unwrap_or(("", rest));
+        let (user, _) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let shown = match user {
+            _ if user.is_empty() || user.contains(['?', '&', '=']) => anonymous.clone(),
+            user => format!("{scheme}://{user}@…"),
+        };
         let libpq_text = format!("postgresql://{rest}");
-        let options = libpq_read(&libpq_text)
-            .map_err(|reason| unreadable(shown(&scheme, rest), &libpq_text, reason))?;
-        // libpq's user information: up to the first `@`, unless a `/` comes first.
-        let userinfo = rest
-            .find(['@', '/'])
-            .filter(|&at| rest.as_bytes()[at] == b'@');
-        let after = userinfo.map_or(0, |at| at + 1);
-        let query = rest[after..].find('?').map_or(rest.len(), |at| after + at);
-        if rest[after..query].contains('@') {
+        let options = libpq_read(&libpq_text).map_err(refusal(&shown, &libpq_text))?;
+        let (hosts, _) = after.split_once('?').unwrap_or((after, ""));
+        if hosts.contains('@') {
             let reason = "an '@' after the user name and password is read by libpq as part of a \
                           host, a port or the database name: write '@' and '/' in a password as \
                           %40 and %2F";
-            return refuse(shown(&scheme, rest), reason);
+            return refuse(shown, reason.into());
         }
-        let userinfo = &rest[..userinfo.unwrap_or(0)];
-        for (at, _) in userinfo.match_indices(['?', '&']) {
-            let key = userinfo[at + 1..]
-                .split_once('=')
-                .map(|(key, _)| decode(key));
-            if let Some(key) = key.filter(|key| options.iter().any(|(known, _)| known == key)) {
+        let pieces = userinfo.split(['?', '&']).skip(1);
+        for (key, _) in pieces.filter_map(|piece| piece.split_once('=')) {
+            let key = percent_decode_str(key).decode_utf8_lossy();
+            if options.iter().any(|(known, _)| *known == key) {
                 let reason = format!(
                     "'?{key}=' before the URL's first '@' is read by libpq as part of the user \
                      name or password: put the query after the host and database, or write '?' \
                      in a password as %3F"
                 );
-                return refuse(format!("{scheme}://…"), &reason);
+                return refuse(anonymous, reason);
             }
         }
         Ok(ConnectionUrl { scheme, options })
@@ -111,7 +108,7 @@ impl ConnectionUrl {
 
     /// How many hosts libpq tries (1 when none is named: libpq's default host).
     pub fn host_count(&self) -> usize {
-        let count = |keyword| self.get(keyword).map_or(1, |list| list.split(',').count());
+        let count = |keyword| self.list(keyword).map_or(1, |list| list.len());
         count("host").max(count("hostaddr"))
     }
 
@@ -120,16 +117,11 @@ impl ConnectionUrl {
     /// refusal only on 57P03; a draining CockroachDB node refuses with 57P01,
     /// cockroachdb/cockroach `pkg/sql/pgwire/server.go`: the caller tries each next host.)
     pub fn with_hosts_rotated(&self, by: usize) -> ConnectionUrl {
-        let hosts = self.host_count();
-        let mut rotated = self.clone();
-        for (keyword, value) in &mut rotated.options {
-            let is_list = ["host", "hostaddr", "port"].contains(&keyword.as_str());
-            if let Some(value) = value.as_mut().filter(|_| is_list) {
-                let mut list: Vec<&str> = value.split(',').collect();
-                if list.len() == hosts {
-                    list.rotate_left(by % hosts);
-                    *value = list.join(",");
-                }
+        let (hosts, mut rotated) = (self.host_count(), self.clone());
+        for keyword in ["host", "hostaddr", "port"] {
+            if let Some(mut list) = self.list(keyword).filter(|list| list.len() == hosts) {
+                list.rotate_left(by % hosts);
+                rotated = rotated.with(keyword, &list.join(","));
             }
         }
         rotated
@@ -156,40 +148,30 @@ impl ConnectionUrl {
         self.url(false)
     }
 
-    /// Scheme, user, hosts with their ports and database; with `settings`, every other value
-    /// in the query.
+    /// Scheme, user, hosts (else, when shown, the `hostaddr`s) with their ports and database;
+    /// with `settings`, every other value in the query.
     fn url(&self, settings: bool) -> String {
-        let list = |key| {
-            self.get(key)
-                .map_or(Vec::new(), |list| list.split(',').collect())
-        };
-        let hostaddr = if settings {
-            Vec::new()
-        } else {
-            list("hostaddr")
-        };
-        let hosts = [list("host"), hostaddr].into_iter().find(|l| !l.is_empty());
-        let (hosts, ports) = (hosts.unwrap_or(vec![""]), list("port"));
+        let encode = |text: &str| utf8_percent_encode(text, NOT_UNRESERVED).to_string();
+        let hostaddr = self.list("hostaddr").filter(|_| !settings);
+        let hosts = self.list("host").or(hostaddr).unwrap_or(vec![""]);
+        let ports = self.list("port").unwrap_or_default();
         let paired = ports.len() == hosts.len() || ports.len() == 1;
         let authority = hosts.iter().enumerate().map(|(i, host)| {
-            let host = if host.contains(':') {
+            let port = ports.get(i).or(ports.first()).filter(|_| paired);
+            let port = port.filter(|port| !port.is_empty());
+            let v6 = host.contains(':');
+            let host = if v6 {
                 format!("[{host}]")
             } else {
                 encode(host)
             };
-            match ports.get(i.min(ports.len().saturating_sub(1))) {
-                Some(port) if paired && !port.is_empty() => format!("{host}:{port}"),
-                _ => host,
-            }
+            host + &port.map_or(String::new(), |port| format!(":{port}"))
         });
-        let mut url = format!("{}://", self.scheme);
-        url += &self
-            .get("user")
-            .map_or(String::new(), |user| encode(user) + "@");
-        url += &authority.collect::<Vec<_>>().join(",");
-        url += &self
-            .get("dbname")
-            .map_or(String::new(), |name| "/".to_string() + &encode(name));
+        let authority = authority.collect::<Vec<_>>().join(",");
+        let user = self.get("user").map(|user| encode(user) + "@");
+        let database = self.get("dbname").map(|name| format!("/{}", encode(name)));
+        let (user, database) = (user.unwrap_or_default(), database.unwrap_or_default());
+        let mut url = format!("{}://{user}{authority}{database}", self.scheme);
         let shown =
             |key: &str| ["user", "host", "dbname"].contains(&key) || key == "port" && paired;
         let query: Vec<String> = (self.options.iter())
@@ -201,6 +183,11 @@ impl ConnectionUrl {
         }
         url
     }
+
+    /// The comma-separated list set for `keyword`, unless it is unset.
+    fn list(&self, keyword: &str) -> Option<Vec<&str>> {
+        self.get(keyword).map(|list| list.split(',').collect())
+    }
 }
 
 /// Shows the URL redacted ([`ConnectionUrl::redacted`]).
@@ -210,46 +197,28 @@ impl fmt::Debug for ConnectionUrl {
     }
 }
 
-/// Whether `text` can be a URL's scheme (letters, digits, `+`, `-`, `.`).
-pub(super) fn is_scheme(text: &str) -> bool {
-    let scheme_char = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
-    !text.is_empty() && text.chars().all(scheme_char)
+/// `text`'s scheme, lower case, and what follows its `://`, if it starts with a URL's scheme
+/// (letters, digits, `+`, `-`, `.`).
+pub(super) fn split_scheme(text: &str) -> Option<(String, &str)> {
+    let (scheme, rest) = text.split_once("://")?;
+    let valid = |c: char| c.is_ascii_alphanumeric() || "+-.".contains(c);
+    (!scheme.is_empty() && scheme.chars().all(valid)).then(|| (scheme.to_ascii_lowercase(), rest))
 }
 
-/// What is shown of a URL that is not read: `scheme://user@…`, the user being what libpq
-/// reads before the first `:` of the user information (an `@` before any `/`), or
-/// `scheme://…`.
-fn shown(scheme: &str, rest: &str) -> String {
-    let user = rest
-        .find(['@', '/'])
-        .filter(|&at| rest.as_bytes()[at] == b'@');
-    let user = user.and_then(|at| rest[..at].split(':').next());
-    match user.filter(|user| !user.is_empty() && !user.contains(['?', '&', '='])) {
-        Some(user) => format!("{scheme}://{user}@…"),
-        None => format!("{scheme}://…"),
+/// How libpq's refusal of `text` is told, after `shown`: its reason with everything it quotes
+/// shown as `***`, but a query key of `text` (`invalid URI query parameter: "sslmod"`) or a
+/// single character. libpq quotes the token it cannot decode, or the whole URL: either may be,
+/// or hold, the password.
+fn refusal<'a>(shown: &'a str, text: &'a str) -> impl FnOnce(String) -> UrlError + 'a {
+    move |reason| {
+        let pieces = reason.split('"').enumerate().map(|(i, piece)| {
+            let key = text.contains(&format!("?{piece}=")) || text.contains(&format!("&{piece}="));
+            let kept = i % 2 == 0 || key || piece.chars().count() == 1;
+            Some(piece).filter(|_| kept).unwrap_or("***")
+        });
+        let (shown, reason) = (shown.to_string(), pieces.collect::<Vec<_>>().join("\""));
+        UrlError { shown, reason }
     }
-}
-
-/// Why `text` is unreadable: `reason` with everything it quotes shown as `***`, but a query
-/// key of `text` (`invalid URI query parameter: "sslmod"`) or a single character. libpq quotes
-/// the token it cannot decode, or the whole URL: either may be, or hold, the password.
-fn unreadable(shown: String, text: &str, reason: String) -> UrlError {
-    let is_key = |piece: &str| {
-        piece.chars().count() == 1
-            || ["?", "&"]
-                .iter()
-                .any(|sep| text.contains(&format!("{sep}{piece}=")))
-    };
-    let pieces = reason.split('"').enumerate();
-    let pieces = pieces.map(|(i, piece)| {
-        if i % 2 == 1 && !is_key(piece) {
-            "***"
-        } else {
-            piece
-        }
-    });
-    let reason = pieces.collect::<Vec<_>>().join("\"");
-    UrlError { shown, reason }
 }
 
 /// libpq's reading of `conninfo` (`PQconninfoParse`): every keyword it knows with the value
@@ -261,33 +230,20 @@ fn libpq_read(conninfo: &str) -> Result<Vec<(String, Option<String>)>, String> {
     // an array ending in an entry whose keyword is NULL, whose strings we copy before freeing
     // it with PQconninfoFree.
     unsafe {
-        let text = |ptr: *const c_char| CStr::from_ptr(ptr).to_string_lossy().into_owned();
+        let owned = |ptr: *const c_char| CStr::from_ptr(ptr).to_string_lossy().into_owned();
+        let text = |ptr: *const c_char| (!ptr.is_null()).then(|| owned(ptr));
         let parsed = pq_sys::PQconninfoParse(conninfo.as_ptr(), &mut error);
         if parsed.is_null() {
-            let reason = (!error.is_null()).then(|| text(error).trim().to_string());
+            let reason = text(error).map(|reason| reason.trim().to_string());
             pq_sys::PQfreemem(error.cast());
             return Err(reason.unwrap_or_else(|| "libpq cannot read it".into()));
         }
-        let mut options = Vec::new();
-        let mut entry = parsed;
-        while !(*entry).keyword.is_null() {
-            let value = (!(*entry).val.is_null()).then(|| text((*entry).val));
-            options.push((text((*entry).keyword), value));
-            entry = entry.add(1);
-        }
+        let entries = (0..).map(|i| &*parsed.add(i));
+        let options = entries.map_while(|entry| Some((text(entry.keyword)?, text(entry.val))));
+        let options = options.collect();
         pq_sys::PQconninfoFree(parsed);
         Ok(options)
     }
-}
-
-/// `text` percent-encoded but for RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    utf8_percent_encode(text, NOT_UNRESERVED).to_string()
-}
-
-/// `text` percent-decoded (bytes that make no UTF-8 become U+FFFD).
-fn decode(text: &str) -> String {
-    percent_decode_str(text).decode_utf8_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! [`InitPlan`]: what `init` will set up, checked before anything is touched.
 
 use super::error::InitError;
-use crate::db::config::{Backend, DatabaseConfig, MAX_IDENTIFIER_BYTES};
+use crate::db::config::{Backend, DatabaseConfig};
+
+/// PostgreSQL's (and CockroachDB's) longest identifier, in bytes; longer names are truncated
+/// by the server, so `init` refuses them.
+const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// What `init` will set up, checked before anything is touched (see [`InitPlan::new`]).
 #[derive(Debug, Clone)]
@@ -36,9 +40,9 @@ impl InitPlan {
             (Backend::Sqlite, Some(_)) => Err(InitError::AdminUrlForSqlite {
                 path: target.redacted(),
             }),
-            (Backend::Server, None) => Err(InitError::MissingAdminUrl),
-            (Backend::Server, Some(admin)) => {
-                if admin.backend() != Backend::Server {
+            (Backend::Postgresql, None) => Err(InitError::MissingAdminUrl),
+            (Backend::Postgresql, Some(admin)) => {
+                if admin.backend() != Backend::Postgresql {
                     return Err(InitError::AdminUrlNotServer);
                 }
                 let user = target.user().ok_or_else(|| InitError::NoUser {

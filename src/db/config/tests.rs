@@ -29,7 +29,7 @@ fn the_connect_bound_is_the_urls_connect_timeout_for_each_host() {
 #[test]
 fn roachbank_settings_are_added_unless_the_url_makes_them() {
     let config = server("cockroachdb://maxroach@localhost:26257/bank?sslmode=disable");
-    assert_eq!(config.backend(), Backend::Server);
+    assert_eq!(config.backend(), Backend::Postgresql);
     let url = config.url().unwrap();
     assert_eq!(url.get("connect_timeout"), Some("10"));
     assert_eq!(url.get("fallback_application_name"), Some("roachbank"));
