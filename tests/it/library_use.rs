@@ -4,11 +4,12 @@
 //! with none of roachbank's opening, migrations or pool.
 
 use crate::support;
-use crate::support::proxy::CuttingProxy;
+use crate::support::control_log::ControlLog;
+use crate::support::proxy::{via_proxy, CuttingProxy};
 use crate::support::{not_run_on_cockroachdb, server, target::Target, TestDb, TestSqlite};
-use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
+use diesel::connection::{Instrumentation, SimpleConnection};
 use diesel::prelude::*;
-use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
+use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::result::Error as DieselError;
 use diesel_retry::{
     run_single_statement, run_transaction, run_transaction_exactly_once, ConnectionSource,
@@ -40,35 +41,6 @@ const CREATE_WALLETS: &str = "CREATE TABLE wallets (id INT8 PRIMARY KEY, cents I
 /// whose `*_server_injected_*` tests use CockroachDB's own hook instead).
 const NEEDS_PLPGSQL_INJECTOR: &str =
     "conflicts are injected by a test-only PL/pgSQL function raising 40001";
-
-/// The transaction-control statements a pool's connections send, in order.
-#[derive(Clone, Default, Debug)]
-struct ControlLog(Arc<Mutex<Vec<String>>>);
-
-impl ControlLog {
-    fn statements(&self) -> Vec<String> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl Instrumentation for ControlLog {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        const CONTROL: &[&str] = &["BEGIN", "SAVEPOINT", "ROLLBACK", "RELEASE", "COMMIT"];
-        if let InstrumentationEvent::StartQuery { query, .. } = event {
-            let sql = query.to_string();
-            if CONTROL.iter().any(|word| sql.starts_with(word)) {
-                self.0.lock().unwrap().push(sql);
-            }
-        }
-    }
-}
-
-impl CustomizeConnection<PgConnection, diesel::r2d2::Error> for ControlLog {
-    fn on_acquire(&self, conn: &mut PgConnection) -> Result<(), diesel::r2d2::Error> {
-        conn.set_instrumentation(self.clone());
-        Ok(())
-    }
-}
 
 /// A plain Diesel pool on `url`, one connection, recording transaction control.
 fn plain_pool(url: &str) -> (Pool<ConnectionManager<PgConnection>>, ControlLog) {
@@ -343,14 +315,8 @@ fn flavored_detect_asks_the_server_which_engine_it_is() {
 fn exactly_once_with_a_plain_pool_finds_a_commit_whose_answer_was_lost() {
     let db = TestDb::new("plain_pool_exactly_once");
     db.psql(CREATE_WALLETS);
-    let server = server();
-    let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
-    let url = db.url.replacen(
-        &format!("{}:{}", server.host(), server.port()),
-        &format!("127.0.0.1:{}", proxy.port()),
-        1,
-    );
-    let (pool, _log) = plain_pool(&url);
+    let proxy = CuttingProxy::in_front_of_server();
+    let (pool, _log) = plain_pool(&via_proxy(&db, &proxy));
     proxy.cut_after("COMMIT");
     let mut runs = 0;
     let collector = Collector::default();
@@ -447,7 +413,7 @@ fn roachbanks_own_connection_runs_its_variants_protocol() {
         let db = Database::open(config, &options).expect("open the test database");
         let mut pooled = db.pool().get().unwrap();
         let conn: &mut DbConnection = &mut pooled;
-        log.0.lock().unwrap().clear();
+        log.clear();
         let committed = run_transaction(conn, &quick_policy(), |conn| {
             diesel::insert_into(accounts::table)
                 .values((accounts::id.eq(1), accounts::balance.eq(10)))

@@ -8,8 +8,8 @@
 //! conflicts with CockroachDB's own hook, `SET inject_retry_errors_enabled = 'true'`.
 
 use crate::support;
-use crate::support::proxy::CuttingProxy;
-use crate::support::{not_run_on_cockroachdb, not_run_on_postgresql, server, TestDb, TestSqlite};
+use crate::support::proxy::{via_proxy, CuttingProxy};
+use crate::support::{not_run_on_cockroachdb, not_run_on_postgresql, TestDb, TestSqlite};
 use diesel::connection::{Instrumentation, InstrumentationEvent, SimpleConnection};
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -800,16 +800,6 @@ fn connection_lost_during_commit_is_ambiguous_and_not_retried() {
     assert!(count.is_ok(), "{count:?}");
 }
 
-/// The URL of `db` reached through `proxy`.
-fn via_proxy(db: &TestDb, proxy: &CuttingProxy) -> String {
-    let server = server();
-    db.url.replacen(
-        &format!("{}:{}", server.host(), server.port()),
-        &format!("127.0.0.1:{}", proxy.port()),
-        1,
-    )
-}
-
 #[test]
 fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
     for (flavor, statement) in [
@@ -817,8 +807,7 @@ fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
         (Flavor::CockroachDb, "RELEASE SAVEPOINT cockroach_restart"),
     ] {
         let db = TestDb::new("cut_at_commit");
-        let server = server();
-        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let proxy = CuttingProxy::in_front_of_server();
         let (database, log) = open(&via_proxy(&db, &proxy), Some(flavor));
         proxy.cut_after(statement);
         let mut runs = 0;
@@ -848,8 +837,7 @@ fn link_cut_after_commit_is_sent_is_ambiguous_for_both_protocols() {
 fn link_cut_after_a_single_statement_is_sent_is_ambiguous_and_not_retried() {
     for flavor in [Flavor::PostgreSql, Flavor::CockroachDb] {
         let db = TestDb::new("cut_single_statement");
-        let server = server();
-        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let proxy = CuttingProxy::in_front_of_server();
         let (database, _log) = open(&via_proxy(&db, &proxy), Some(flavor));
         proxy.cut_after("INSERT INTO \"accounts\"");
         let mut runs = 0;
@@ -881,8 +869,7 @@ const LOSE_THE_LINK_HERE: &str = "lose the link here";
 fn connection_lost_before_commit_is_retried_on_a_fresh_connection() {
     for flavor in [Flavor::CockroachDb, Flavor::PostgreSql] {
         let db = TestDb::new("lost_before_commit");
-        let server = server();
-        let proxy = CuttingProxy::start(&format!("{}:{}", server.host(), server.port()));
+        let proxy = CuttingProxy::in_front_of_server();
         let (database, _log) = open(&via_proxy(&db, &proxy), Some(flavor));
         proxy.cut_instead_of(LOSE_THE_LINK_HERE);
         let mut pids = Vec::new();

@@ -9,8 +9,14 @@
 //! inside a transaction for anyone else: a connection dropped while a statement was in flight
 //! or a transaction open is marked broken, so a pool closes it instead of handing it out again
 //! (the server then rolls back what was open and frees its locks), and a `&mut` connection
-//! refuses further use (diesel's `BrokenTransactionManager`) — where diesel-async alone would
-//! hand the next caller a connection whose writes go into a transaction nobody commits.
+//! refuses further transactions (diesel's `BrokenTransactionManager`) — where diesel-async
+//! alone would hand the next caller a connection whose writes go into a transaction nobody
+//! commits. bb8 closes such a connection as it is given back; deadpool would keep it until its
+//! next checkout, so the driver takes it out of a deadpool pool itself and closes it at once.
+//! A `&mut` connection stays open, and so does its transaction on the server, until you drop
+//! it: `run_transaction` on it then answers [`TransactionError::Connection`] with
+//! `BrokenTransactionManager` at once, as does diesel-async's own `transaction`, but a
+//! statement you send on it outside a transaction still goes into the abandoned one.
 //!
 //! Dropped during the commit (`COMMIT`, CockroachDB's `RELEASE SAVEPOINT cockroach_restart`,
 //! or a single statement), the transaction may or may not have committed, and nobody is left
@@ -84,8 +90,12 @@ pub trait AsyncRetryConnection: Send {
     fn in_transaction(&mut self) -> bool;
 
     /// Marks the connection broken, so that a pool closes it instead of handing it out again
-    /// and no further statement runs on it. Not async: it runs when a future is dropped.
+    /// and no further transaction runs on it. Not async: it runs when a future is dropped.
     fn mark_broken(&mut self);
+
+    /// Whether the connection is marked broken ([`mark_broken`](Self::mark_broken), or by
+    /// diesel-async after a failed rollback): no transaction can run on it again.
+    fn is_broken(&mut self) -> bool;
 }
 
 impl AsyncRetryConnection for AsyncPgConnection {
@@ -145,6 +155,11 @@ impl AsyncRetryConnection for AsyncPgConnection {
     fn mark_broken(&mut self) {
         AnsiTransactionManager::transaction_manager_status_mut(self).set_in_error();
     }
+
+    fn is_broken(&mut self) -> bool {
+        let status = AnsiTransactionManager::transaction_manager_status_mut(self);
+        status.transaction_depth().is_err()
+    }
 }
 
 /// `SELECT <expression>`, one text value the server computes.
@@ -159,7 +174,7 @@ async fn select_text(conn: &mut AsyncPgConnection, expression: &str) -> QueryRes
 pub trait AsyncConnectionSource: Send {
     /// The connection the work runs on.
     type Connection: AsyncRetryConnection;
-    /// Why no connection could be had (`std::convert::Infallible` for a single connection).
+    /// Why no connection could be had (for a single connection: it is broken).
     type Error: std::fmt::Display;
 
     /// The engine behind the connections, if the source knows it.
@@ -198,12 +213,20 @@ pub type Checkout<'s, S> = Pin<
     >,
 >;
 
+/// The connection itself, for every attempt — unless it is broken (a run on it was dropped
+/// mid-transaction, or it was lost): then no attempt can run on it, and none is made
+/// (`BrokenTransactionManager`; where a pool would give a fresh connection, retrying on this
+/// one could only fail again).
 impl<C: AsyncRetryConnection> AsyncConnectionSource for &mut C {
     type Connection = C;
-    type Error = std::convert::Infallible;
+    type Error = DieselError;
 
     fn checkout(&mut self, _: Option<Duration>) -> Checkout<'_, Self> {
-        Box::pin(ready(Ok(Box::new(&mut **self) as _)))
+        let conn: &mut C = self;
+        if conn.is_broken() {
+            return Box::pin(ready(Err(DieselError::BrokenTransactionManager)));
+        }
+        Box::pin(ready(Ok(Box::new(conn) as _)))
     }
 }
 
@@ -242,8 +265,47 @@ impl AsyncConnectionSource for &diesel_async::pooled_connection::deadpool::Pool<
                     .unwrap_or(Err(PoolError::Timeout(TimeoutType::Wait))),
                 None => pool.get().await,
             }
-            .map(|conn| Box::new(conn) as _)
+            .map(|conn| Box::new(DeadpoolConnection(Some(conn))) as _)
         })
+    }
+}
+
+/// A connection from a deadpool pool, as the driver holds it. deadpool takes a connection
+/// given back into its pool unchecked (its `recycle` runs at the next checkout): one that a
+/// dropped run left inside a transaction would sit there, its session holding the
+/// transaction's locks, until the pool's next checkout — for ever, on a pool nobody asks. So a
+/// broken one is taken out of the pool instead (`Object::take`) and closed at once: the server
+/// ends its session, rolling back what was open.
+#[cfg(feature = "deadpool")]
+struct DeadpoolConnection(
+    Option<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>>,
+);
+
+#[cfg(feature = "deadpool")]
+impl Drop for DeadpoolConnection {
+    fn drop(&mut self) {
+        use diesel_async::pooled_connection::PoolableConnection;
+        if let Some(mut conn) = self.0.take() {
+            if PoolableConnection::is_broken(&mut *conn) {
+                drop(deadpool::managed::Object::take(conn));
+            }
+        }
+    }
+}
+
+#[cfg(feature = "deadpool")]
+impl std::ops::Deref for DeadpoolConnection {
+    type Target = AsyncPgConnection;
+
+    fn deref(&self) -> &AsyncPgConnection {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+#[cfg(feature = "deadpool")]
+impl DerefMut for DeadpoolConnection {
+    fn deref_mut(&mut self) -> &mut AsyncPgConnection {
+        self.0.as_mut().expect("held until dropped")
     }
 }
 

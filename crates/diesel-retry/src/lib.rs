@@ -12,6 +12,8 @@ mod run;
 mod source;
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, feature = "async"))]
+mod tests_async;
 
 pub use classify::{classify, cockroach_retry_reason, sqlstate, ErrorClass};
 pub use connection::{Access, Flavor, RetryConnection};

@@ -5,6 +5,7 @@
 //!   PostgreSQL server started on first use, one for the whole test binary.
 //! * [`TestDb`] is a fresh database on that server, dropped again when the value is.
 //! * [`TestSqlite`] is a fresh SQLite file in a temporary directory.
+//! * [`control_log::ControlLog`] records the transaction control a connection sends.
 //! * [`bin`] runs the `roachbank` binary and checks what it printed; [`echo`] reads its
 //!   `--echo` and `-v` output.
 //! * [`tls::tls_server()`] is a second throwaway server with TLS and client certificates.
@@ -12,6 +13,7 @@
 //!   on a server it cannot run on, saying `NOT RUN on …` and why.
 
 pub mod bin;
+pub mod control_log;
 pub mod echo;
 mod pg_server;
 pub mod proxy;

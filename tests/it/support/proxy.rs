@@ -35,8 +35,13 @@
 //! [`CuttingProxy::freeze_after`] freezes everything once a chosen statement has been
 //! forwarded: a commit that reached the server when the network froze.
 //!
+//! [`CuttingProxy::delay_answer_to`] cuts nothing: it holds the server's answer to a chosen
+//! statement for a while, so that the statement is in flight, as the client sees it, for as
+//! long as a test needs (to drop the future awaiting it, say).
+//!
 //! [`Unreachable`] is an address whose connection attempts are never answered at all.
 
+use super::{server, TestDb};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -104,6 +109,9 @@ enum Action {
     CommitBefore,
     /// Forward it, then freeze the whole proxy (`freeze_after`).
     ForwardThenFreeze,
+    /// Forward it, and hold the server's next answer on this connection this long
+    /// (`delay_answer_to`).
+    DelayAnswer(Duration),
 }
 
 impl CuttingProxy {
@@ -146,6 +154,11 @@ impl CuttingProxy {
             }
         });
         CuttingProxy { port, state }
+    }
+
+    /// Starts a proxy in front of the suite's server ([`server()`]).
+    pub fn in_front_of_server() -> CuttingProxy {
+        CuttingProxy::start(&format!("{}:{}", server().host(), server().port()))
     }
 
     /// The proxy's port on 127.0.0.1.
@@ -206,6 +219,14 @@ impl CuttingProxy {
     /// disarmed when it fires; it counts as a cut).
     pub fn freeze_after(&self, statement: &str) {
         self.arm(statement, Action::ForwardThenFreeze);
+    }
+
+    /// From now on, hold the server's answer to the next `statement` for `delay` before
+    /// passing it on (once; it counts as a cut, though nothing is cut): the statement runs at
+    /// once, and the client waits for its answer all that time. A client that closes its side
+    /// meanwhile is heard by the server at once, as without the proxy.
+    pub fn delay_answer_to(&self, statement: &str, delay: Duration) {
+        self.arm(statement, Action::DelayAnswer(delay));
     }
 
     /// Answers only the first `connections` connections ever accepted (those already made
@@ -320,6 +341,9 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
     // The server's answers the proxy swallows, and what it answers instead.
     let replacing = Arc::new(Mutex::new(None));
     let replacing_seen_by_reader = Arc::clone(&replacing);
+    // How long to hold the server's next answer (`delay_answer_to`).
+    let delay_answer = Arc::new(Mutex::new(None::<Duration>));
+    let delay_seen_by_reader = Arc::clone(&delay_answer);
     let reader_state = Arc::clone(&state);
     // client -> server, watching for the trigger
     thread::spawn(move || {
@@ -362,6 +386,19 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
             }) = &fired
             {
                 if to.write_all(&with_commit_before(chunk, needle)).is_err() {
+                    break;
+                }
+                continue;
+            }
+            if let Some(Trigger {
+                action: Action::DelayAnswer(delay),
+                ..
+            }) = &fired
+            {
+                // Set before the statement goes on, so that the reader holds its answer.
+                *delay_answer.lock().unwrap() = Some(*delay);
+                state.cuts.fetch_add(1, Ordering::SeqCst);
+                if to.write_all(chunk).is_err() {
                     break;
                 }
                 continue;
@@ -442,6 +479,10 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
             if cut_seen_by_reader.load(Ordering::SeqCst) {
                 break;
             }
+            let delay = delay_seen_by_reader.lock().unwrap().take();
+            if let Some(delay) = delay {
+                thread::sleep(delay);
+            }
             let passed = pass_to_client(&replacing_seen_by_reader, &buffer[..n]);
             if to.write_all(&passed).is_err() {
                 break;
@@ -449,6 +490,16 @@ fn spawn_pair(client: TcpStream, server: TcpStream, state: Arc<ProxyState>) {
         }
         let _ = to.shutdown(Shutdown::Both);
     });
+}
+
+/// The URL of `db` reached through `proxy` (one started [`CuttingProxy::in_front_of_server`]).
+pub fn via_proxy(db: &TestDb, proxy: &CuttingProxy) -> String {
+    let server = server();
+    db.url.replacen(
+        &format!("{}:{}", server.host(), server.port()),
+        &format!("127.0.0.1:{}", proxy.port()),
+        1,
+    )
 }
 
 /// `chunk` with `COMMIT; ` put in front of the text of each simple query holding `needle`.
@@ -613,7 +664,8 @@ impl ServerPlace<'_> {
             | Action::DropAndCut
             | Action::Swallow
             | Action::CommitBefore
-            | Action::ForwardThenFreeze => {
+            | Action::ForwardThenFreeze
+            | Action::DelayAnswer(_) => {
                 unreachable!("the proxy cuts or forwards for these")
             }
         }
