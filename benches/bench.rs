@@ -4,8 +4,11 @@
 //!
 //! The server is a throwaway PostgreSQL started like the tests' (initdb + pg_ctl), but with
 //! PostgreSQL's default durability (fsync on); `TEST_DATABASE_URL` points it at an existing
-//! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000) and
-//! `BENCH_SECONDS` (seconds per transfer run, default 8).
+//! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000),
+//! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section:
+//! `points`, `memory`, `transfers` or `async`, the async-vs-sync table of diesel-retry's two
+//! drivers) and `BENCH_TOKIO_WORKERS` (that table's tokio worker threads; default one per
+//! core).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -59,12 +62,26 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         memory_total()
     );
-    println!();
-    points_table(server, rows);
-    println!();
-    peak_memory(server, env_number("BENCH_RSS_POINTS", 10_000_000));
-    println!();
-    transfers_table(server, Duration::from_secs(seconds));
+    let only = std::env::var("BENCH_ONLY")
+        .ok()
+        .filter(|only| !only.is_empty());
+    let wanted = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    if wanted("points") {
+        println!();
+        points_table(server, rows);
+    }
+    if wanted("memory") {
+        println!();
+        peak_memory(server, env_number("BENCH_RSS_POINTS", 10_000_000));
+    }
+    if wanted("transfers") {
+        println!();
+        transfers_table(server, Duration::from_secs(seconds));
+    }
+    if wanted("async") {
+        println!();
+        async_vs_sync_table(server, Duration::from_secs(seconds));
+    }
 }
 
 /// A fresh database on `server`, opened through the library.
@@ -259,6 +276,389 @@ fn transfers_table(server: &TestServer, duration: Duration) {
         );
     }
     let _ = std::fs::remove_dir_all(&scripts);
+}
+
+/// Connections in each pool of the async-vs-sync table, and threads of its sync run.
+const POOL: u32 = 8;
+/// Concurrent tasks the async driver is measured at, on a pool of [`POOL`].
+const ASYNC_TASKS: [u32; 3] = [8, 64, 256];
+/// What each account of the async-vs-sync table holds at the start.
+const OPENING_BALANCE: i64 = 1_000_000;
+
+diesel::table! {
+    /// The async-vs-sync table's accounts, in a database of their own.
+    driver_accounts (id) {
+        id -> BigInt,
+        balance -> BigInt,
+    }
+}
+
+/// The transfer both drivers run: two UPDATEs, `amount` from `from` to `to`.
+mod driver_transfer {
+    use super::driver_accounts::dsl::{balance, driver_accounts as accounts};
+    use diesel::{ExpressionMethods, QueryDsl, QueryResult};
+
+    /// On a sync `PgConnection` (libpq).
+    pub fn sync(
+        conn: &mut diesel::PgConnection,
+        from: i64,
+        to: i64,
+        amount: i64,
+    ) -> QueryResult<()> {
+        use diesel::RunQueryDsl;
+        diesel::update(accounts.find(from))
+            .set(balance.eq(balance - amount))
+            .execute(conn)?;
+        diesel::update(accounts.find(to))
+            .set(balance.eq(balance + amount))
+            .execute(conn)?;
+        Ok(())
+    }
+
+    /// On diesel-async's `AsyncPgConnection` (tokio-postgres).
+    pub async fn asynchronous(
+        conn: &mut diesel_async::AsyncPgConnection,
+        from: i64,
+        to: i64,
+        amount: i64,
+    ) -> QueryResult<()> {
+        use diesel_async::RunQueryDsl;
+        diesel::update(accounts.find(from))
+            .set(balance.eq(balance - amount))
+            .execute(conn)
+            .await?;
+        diesel::update(accounts.find(to))
+            .set(balance.eq(balance + amount))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Two different accounts among `1..=count` and an amount, as pgbench draws them.
+    pub fn pick(count: i64) -> (i64, i64, i64) {
+        let from = rand::random_range(1..=count);
+        let to = 1 + (from + rand::random_range(0..count - 1)) % count;
+        (from, to, rand::random_range(1..=100))
+    }
+}
+
+/// What the workers of one async-vs-sync run did.
+#[derive(Default)]
+struct DriverTally {
+    committed: u64,
+    failed: u64,
+    retries: u64,
+    latencies: Latencies,
+}
+
+impl DriverTally {
+    /// Counts one call that returned `result` after `latency`.
+    fn count<T, E, P>(
+        &mut self,
+        result: &Result<diesel_retry::Committed<T>, diesel_retry::TransactionError<E, P>>,
+        latency: Duration,
+    ) {
+        match result {
+            Ok(done) => {
+                self.committed += 1;
+                self.retries += u64::from(done.retries());
+                self.latencies.record(latency);
+            }
+            Err(error) => {
+                self.failed += 1;
+                self.retries += u64::from(error.attempts().saturating_sub(1));
+            }
+        }
+    }
+
+    fn merge(&mut self, other: DriverTally) {
+        self.committed += other.committed;
+        self.failed += other.failed;
+        self.retries += other.retries;
+        self.latencies.merge(&other.latencies);
+    }
+}
+
+/// One run of a driver on the database at a URL for a time: what it did, and how long it took.
+type DriverRun = Box<dyn Fn(&str, Duration) -> (DriverTally, Duration)>;
+
+/// One row of the async-vs-sync table: a driver at one concurrency, measured by `run`.
+struct DriverCase {
+    driver: &'static str,
+    concurrency: String,
+    run: DriverRun,
+}
+
+/// diesel-retry's sync driver (r2d2, libpq) beside its async one (tokio-postgres) on the same
+/// transfer, the same pool size and the same server: the sync one at one thread per
+/// connection, the async one on bb8 at 8, 64 and 256 tasks and on deadpool at 256. Each row
+/// runs [`RUNS`] times for a third of `duration`, the rows taking turns (the machine is
+/// shared: its load drifts), and keeps its best run (a stall, such as a long fsync, only
+/// slows).
+fn async_vs_sync_table(server: &TestServer, duration: Duration) {
+    let tokio_workers = env_number("BENCH_TOKIO_WORKERS", 0) as usize;
+    let run_length = duration / RUNS as u32;
+    let mut cases = vec![DriverCase {
+        driver: "sync, r2d2",
+        concurrency: format!("{POOL} threads"),
+        run: Box::new(sync_driver_run),
+    }];
+    for tasks in ASYNC_TASKS {
+        cases.push(DriverCase {
+            driver: "async, bb8",
+            concurrency: format!("{tasks} tasks"),
+            run: Box::new(move |url, length| {
+                async_driver_run(url, AsyncPool::Bb8, tasks, tokio_workers, length)
+            }),
+        });
+    }
+    // The most tasks on deadpool, whose waiters queue in order: how much of the tail is bb8's.
+    let most_tasks = ASYNC_TASKS[ASYNC_TASKS.len() - 1];
+    cases.push(DriverCase {
+        driver: "async, deadpool",
+        concurrency: format!("{most_tasks} tasks"),
+        run: Box::new(move |url, length| {
+            async_driver_run(url, AsyncPool::Deadpool, most_tasks, tokio_workers, length)
+        }),
+    });
+
+    println!(
+        "## async vs sync transfers ({ACCOUNTS} accounts, pool of {POOL}, SERIALIZABLE, best \
+         of {RUNS} runs of {:.1} s per row, each row on a fresh database)",
+        run_length.as_secs_f64()
+    );
+    println!();
+    println!(
+        "The same transaction (two UPDATEs between random accounts) through \
+         `diesel_retry::run_transaction` on an r2d2 pool of {POOL} `PgConnection`s (libpq) from \
+         {POOL} threads, and through `diesel_retry::asynchronous::run_transaction` on a bb8 or \
+         deadpool pool of {POOL} `AsyncPgConnection`s (tokio-postgres) from N tasks on a \
+         multi-threaded tokio runtime ({} worker threads); every pool opened and the flavour \
+         detected before the clock starts; the rows take turns. Latency: from the call to its \
+         return, the wait for a connection included; in ms (a `max` of seconds beside a short \
+         p99 is a stall of the whole machine or the server's disk). `failed` and `check` cover \
+         all the runs.",
+        if tokio_workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            tokio_workers
+        }
+    );
+    println!();
+    println!(
+        "| driver | concurrency | tps | p99 | max | retries per transfer | failed | check \
+         | × sync |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    let databases: Vec<String> = (0..cases.len())
+        .map(|row| {
+            let name = format!("bench_drivers_{row}");
+            server.psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
+            server.psql("postgres", &format!("CREATE DATABASE {name}"));
+            server.psql(
+                &name,
+                &format!(
+                    "CREATE TABLE driver_accounts (id INT8 PRIMARY KEY, balance INT8 NOT NULL); \
+                     INSERT INTO driver_accounts (id, balance) \
+                     SELECT g, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) g"
+                ),
+            );
+            name
+        })
+        .collect();
+    let mut rows: Vec<Option<DriverRow>> = cases.iter().map(|_| None).collect();
+    let mut failed = vec![0; cases.len()];
+    for _ in 0..RUNS {
+        for (row, case) in cases.iter().enumerate() {
+            let (tally, elapsed) = (case.run)(&server.url_for(&databases[row]), run_length);
+            let tps = roachbank::workload::stats::per_second(tally.committed, elapsed);
+            failed[row] += tally.failed;
+            if rows[row].as_ref().is_none_or(|best| tps > best.tps) {
+                rows[row] = Some(DriverRow { tps, tally });
+            }
+        }
+    }
+    let rows: Vec<DriverRow> = rows.into_iter().map(|row| row.expect("RUNS > 0")).collect();
+    let sync_tps = rows[0].tps;
+    for (row, (case, figures)) in cases.iter().zip(&rows).enumerate() {
+        let total = server.psql(&databases[row], "SELECT sum(balance) FROM driver_accounts");
+        let consistent = total == (OPENING_BALANCE * ACCOUNTS as i64).to_string();
+        let tally = &figures.tally;
+        let ms = |quantile| {
+            tally
+                .latencies
+                .quantile(quantile)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0
+        };
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {} | {:.2} |",
+            case.driver,
+            case.concurrency,
+            figures.tps,
+            ms(0.99),
+            ms(1.0),
+            tally.retries as f64 / tally.committed.max(1) as f64,
+            failed[row],
+            if consistent { "OK" } else { "FAILED" },
+            figures.tps / sync_tps
+        );
+    }
+    println!();
+    println!(
+        "async (bb8) at {most_tasks} tasks / sync at {POOL} threads: {:.2} (goal ≥ 1.00)",
+        rows[ASYNC_TASKS.len()].tps / sync_tps
+    );
+}
+
+/// The best run of one row of the async-vs-sync table.
+struct DriverRow {
+    tps: f64,
+    tally: DriverTally,
+}
+
+/// [`POOL`] threads running `diesel_retry::run_transaction` on an r2d2 pool for `duration`.
+fn sync_driver_run(url: &str, duration: Duration) -> (DriverTally, Duration) {
+    use diesel::r2d2::{ConnectionManager, Pool};
+    let pool = Pool::builder()
+        .max_size(POOL)
+        .build(ConnectionManager::<diesel::PgConnection>::new(url))
+        .expect("an r2d2 pool");
+    let bank = diesel_retry::Flavored::detect(&pool).expect("the flavour");
+    let policy = RetryPolicy::default();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut total = DriverTally::default();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..POOL)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut tally = DriverTally::default();
+                    while Instant::now() < deadline {
+                        let (from, to, amount) = driver_transfer::pick(ACCOUNTS as i64);
+                        let call = Instant::now();
+                        let result = diesel_retry::run_transaction(&bank, &policy, |conn| {
+                            driver_transfer::sync(conn, from, to, amount)
+                        });
+                        tally.count(&result, call.elapsed());
+                    }
+                    tally
+                })
+            })
+            .collect();
+        for worker in workers {
+            total.merge(worker.join().expect("a sync worker"));
+        }
+    });
+    (total, started.elapsed())
+}
+
+/// The pool the async driver takes its connections from.
+#[derive(Clone, Copy)]
+enum AsyncPool {
+    /// bb8's: a waiter woken for a returned connection can lose it to a newcomer.
+    Bb8,
+    /// deadpool's: waiters are served in order (a tokio semaphore).
+    Deadpool,
+}
+
+/// `tasks` tokio tasks running `diesel_retry::asynchronous::run_transaction` on a pool of
+/// [`POOL`] for `duration`, on a runtime of `tokio_workers` threads (0: tokio's default).
+fn async_driver_run(
+    url: &str,
+    kind: AsyncPool,
+    tasks: u32,
+    tokio_workers: usize,
+    duration: Duration,
+) -> (DriverTally, Duration) {
+    use diesel_async::pooled_connection::{bb8, deadpool, AsyncDieselConnectionManager};
+    use diesel_async::AsyncPgConnection;
+    use diesel_retry::asynchronous::AsyncConnectionSource;
+    use diesel_retry::Flavored;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if tokio_workers > 0 {
+        runtime.worker_threads(tokio_workers);
+    }
+    let runtime = runtime.enable_all().build().expect("a tokio runtime");
+    runtime.block_on(async {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+        let mut workers = tokio::task::JoinSet::new();
+        // Every connection opened before the clock starts, as r2d2 does.
+        let (started, deadline);
+        match kind {
+            AsyncPool::Bb8 => {
+                let pool = bb8::Pool::builder()
+                    .max_size(POOL)
+                    .min_idle(Some(POOL))
+                    .build(manager)
+                    .await
+                    .expect("a bb8 pool");
+                let flavor = Flavored::detect_async(&pool).await.expect("the flavour");
+                let flavor = flavor.flavor().expect("a detected flavour");
+                (started, deadline) = clock(duration);
+                for _ in 0..tasks {
+                    let pool = pool.clone();
+                    workers.spawn(async move {
+                        async_transfers(Flavored::new(&pool, flavor), deadline).await
+                    });
+                }
+            }
+            AsyncPool::Deadpool => {
+                let pool = deadpool::Pool::builder(manager)
+                    .max_size(POOL as usize)
+                    .build()
+                    .expect("a deadpool pool");
+                let mut opened = Vec::new();
+                for _ in 0..POOL {
+                    opened.push(pool.get().await.expect("a connection"));
+                }
+                drop(opened);
+                let flavor = Flavored::detect_async(&pool).await.expect("the flavour");
+                let flavor = flavor.flavor().expect("a detected flavour");
+                (started, deadline) = clock(duration);
+                for _ in 0..tasks {
+                    let pool = pool.clone();
+                    workers.spawn(async move {
+                        async_transfers(Flavored::new(&pool, flavor), deadline).await
+                    });
+                }
+            }
+        }
+        let mut total = DriverTally::default();
+        while let Some(tally) = workers.join_next().await {
+            total.merge(tally.expect("an async worker"));
+        }
+        (total, started.elapsed())
+    })
+}
+
+/// Now, and now + `duration`.
+fn clock(duration: Duration) -> (Instant, Instant) {
+    let started = Instant::now();
+    (started, started + duration)
+}
+
+/// One task's transfers through the async driver on `bank` until `deadline`.
+async fn async_transfers<S>(bank: S, deadline: Instant) -> DriverTally
+where
+    S: diesel_retry::asynchronous::AsyncConnectionSource<
+            Connection = diesel_async::AsyncPgConnection,
+        > + Copy,
+{
+    let policy = RetryPolicy::default();
+    let mut tally = DriverTally::default();
+    while Instant::now() < deadline {
+        let (from, to, amount) = driver_transfer::pick(ACCOUNTS as i64);
+        let call = Instant::now();
+        let result =
+            diesel_retry::asynchronous::run_transaction(bank, &policy, async move |conn| {
+                driver_transfer::asynchronous(conn, from, to, amount).await
+            })
+            .await;
+        tally.count(&result, call.elapsed());
+    }
+    tally
 }
 
 /// pgbench's transfer as an interactive transaction, with the ledger INSERT (the reference

@@ -14,6 +14,7 @@
 mod support;
 
 mod adopt;
+mod async_example;
 mod asynchronous;
 mod bank;
 mod cli;
