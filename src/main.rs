@@ -1,6 +1,6 @@
 //! The `roachbank` command: parse the command line, handle signals, read `.env`, resolve the
-//! database URL, run the command, and turn how it ended into at most one line on stderr (or
-//! clap's short usage block, for a command line it refuses) and an exit code (see `cli::error`).
+//! database URL, run the command, and turn how it ended into at most one line on stderr (a
+//! command line clap refuses included) and an exit code (see `cli::error`).
 
 /// `eprintln!` that never panics: a line on stderr that cannot be written (stderr a full disk)
 /// is dropped, as there is nowhere left to report it.

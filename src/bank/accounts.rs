@@ -1,5 +1,6 @@
 //! The bank's accounts: `seed` creates them (random ids and balances, each with its opening
-//! deposit in the ledger), `pick_random_account` draws one, `balance` sums them all up.
+//! deposit in the ledger), `pick_random_account` draws one, `balance` sums them all up,
+//! `count_accounts_up_to` says whether there are enough to transfer between.
 
 use super::error::BankError;
 use super::ids::{random_account_id, AccountIdSlices, LedgerIds, ID_SPACE};
@@ -233,6 +234,22 @@ pub fn pick_random_account(
         .select(Account::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// How many accounts the bank has, counted up to `up_to` and no further (a transfer needs two):
+/// one read of at most `up_to` ids, however large the table.
+pub fn count_accounts_up_to(
+    db: &Database,
+    policy: &RetryPolicy,
+    up_to: u32,
+) -> Result<Committed<u32>, TransactionError<BankError>> {
+    run_read_only_transaction(db, policy, |conn| {
+        let ids: Vec<i64> = accounts::table
+            .select(accounts::id)
+            .limit(i64::from(up_to))
+            .load(conn)?;
+        Ok(ids.len() as u32)
+    })
 }
 
 /// The tutorial's verification step: how many accounts, how much money, smallest and largest.

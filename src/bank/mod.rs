@@ -16,9 +16,9 @@ pub mod points;
 pub mod transfer;
 
 pub use accounts::{
-    balance, create_random_accounts, pick_random_account, seed, seed_chunk_size, BalanceSummary,
-    SeedError, SeedReport, COCKROACH_SEED_CHUNK, MAX_SEED_ACCOUNTS, MAX_SLICE_DRAWS,
-    OPENING_BALANCE_SPACE,
+    balance, count_accounts_up_to, create_random_accounts, pick_random_account, seed,
+    seed_chunk_size, BalanceSummary, SeedError, SeedReport, COCKROACH_SEED_CHUNK,
+    MAX_SEED_ACCOUNTS, MAX_SLICE_DRAWS, OPENING_BALANCE_SPACE,
 };
 pub use error::BankError;
 pub use ids::{AccountIdSlices, LedgerIds, ID_SPACE};

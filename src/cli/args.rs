@@ -1,9 +1,15 @@
 //! The command line, as clap definitions.
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use roachbank::bank::points::{LoadMethod, DEFAULT_CHUNK_SIZE, MAX_CHUNK_ROWS, MAX_POINTS_PER_RUN};
 use roachbank::bank::{TransferStyle, MAX_SEED_ACCOUNTS};
 use roachbank::db::MAX_STATEMENT_TIMEOUT;
+use roachbank::workload::stats::grouped;
+use std::ffi::OsStr;
+use std::marker::PhantomData;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,9 +17,12 @@ use std::time::Duration;
 /// points, and check the totals — on CockroachDB, PostgreSQL or an embedded SQLite file.
 // `arg_required_else_help = false`: without a command clap would answer with the whole help on
 // stderr (whose first line, the description, was all `main` printed); this way it reports a
-// missing command as an error with the usage and the list of commands, like any other refusal.
+// missing command as an error (one line listing the commands), like any other refusal.
 #[derive(Debug, Parser)]
-#[command(name = "roachbank", version, about, long_about = None, arg_required_else_help = false)]
+// `next_help_heading`: the flags below are global, and each command's --help lists them under
+// their own heading after the command's own flags (clap would interleave them otherwise).
+#[command(name = "roachbank", version, about, long_about = None, arg_required_else_help = false,
+          next_help_heading = "Global options")]
 pub struct Cli {
     /// Database URL: postgresql://…, cockroachdb://…, sqlite://PATH or a *.db path.
     /// Default: DATABASE_URL from the environment or .env, else the SQLite file bank.db.
@@ -32,7 +41,8 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Retries per transaction before giving up (the work runs at most N+1 times).
-    #[arg(long, global = true, value_name = "N", default_value_t = 50)]
+    #[arg(long, global = true, value_name = "N", default_value_t = 50, allow_negative_numbers = true,
+          value_parser = WholeNumber::<u32>::from(0..=u64::from(u32::MAX)))]
     pub max_retries: u32,
 
     /// Cancel any statement that runs longer than this (e.g. 5s, 500ms) instead of waiting for
@@ -76,8 +86,8 @@ pub enum Command {
     /// random balances in [0, 10^6).
     Seed {
         /// How many accounts to create (in one transaction).
-        #[arg(long, value_name = "N", default_value_t = 100,
-              value_parser = clap::value_parser!(u64).range(1..=MAX_SEED_ACCOUNTS))]
+        #[arg(long, value_name = "N", default_value_t = 100, allow_negative_numbers = true,
+              value_parser = WholeNumber::<u64>::from(1..=MAX_SEED_ACCOUNTS))]
         accounts: u64,
     },
     /// Move half of a random account's balance to another random account, K times (or for a
@@ -107,14 +117,14 @@ pub enum Command {
 pub struct TransferArgs {
     /// How many transfers to make.
     #[arg(long, value_name = "K", default_value_t = 1, conflicts_with = "duration",
-          value_parser = clap::value_parser!(u64).range(1..))]
+          allow_negative_numbers = true, value_parser = WholeNumber::<u64>::from(1..=u64::MAX))]
     pub count: u64,
     /// Keep transferring for this long instead (e.g. 30s, 5m, 1h).
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Concurrent workers sharing one connection pool.
-    #[arg(long, value_name = "W", default_value_t = 1,
-          value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, value_name = "W", default_value_t = 1, allow_negative_numbers = true,
+          value_parser = WholeNumber::<u32>::from(1..=256))]
     pub workers: u32,
     /// Run the ledger audit (`check`) when the transfers are done.
     #[arg(long)]
@@ -144,13 +154,12 @@ pub struct TransferArgs {
 #[derive(Debug, Args)]
 pub struct PointsArgs {
     /// How many points to insert.
-    #[arg(value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=MAX_POINTS_PER_RUN))]
+    #[arg(value_name = "N", value_parser = WholeNumber::<u64>::from(1..=MAX_POINTS_PER_RUN))]
     pub count: u64,
     /// Rows per chunk (per transaction): at most 100,000, which bounds memory (under 64 MiB
     /// with four chunks in flight); chunks beyond 2,500 rows are cut to 2,500 on CockroachDB.
     #[arg(long, value_name = "C", default_value_t = DEFAULT_CHUNK_SIZE,
-          value_parser = clap::value_parser!(u64).range(1..=MAX_CHUNK_ROWS))]
+          allow_negative_numbers = true, value_parser = WholeNumber::<u64>::from(1..=MAX_CHUNK_ROWS))]
     pub chunk_size: u64,
     /// How chunks are written: copy (PostgreSQL only, its default) or insert (the default
     /// on CockroachDB and SQLite, which refuse copy from this driver).
@@ -216,5 +225,81 @@ fn parse_statement_timeout(text: &str) -> Result<Duration, String> {
         ))
     } else {
         Ok(timeout)
+    }
+}
+
+/// A whole number in a range, refused in the words a person would use, naming the flag (or the
+/// argument) and repeating what was given: `--count must be at least 1, not 0`, `N must be a
+/// positive whole number, not -5`, `--chunk-size must be at most 100,000, not 100001` (clap's
+/// own range check says `0 is not in 1..18446744073709551615`).
+#[derive(Debug)]
+struct WholeNumber<T> {
+    range: RangeInclusive<u64>,
+    value: PhantomData<fn() -> T>,
+}
+
+impl<T> From<RangeInclusive<u64>> for WholeNumber<T> {
+    /// Whole numbers in `range`, which must fit `T`.
+    fn from(range: RangeInclusive<u64>) -> Self {
+        WholeNumber {
+            range,
+            value: PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for WholeNumber<T> {
+    fn clone(&self) -> Self {
+        WholeNumber::from(self.range.clone())
+    }
+}
+
+impl<T> TypedValueParser for WholeNumber<T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        let (min, max) = (*self.range.start(), *self.range.end());
+        let kind = if min > 0 {
+            "a positive whole number"
+        } else {
+            "a whole number"
+        };
+        let refused = match text.parse::<u64>() {
+            Ok(n) if n < min => format!("at least {}, not {text}", grouped(min)),
+            Ok(n) if n > max => format!("at most {}, not {text}", grouped(max)),
+            Ok(n) => match T::try_from(n) {
+                Ok(number) => return Ok(number),
+                Err(_) => format!("at most {}, not {text}", grouped(max)),
+            },
+            // Only digits, yet no u64: too large.
+            Err(_) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {
+                format!("at most {}, not {text}", grouped(max))
+            }
+            Err(_) => format!("{kind}, not '{text}'"),
+        };
+        let name = arg.map_or_else(|| "the number".to_string(), argument_name);
+        Err(clap::Error::raw(
+            ErrorKind::ValueValidation,
+            format!("{name} must be {refused}\n"),
+        )
+        .with_cmd(cmd))
+    }
+}
+
+/// How a person names `arg`: `--count`, or a positional argument by its value name (`N`).
+fn argument_name(arg: &clap::Arg) -> String {
+    match (arg.get_long(), arg.get_value_names()) {
+        (Some(long), _) => format!("--{long}"),
+        (None, Some([name, ..])) => name.to_string(),
+        (None, _) => arg.get_id().to_string(),
     }
 }

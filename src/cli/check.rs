@@ -22,9 +22,17 @@ pub fn run(db: &Database, policy: &RetryPolicy) -> Result<()> {
     }
 }
 
-/// The audit's line of totals, then the accounts it lists.
+/// The audit's line of totals, then the accounts it lists; of a bank that has nothing in it, one
+/// line saying so (it is consistent, but "OK" would suggest there was something to check).
 fn print(report: &AuditReport, elapsed: Duration) -> Result<(), StdoutError> {
     let totals = &report.totals;
+    if report.is_consistent() && totals.accounts == 0 && totals.ledger_rows == 0 {
+        return say!(
+            "check: the bank is empty — no accounts, no ledger rows; run `roachbank seed` to \
+             create some ({:.2} s)",
+            elapsed.as_secs_f64(),
+        );
+    }
     say!(
         "check: {} — {} account{}, {} ledger row{}, total balance {} vs deposits {}, \
          {} account{} off the ledger, {} negative balance{}, {} orphan ledger row{} ({:.2} s)",

@@ -1,7 +1,7 @@
 //! The command line's one error type, and the one place that turns how a run ended into its
-//! exit code and its one line on stderr (`roachbank: error: …`, whoever found the error; a
-//! command line clap refuses may add its short usage block): 0 on success, 2 for bad usage, 1
-//! for a failure, and 130/143 for a run a signal cut short. `anyhow` stops here: the library's
+//! exit code and its one line on stderr (`roachbank: error: …`, whoever found the error, clap
+//! included): 0 on success, 2 for bad usage, 1 for a failure, and 130/143 for a run a signal
+//! cut short. `anyhow` stops here: the library's
 //! errors are typed.
 
 use super::interrupt::Signal;
@@ -120,7 +120,7 @@ pub fn conclude(
             ExitCode::SUCCESS
         }
         Err(CliError::Args(err)) => {
-            note!("{}", redactor.scrub(&clap_error_block(&err)));
+            note!("{}", redactor.scrub(&clap_error_line(&err)));
             ExitCode::from(EXIT_USAGE)
         }
         Err(CliError::Usage(message)) => {
@@ -139,31 +139,78 @@ pub fn conclude(
     }
 }
 
-/// clap's refusal in roachbank's one error style: its first line as `roachbank: error: …`, then
-/// whatever else clap says — the possible values, a tip ("a similar subcommand exists:
-/// 'transfer'"), the usage, the commands there are, its pointer to `--help` — as one block,
-/// without the blank lines between. A refusal that clap says all of in its first line (an
-/// invalid number, say) stays that one line.
-fn clap_error_block(err: &clap::Error) -> String {
+/// clap's refusal as roachbank's one error line: `roachbank: error: `, what clap found wrong,
+/// what clap suggests in brackets (its "did you mean", the possible values, the commands there
+/// are), and where to read more:
+///
+/// ```text
+/// roachbank: error: unrecognized subcommand 'trasnfer' (did you mean 'transfer'?); try `roachbank --help`
+/// ```
+///
+/// clap's own rendering is a block of up to six lines (the error, a tip, the usage, a pointer to
+/// `--help`); the usage adds nothing the pointer does not, and one line is what every other
+/// failure prints.
+fn clap_error_line(err: &clap::Error) -> String {
     // Plain text: `render` styles for a terminal only through `ansi()`.
     let rendered = err.render().to_string();
-    let mut lines = rendered.lines().filter(|line| !line.trim().is_empty());
-    let first = lines.next().unwrap_or("invalid arguments").trim();
-    let mut block = format!(
-        "roachbank: error: {}",
-        first.strip_prefix("error: ").unwrap_or(first)
-    );
-    let rest: Vec<&str> = lines.map(str::trim_end).collect();
-    let only_points_to_help = rest
-        .iter()
-        .all(|line| line.starts_with("For more information"));
-    if !only_points_to_help {
-        for line in rest {
-            block.push('\n');
-            block.push_str(line);
+    let mut lines = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut message = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if err.kind() == clap::error::ErrorKind::MissingSubcommand {
+        message = "no command given".to_string();
+    }
+    // What the command line was for: `roachbank transfer` from `Usage: roachbank transfer …`.
+    let mut command = "roachbank".to_string();
+    let mut listed = Vec::new();
+    let mut suggested = Vec::new();
+    for line in lines {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            let words = usage.split_whitespace().skip(1);
+            for word in words.take_while(|word| !word.starts_with(['-', '[', '<'])) {
+                command.push(' ');
+                command.push_str(word);
+            }
+        } else if line.starts_with("For more information") {
+        } else if let Some(tip) = line.strip_prefix("tip: ") {
+            match tip.split_once(" exists: ") {
+                Some((_, similar)) => suggested.push(format!("did you mean {similar}?")),
+                None => suggested.push(tip.to_string()),
+            }
+        } else if let Some(list) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            // `[possible values: copy, insert]`; `[subcommands: seed, …, help]`.
+            let list = list.replace("subcommands: ", "commands: ");
+            listed.push(list.trim_end_matches(", help").to_string());
+        } else {
+            // What a message ending in `:` lists (required arguments that are missing).
+            message.push(' ');
+            message.push_str(line);
         }
     }
-    block
+    if command == "roachbank" {
+        // clap shows no usage for a refused value: the command is the first argument that
+        // names one.
+        if let Some(named) = named_command() {
+            command = format!("roachbank {named}");
+        }
+    }
+    listed.extend(suggested);
+    if !listed.is_empty() {
+        message = format!("{message} ({})", listed.join("; "));
+    }
+    format!("roachbank: error: {message}; try `{command} --help`")
+}
+
+/// The first command-line argument that names one of roachbank's commands, if one does.
+fn named_command() -> Option<String> {
+    use clap::CommandFactory;
+    let cli = super::args::Cli::command();
+    std::env::args().skip(1).find(|arg| {
+        cli.get_subcommands()
+            .any(|command| command.get_name() == arg && arg != "help")
+    })
 }
 
 /// The kind of the failed write to stdout that `err` is, if it is one.

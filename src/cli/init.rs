@@ -18,8 +18,13 @@ pub fn run(invocation: &mut Invocation<'_>, admin_url: Option<&str>) -> Result<(
     }
     let plan = InitPlan::new(invocation.config, admin.as_ref()).map_err(CliError::from_init)?;
     let options = invocation.connect_options()?;
-    let (report, db) = init::init(&plan, &options)
-        .map_err(|err| CliError::from_init(err).context("init failed"))?;
+    let (report, db) = init::init(&plan, &options).map_err(|err| {
+        let hint = super::hint::after_no_password(&err.to_string());
+        CliError::from_init(err)
+            .context("init failed")
+            .with_hint(hint)
+    })?;
+    invocation.announce_created_default();
     print(&report)?;
     // Asked on the session of the user init set up (the one that migrated), as the other
     // commands ask.

@@ -14,6 +14,7 @@ use roachbank::db::config::{Backend, DatabaseConfig, UrlSource};
 use roachbank::db::durability::durability_warning;
 use roachbank::db::redact::Redactor;
 use roachbank::db::{echo_connection_events, one_line, ConnectOptions, Database, Flavor};
+use roachbank::migrate::OpenError;
 
 /// One run of a command: the command line, the database URL, and the redactor.
 pub struct Invocation<'a> {
@@ -24,13 +25,44 @@ pub struct Invocation<'a> {
     /// Knows every URL in play before anything is printed: a command that uses another URL
     /// (init's admin URL) adds it before calling [`Invocation::connect_options`].
     pub redactor: &'a mut Redactor,
+    /// Whether the database is the embedded SQLite default and its file is not there yet (when
+    /// the command began): a command that creates it says so, once it has.
+    default_file_missing: bool,
+}
+
+impl<'a> Invocation<'a> {
+    /// The run of `cli`'s command on `config`'s database, scrubbing with `redactor`.
+    pub fn new(cli: &'a Cli, config: &'a DatabaseConfig, redactor: &'a mut Redactor) -> Self {
+        let default_file_missing = config.source() == UrlSource::Default
+            && config.sqlite_path().is_some_and(|path| !path.exists());
+        Invocation {
+            cli,
+            config,
+            redactor,
+            default_file_missing,
+        }
+    }
 }
 
 impl Invocation<'_> {
+    /// Says that the embedded SQLite default was created, if this command created it (call
+    /// once the database is open). That is when a user needs to know where the bank went and
+    /// how to put it elsewhere; a command on a bank.db that is already there says nothing
+    /// unless asked (-v).
+    pub fn announce_created_default(&self) {
+        if self.default_file_missing && self.config.sqlite_path().is_some_and(|path| path.exists())
+        {
+            note!(
+                "roachbank: DATABASE_URL is not set; created the embedded SQLite file {}",
+                self.config.redacted()
+            );
+        }
+    }
+
     /// Called once, when the command has checked what it was given and is about to connect:
     /// sets up --echo and -v (their output scrubbed by the redactor as it is now), refuses
-    /// what SQLite cannot do before the file is created, says so when the embedded SQLite
-    /// default is used, and returns the options to connect with.
+    /// what SQLite cannot do before the file is created, says with -v that the embedded SQLite
+    /// default is used (if it is there already), and returns the options to connect with.
     pub fn connect_options(&self) -> Result<ConnectOptions, CliError> {
         let Invocation { cli, config, .. } = *self;
         if cli.echo {
@@ -41,7 +73,8 @@ impl Invocation<'_> {
         if config.backend() == Backend::Sqlite {
             refuse_unsupported(&cli.command, Flavor::Sqlite).map_err(CliError::Usage)?;
         }
-        if config.source() == UrlSource::Default {
+        // Otherwise said when the file is created (`announce_created_default`).
+        if config.source() == UrlSource::Default && cli.verbose > 0 && !self.default_file_missing {
             note!(
                 "roachbank: DATABASE_URL is not set; using the embedded SQLite file {}",
                 config.redacted()
@@ -58,21 +91,30 @@ impl Invocation<'_> {
         })
     }
 
-    /// Opens the database — refusing what its flavour cannot do before any migration runs —
-    /// and runs `work` on it; then, if the command wrote something, warns if the server does
-    /// not make commits durable.
+    /// Opens the database — refusing what its flavour cannot do before any migration runs;
+    /// for a command that needs a bank already there, refusing where there is none, having
+    /// written nothing — and runs `work` on it; then, if the command wrote something, warns if
+    /// the server does not make commits durable.
     pub fn on_database(
         &self,
         work: impl FnOnce(&Database, &RetryPolicy) -> Result<()>,
     ) -> Result<(), CliError> {
         let options = self.connect_options()?;
-        let db = Database::open_checked(self.config.clone(), &options, |flavor| {
-            refuse_unsupported(&self.cli.command, flavor)
-        })
-        .map_err(|err| {
-            let hint = hint::after_failed_open(&err.to_string(), self.config);
+        let accept = |flavor| refuse_unsupported(&self.cli.command, flavor);
+        let config = self.config.clone();
+        let opened = if needs_a_bank(&self.cli.command) {
+            Database::open_existing(config, &options, accept)
+        } else {
+            Database::open_checked(config, &options, accept)
+        };
+        let db = opened.map_err(|err| {
+            let hint = match err {
+                OpenError::NoBank { .. } => Some(hint::SEED_FIRST.to_string()),
+                _ => hint::after_failed_open(&err.to_string(), self.config),
+            };
             CliError::from_open(err).with_hint(hint)
         })?;
+        self.announce_created_default();
         let policy = RetryPolicy {
             max_retries: self.cli.max_retries,
             settle_timeout: self.cli.settle_timeout,
@@ -109,6 +151,16 @@ fn refuse_unsupported(command: &Command, flavor: Flavor) -> Result<(), String> {
             None => Ok(()),
         },
         _ => Ok(()),
+    }
+}
+
+/// Whether `command` only makes sense on a bank that is already there (`balance`, `check`,
+/// `transfer`): then it never creates one — no SQLite file, no tables — and says there is none.
+/// The others (`seed`, `points`, `init`) create what is missing.
+fn needs_a_bank(command: &Command) -> bool {
+    match command {
+        Command::Balance | Command::Check | Command::Transfer(_) => true,
+        Command::Seed { .. } | Command::Points(_) | Command::Init { .. } => false,
     }
 }
 

@@ -42,11 +42,7 @@ pub fn run(
     redactor: &mut Redactor,
     interrupt: &Interrupt,
 ) -> Result<(), CliError> {
-    let mut invocation = Invocation {
-        cli,
-        config,
-        redactor,
-    };
+    let mut invocation = Invocation::new(cli, config, redactor);
     match &cli.command {
         Command::Init { admin_url } => init::run(&mut invocation, admin_url.as_deref()),
         Command::Seed { accounts } => {

@@ -8,8 +8,9 @@ use super::follow::{Following, OutputFiles, TICK_EVERY};
 use super::interrupt::Interrupt;
 use super::invocation::Invocation;
 use super::output::{format_latency, plural, retries, say};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use diesel_retry::RetryPolicy;
+use roachbank::bank;
 use roachbank::bank::transfer::TransferStyle;
 use roachbank::db::Database;
 use roachbank::workload::columns::{total_line, TOTAL_HEADER};
@@ -34,6 +35,7 @@ pub fn run(
     // Before anything touches the database: an unwritable file is bad usage.
     let files = OutputFiles::open(args.histograms.as_deref(), args.plot.as_deref())?;
     invocation.on_database(|db, policy| {
+        refuse_fewer_than_two_accounts(db, policy)?;
         let length = args
             .duration
             .map_or(RunLength::Count(args.count), RunLength::Duration);
@@ -47,6 +49,27 @@ pub fn run(
         };
         transfer_then_check(db, policy, run, shown, files, args.check, interrupt)
     })
+}
+
+/// Fails, in one line that says to run `seed`, when the bank has fewer than two accounts: there
+/// is nothing to transfer between, so the run does not start (and prints no summary of
+/// transfers that were never tried).
+fn refuse_fewer_than_two_accounts(db: &Database, policy: &RetryPolicy) -> Result<()> {
+    let found = bank::count_accounts_up_to(db, policy, 2)
+        .context("transfer failed")?
+        .value;
+    if found >= 2 {
+        return Ok(());
+    }
+    let accounts = if found == 0 {
+        "no accounts"
+    } else {
+        "only 1 account"
+    };
+    anyhow::bail!(
+        "the bank has {accounts}: nothing to transfer between; {}",
+        super::hint::SEED_FIRST
+    )
 }
 
 /// What a transfer run shows besides its summary line.
@@ -149,7 +172,7 @@ fn transfer(
             run.run_ticking(db, policy, &on_transfer, TICK_EVERY, on_tick)
         })
     } else {
-        (run.run(db, policy, &on_transfer), Ok(()))
+        (run.run(db, policy, &on_transfer), Ok(Vec::new()))
     };
     progress.finish();
     let summary = &report.summary;
@@ -181,7 +204,10 @@ fn transfer(
     match report.error {
         None => {
             // A file that could not be written outranks unprinted output too.
-            files_written?;
+            for line in files_written? {
+                // After the summary: where the files went, or why the plot was not drawn.
+                note!("roachbank: {line}");
+            }
             Ok(printed?)
         }
         Some(error) => Err(anyhow::Error::new(error).context(format!(

@@ -4,8 +4,9 @@ use super::config::DatabaseConfig;
 use super::{ConnectOptions, DbConnectionManager, Flavor, Pool};
 use std::time::Duration;
 
-/// An open database: its pool and its flavour. Opened by `Database::open`, which the
-/// migrations layer defines (`src/migrate/open.rs`) because opening migrates.
+/// An open database: its pool and its flavour. Opened by [`Database::open`] (or
+/// [`Database::open_existing`], which creates nothing), which the migrations layer defines
+/// ([`crate::migrate`], `src/migrate/open.rs`) because opening migrates.
 pub struct Database {
     pool: Pool,
     flavor: Flavor,
@@ -16,7 +17,7 @@ pub struct Database {
 impl Database {
     /// A database reached through `manager`, whose engine is `flavor`: builds the pool that
     /// every transaction draws from, sized by `options`. Connections are made as they are
-    /// needed; [`Database::open`](crate::migrate) connects once first, to fail fast, and
+    /// needed; [`Database::open`] connects once first, to fail fast, and
     /// migrates, and hands that connection to the pool
     /// ([`DbConnectionManager::keep_for_pool`]) as its first.
     pub fn with_pool(

@@ -68,6 +68,23 @@ impl DbConnectionManager {
         self.establish_with_stall_bound(self.stall_bound())
     }
 
+    /// [`DbConnectionManager::establish`] that lets `look` query the connection before anything
+    /// is written (on SQLite before its pragmas, which write to the file; on a server after its
+    /// session settings, which write nothing): `Ok(None)` when `look` says the connection is not
+    /// wanted.
+    pub fn establish_if(
+        &self,
+        mut look: impl FnMut(&mut DbConnection) -> QueryResult<bool>,
+    ) -> Result<Option<DbConnection>, DbError> {
+        let statement_timeout = match self.statement_timeout {
+            Some(timeout) => StatementTimeout::Set(timeout),
+            None => StatementTimeout::ServerDefault,
+        };
+        self.connect_inner(self.stall_bound(), statement_timeout, &mut look)
+            .map(|connected| connected.map(|(conn, _)| conn))
+            .map_err(|err| self.connect_error(err))
+    }
+
     /// [`DbConnectionManager::establish`] with its own stall bound (`None`: unwatched), for a
     /// session whose statements wait longer by design (see also
     /// [`establish_dedicated`](Self::establish_dedicated), which sets no statement timeout).
@@ -79,8 +96,8 @@ impl DbConnectionManager {
             Some(timeout) => StatementTimeout::Set(timeout),
             None => StatementTimeout::ServerDefault,
         };
-        self.connect_inner(stall_bound, statement_timeout)
-            .map(|(conn, _)| conn)
+        self.connect_inner(stall_bound, statement_timeout, &mut every)
+            .map(|connected| connected.expect("`every` wants every connection").0)
             .map_err(|err| self.connect_error(err))
     }
 
@@ -92,7 +109,8 @@ impl DbConnectionManager {
         &self,
         stall_bound: Option<Duration>,
     ) -> Result<DedicatedConnection, DbError> {
-        self.connect_inner(stall_bound, StatementTimeout::Off)
+        self.connect_inner(stall_bound, StatementTimeout::Off, &mut every)
+            .map(|connected| connected.expect("`every` wants every connection"))
             .map(|(conn, stall)| DedicatedConnection {
                 conn,
                 stall_bound,
@@ -108,12 +126,14 @@ impl DbConnectionManager {
         }
     }
 
-    /// Connects and sets the connection up.
+    /// Connects, lets `look` decide whether the connection is wanted (`None` if not), and sets
+    /// it up.
     fn connect_inner(
         &self,
         stall_bound: Option<Duration>,
         statement_timeout: StatementTimeout,
-    ) -> Result<(DbConnection, Option<StallSignal>), diesel::ConnectionError> {
+        look: &mut dyn FnMut(&mut DbConnection) -> QueryResult<bool>,
+    ) -> Result<Option<(DbConnection, Option<StallSignal>)>, diesel::ConnectionError> {
         let mut watch = None;
         let mut conn = match self.config.backend() {
             Backend::Postgresql => {
@@ -126,12 +146,9 @@ impl DbConnectionManager {
                     .map(|(socket, bound)| StallWatch::new(socket, bound));
                 DbConnection::Postgresql(pg?)
             }
-            Backend::Sqlite => {
-                let mut sqlite = SqliteConnection::establish(&self.config.connection_string())?;
-                self.set_up_sqlite(&mut sqlite)
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
-                DbConnection::Sqlite(sqlite)
-            }
+            Backend::Sqlite => DbConnection::Sqlite(SqliteConnection::establish(
+                &self.config.connection_string(),
+            )?),
         };
         let stall = watch.as_ref().map(StallWatch::signal);
         if self.echo || self.instrumentation.is_some() || watch.is_some() {
@@ -140,6 +157,19 @@ impl DbConnectionManager {
                 extra: self.instrumentation.as_ref().map(|factory| factory()),
                 stall: watch,
             });
+        }
+        // Before anything is written: before SQLite's pragmas, which write to the file; after a
+        // server's session settings, which write nothing (so its statement timeout holds).
+        let mut wanted = |conn: &mut DbConnection| {
+            look(conn).map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+        };
+        let sqlite = matches!(conn, DbConnection::Sqlite(_));
+        if sqlite && !wanted(&mut conn)? {
+            return Ok(None);
+        }
+        if let DbConnection::Sqlite(sqlite) = &mut conn {
+            self.set_up_sqlite(sqlite)
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         }
         if let DbConnection::Postgresql(pg) = &mut conn {
             // Milliseconds: an integer means milliseconds on PostgreSQL and CockroachDB alike.
@@ -171,8 +201,16 @@ impl DbConnectionManager {
             pg.batch_execute(&settings)
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
         }
-        Ok((conn, stall))
+        if !sqlite && !wanted(&mut conn)? {
+            return Ok(None);
+        }
+        Ok(Some((conn, stall)))
     }
+}
+
+/// The `look` of a connection that is wanted whatever its database holds.
+fn every(_: &mut DbConnection) -> QueryResult<bool> {
+    Ok(true)
 }
 
 /// What a new server connection's `statement_timeout` is set to.

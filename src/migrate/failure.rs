@@ -37,7 +37,7 @@ impl StepError {
     /// with its SQLSTATE, where it is kept as it is (setting up `__diesel_schema_migrations`,
     /// recording a version). A failed `up.sql` comes wrapped in a type diesel_migrations 2.4
     /// still does not export (`RunMigrationsError::QueryError`, with no `source()`), which
-    /// keeps the statement's error only as text ("Failed to run <version> with: <message>"):
+    /// keeps the statement's error only as text (`Failed to run <version> with: <message>`):
     /// its SQLSTATE is then read from the words ([`sqlstate_in_harness_text`]).
     pub(super) fn from_harness(error: Box<dyn std::error::Error + Send + Sync>) -> StepError {
         match error.downcast::<DieselError>() {

@@ -1,8 +1,14 @@
 //! A transfer run drawn as an SVG picture (the `plotters` crate, its SVG backend only):
 //! committed transfers per second, with the retries of each second as red bars on their own
-//! axis (and failed transfers, if any, as crosses on it), above the p50 and p99 latencies of
-//! each second — to look at a run rather than read it. Rates and latencies (on a log
-//! scale) are drawn at the middle of their second; a retry bar spans it.
+//! axis (and failed transfers, if any, as crosses on it), above the p50, p99 and worst (pMax)
+//! latencies of each second — to look at a run rather than read it; a stall shows as a pMax
+//! far above the p99. Rates and latencies (on a log scale) are drawn at the middle of their
+//! interval; a retry bar spans it. The last interval of a run is drawn however short it is.
+//!
+//! SVG only: plotters' bitmap backend builds without C code (`bitmap_backend`,
+//! `bitmap_encoder`), but it draws text only with a font — `ttf` (font-kit: FreeType and
+//! fontconfig, C) or `ab_glyph` with a font file roachbank would have to ship — and without one
+//! plotters panics ("The font implementation is unable to draw text").
 
 use super::stats::grouped;
 use super::transfers::TransferTick;
@@ -21,6 +27,8 @@ const FAILURES: RGBColor = RGBColor(120, 0, 0);
 const P50: RGBColor = RGBColor(44, 160, 44);
 /// p99's colour.
 const P99: RGBColor = RGBColor(148, 103, 189);
+/// The worst latency's colour.
+const P_MAX: RGBColor = RGBColor(255, 127, 14);
 /// Each axis goes this far beyond the highest value it shows (on the log scale, in decades),
 /// so that the legends in the upper right corners stay clear of the data.
 const HEADROOM: f64 = 1.4;
@@ -40,12 +48,14 @@ pub struct PlotPoint {
     pub p50_ms: Option<f64>,
     /// 99th-percentile latency, in milliseconds (none without any).
     pub p99_ms: Option<f64>,
+    /// The worst latency of the interval, in milliseconds (none without any).
+    pub max_ms: Option<f64>,
     /// Retries in the interval (of the transfers that committed in it).
     pub retries: u64,
     /// Transfers that failed or whose outcome stayed unknown in the interval.
     pub errors: u64,
-    /// Whether the interval is drawn: not a last one too short for its rate to mean anything
-    /// (see [`TransferTick::shown`]); its retries and errors count in the totals all the same.
+    /// Whether the interval is drawn: not the tail of a timed run (transfers finishing after
+    /// its time was up); its retries and errors count in the totals all the same.
     pub shown: bool,
 }
 
@@ -84,9 +94,10 @@ impl From<&TransferTick> for PlotPoint {
             per_second: tick.per_second(),
             p50_ms: millis(0.50),
             p99_ms: millis(0.99),
+            max_ms: millis(1.0),
             retries: tick.retries,
             errors: tick.errors,
-            shown: tick.shown(),
+            shown: true,
         }
     }
 }
@@ -140,6 +151,15 @@ fn one_two_five(low: f64, high: f64) -> Vec<f64> {
         decade *= 10.0;
     }
     steps
+}
+
+/// Fewest intervals drawn that make a plot: with one, every series is a single point and the
+/// picture shows empty axes.
+pub const FEWEST_PLOTTED: usize = 2;
+
+/// Whether `points` make a plot: at least [`FEWEST_PLOTTED`] of them are drawn.
+pub fn plottable(points: &[PlotPoint]) -> bool {
+    points.iter().filter(|point| point.shown).count() >= FEWEST_PLOTTED
 }
 
 /// The plot could not be drawn.
@@ -261,13 +281,13 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
     }
     draw_legend(&mut chart)?;
 
-    // Latency: p50 and p99 of each second.
+    // Latency: p50, p99 and the worst of each second.
     // On a log scale: a p99 a hundred times the p50 (a stall, a retry storm) leaves the p50
     // readable.
     let latencies = || {
         points
             .iter()
-            .flat_map(|point| [point.p50_ms, point.p99_ms])
+            .flat_map(|point| [point.p50_ms, point.p99_ms, point.max_ms])
             .flatten()
     };
     let highest = latencies().fold(0.1, f64::max);
@@ -301,10 +321,11 @@ fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, all: &[PlotPoint], title: &st
         .draw()?;
     for (name, colour, value) in [
         (
-            "p99",
-            P99,
-            (|point: &PlotPoint| point.p99_ms) as fn(&PlotPoint) -> Option<f64>,
+            "pMax",
+            P_MAX,
+            (|point: &PlotPoint| point.max_ms) as fn(&PlotPoint) -> Option<f64>,
         ),
+        ("p99", P99, |point: &PlotPoint| point.p99_ms),
         ("p50", P50, |point: &PlotPoint| point.p50_ms),
     ] {
         chart
@@ -336,6 +357,7 @@ mod tests {
                 per_second: 1000.0 + 100.0 * f64::from(second),
                 p50_ms: Some(1.0),
                 p99_ms: Some(4.0),
+                max_ms: Some(if second == 3 { 250.0 } else { 6.0 }),
                 retries: if second == 2 { 12 } else { 0 },
                 errors: 0,
                 shown: true,
@@ -351,12 +373,18 @@ mod tests {
             "elapsed (s)",
             "p50",
             "p99",
+            "pMax",
             "12 retries in all",
         ] {
             assert!(svg.contains(text), "no {text:?} in the plot");
         }
         // Each series is a line in its colour, and so is its legend's sample.
-        for (series, colour) in [("throughput", THROUGHPUT), ("p50", P50), ("p99", P99)] {
+        for (series, colour) in [
+            ("throughput", THROUGHPUT),
+            ("p50", P50),
+            ("p99", P99),
+            ("pMax", P_MAX),
+        ] {
             let stroke = format!(
                 "stroke=\"#{:02X}{:02X}{:02X}\"",
                 colour.0, colour.1, colour.2
@@ -380,6 +408,25 @@ mod tests {
             .collect::<Vec<_>>()
             .into_iter()
             .map(|rest| rest.split('>').next().unwrap_or(rest))
+    }
+
+    #[test]
+    fn a_run_of_fewer_than_two_drawn_intervals_is_not_plottable() {
+        let point = |start: f64, shown| PlotPoint {
+            start,
+            end: start + 1.0,
+            per_second: 10.0,
+            p50_ms: Some(1.0),
+            p99_ms: Some(2.0),
+            max_ms: Some(3.0),
+            retries: 0,
+            errors: 0,
+            shown,
+        };
+        assert!(!plottable(&[]));
+        assert!(!plottable(&[point(0.0, true)]));
+        assert!(!plottable(&[point(0.0, true), point(1.0, false)]));
+        assert!(plottable(&[point(0.0, true), point(1.0, true)]));
     }
 
     #[test]

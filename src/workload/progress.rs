@@ -5,7 +5,9 @@
 
 use super::stats::{grouped, grouped_rate, per_second};
 use crate::sync::lock;
-use indicatif::{HumanDuration, ProgressBar, ProgressState, ProgressStyle};
+use indicatif::{
+    HumanDuration, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle, TermLike,
+};
 use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -77,9 +79,15 @@ impl Progress {
         })
     }
 
-    /// `make()`'s bar if stderr is a terminal.
+    /// `make()`'s bar, drawn on [`EchoRoom`], if stderr is a terminal.
     fn drawn(make: impl FnOnce() -> ProgressBar) -> Self {
-        let bar = std::io::stderr().is_terminal().then(make);
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let stderr = EchoRoom(console::Term::buffered_stderr());
+            let target = ProgressDrawTarget::term_like_with_hz(Box::new(stderr), DRAWS_PER_SECOND);
+            let bar = make();
+            bar.set_draw_target(target);
+            bar
+        });
         if let Some(bar) = &bar {
             *lock(&SHOWN) = Some(bar.clone());
         }
@@ -105,6 +113,63 @@ impl Progress {
             lock(&SHOWN).take();
             bar.finish_and_clear();
         }
+    }
+}
+
+/// How often the display is drawn at most (indicatif's own default for stderr).
+const DRAWS_PER_SECOND: u8 = 20;
+
+/// Columns left free at the right of the display for what the terminal echoes: `^C`.
+const ECHO_COLUMNS: u16 = 2;
+
+/// stderr as indicatif draws on it, [`ECHO_COLUMNS`] narrower than it is. indicatif fills every
+/// line of its display with spaces to the right edge of the terminal, leaving the cursor there;
+/// the `^C` a terminal echoes when Ctrl-C is pressed then starts a line of its own below the
+/// display, and clearing the display (counted from that line) would leave its first line on
+/// screen above the summary. With the columns spare, the echo ends the display's last line and
+/// is cleared with it.
+#[derive(Debug)]
+struct EchoRoom(console::Term);
+
+impl TermLike for EchoRoom {
+    fn width(&self) -> u16 {
+        TermLike::width(&self.0).saturating_sub(ECHO_COLUMNS).max(1)
+    }
+
+    fn height(&self) -> u16 {
+        TermLike::height(&self.0)
+    }
+
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_up(&self.0, n)
+    }
+
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_down(&self.0, n)
+    }
+
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_right(&self.0, n)
+    }
+
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        TermLike::move_cursor_left(&self.0, n)
+    }
+
+    fn write_line(&self, line: &str) -> std::io::Result<()> {
+        TermLike::write_line(&self.0, line)
+    }
+
+    fn write_str(&self, text: &str) -> std::io::Result<()> {
+        TermLike::write_str(&self.0, text)
+    }
+
+    fn clear_line(&self) -> std::io::Result<()> {
+        TermLike::clear_line(&self.0)
+    }
+
+    fn flush(&self) -> std::io::Result<()> {
+        TermLike::flush(&self.0)
     }
 }
 

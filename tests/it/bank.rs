@@ -457,16 +457,18 @@ fn concurrent_opens_of_a_new_database_succeed_and_record_each_migration_once(tar
     }
 }
 
-/// Like the threaded test, with two `roachbank balance` processes started together.
+/// Like the threaded test, with two `roachbank points 1` processes started together (a command
+/// that creates the bank where there is none; `balance` would refuse).
 fn concurrent_processes_opening_a_new_database_succeed_and_record_each_migration_once(
     target: Target,
 ) {
     for round in 0..migration_rounds(&target, 3, 20) {
         let fresh = fresh_like(&target, "concurrent_processes");
-        for output in support::bin::run_at_once(2, &["balance", "--database-url", fresh.url()]) {
+        let points = ["points", "1", "--database-url", fresh.url()];
+        for output in support::bin::run_at_once(2, &points) {
             assert!(
                 output.status.success(),
-                "round {round}: roachbank balance failed ({}): {}",
+                "round {round}: roachbank points failed ({}): {}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr)
             );

@@ -20,6 +20,7 @@ mod bank;
 mod cli;
 mod cockroach;
 mod connection_options;
+mod docs;
 mod faults;
 mod init;
 mod ledger;

@@ -323,7 +323,7 @@ fn a_role_that_may_not_create_tables_is_told_so_on_one_line_with_the_hint() {
     let (scheme, rest) = fresh.url.split_once("://").unwrap();
     let (_, host_and_rest) = rest.split_once('@').unwrap();
     let url = format!("{scheme}://{reader}@{host_and_rest}");
-    let output = run(temp_dir().path(), &["--database-url", &url, "balance"], &[]);
+    let output = run(temp_dir().path(), &["--database-url", &url, "seed"], &[]);
     let line = assert_one_line_error(&output);
     let pending = MigrationSource::<Pg>::migrations(&POSTGRES_MIGRATIONS)
         .unwrap()

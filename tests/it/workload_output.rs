@@ -415,9 +415,12 @@ fn plot_is_an_svg_of_throughput_retries_and_latency() {
 #[test]
 fn an_unwritable_histograms_or_plot_file_is_one_line_and_nothing_is_written() {
     let (db, dir) = seeded("workload_unwritable");
-    let missing = dir.path().join("no-such-dir").join("out");
+    let missing = dir.path().join("no-such-dir").join("out.svg");
     let missing = missing.to_str().expect("a UTF-8 path");
-    let directory = dir.path().to_str().expect("a UTF-8 path");
+    // A directory whose name is a plot's (--plot takes *.svg only).
+    let directory = dir.path().join("plots.svg");
+    std::fs::create_dir(&directory).expect("make a directory");
+    let directory = directory.to_str().expect("a UTF-8 path");
     for (option, path) in [
         ("--histograms", missing),
         ("--plot", missing),
@@ -456,7 +459,7 @@ fn an_unwritable_histograms_or_plot_file_is_one_line_and_nothing_is_written() {
     }
 
     // One file for both is refused too, before anything else.
-    let same = dir.path().join("both");
+    let same = dir.path().join("both.svg");
     let same = same.to_str().expect("a UTF-8 path");
     let output = roachbank(
         &db,
@@ -475,4 +478,219 @@ fn an_unwritable_histograms_or_plot_file_is_one_line_and_nothing_is_written() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(line.contains("--histograms and --plot both name"), "{line}");
     assert_eq!(ledger_rows(&db), ACCOUNTS);
+}
+
+/// The points of each `<polyline>` drawn in `colour` (`#RRGGBB`), as (x, y) pairs.
+fn polylines(svg: &str, colour: &str) -> Vec<Vec<(f64, f64)>> {
+    let document = roxmltree::Document::parse(svg).expect("well-formed XML");
+    document
+        .descendants()
+        .filter(|node| node.has_tag_name("polyline") && node.attribute("stroke") == Some(colour))
+        .map(|node| {
+            node.attribute("points")
+                .unwrap_or("")
+                .split_whitespace()
+                .map(|pair| {
+                    let (x, y) = pair.split_once(',').expect("x,y");
+                    (x.parse().expect("x"), y.parse().expect("y"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The longest of `lines` (a series; its legend's sample is two points).
+fn series(lines: Vec<Vec<(f64, f64)>>) -> Vec<(f64, f64)> {
+    lines.into_iter().max_by_key(Vec::len).unwrap_or_default()
+}
+
+/// The interval log's intervals: (start, length).
+fn log_intervals(log: &[u8]) -> Vec<(Duration, Duration)> {
+    IntervalLogIterator::new(log)
+        .filter_map(|entry| match entry.expect("a well-formed interval log") {
+            LogEntry::Interval(interval) => Some((interval.start_timestamp(), interval.duration())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `--plot` draws SVG only: any other file name (`x.png`, which used to get SVG inside) is
+/// refused in one line before anything runs, exit 2, no file and no transfer; `.SVG` is SVG.
+#[test]
+fn plot_refuses_a_file_name_not_ending_in_svg_before_running() {
+    let (db, dir) = seeded("workload_plot_png");
+    for name in ["transfer.png", "transfer", "transfer.svg.txt"] {
+        let path = dir.path().join(name);
+        let path = path.to_str().expect("a UTF-8 path");
+        let output = roachbank(
+            &db,
+            dir.path(),
+            &["transfer", "--count", "5", "--plot", path],
+        );
+        let line = assert_one_line_error(&output);
+        assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+        assert_eq!(
+            line,
+            format!(
+                "roachbank: error: --plot {path}: the plot is drawn as SVG only; give a file \
+                 name ending in .svg"
+            )
+        );
+        assert!(!Path::new(path).exists(), "{path} written");
+        assert_eq!(ledger_rows(&db), ACCOUNTS, "no transfer was made");
+    }
+    let upper = dir.path().join("TRANSFER.SVG");
+    let output = roachbank(
+        &db,
+        dir.path(),
+        &[
+            "transfer",
+            "--duration",
+            "2s",
+            "--plot",
+            upper.to_str().expect("UTF-8"),
+        ],
+    );
+    assert_success(&output);
+    assert!(std::fs::read_to_string(&upper)
+        .expect("the plot")
+        .starts_with("<svg"));
+}
+
+/// A run too short to plot (under a second: one point) says so after its summary and draws no
+/// empty axes: the file it named is not made, and one that was there is left as it was. The
+/// histogram log is written, and the command says where.
+#[test]
+fn a_run_too_short_to_plot_says_so_and_draws_nothing() {
+    let (db, dir) = seeded("workload_plot_short");
+    let plot = dir.path().join("short.svg");
+    let log = dir.path().join("short.hlog");
+    let (plot_path, log_path) = (plot.to_str().expect("UTF-8"), log.to_str().expect("UTF-8"));
+    let args = [
+        "transfer",
+        "--count",
+        "3",
+        "--plot",
+        plot_path,
+        "--histograms",
+        log_path,
+    ];
+    let output = roachbank(&db, dir.path(), &args);
+    assert_success(&output);
+    assert!(!plot.exists(), "empty axes drawn: {}", describe(&output));
+    let notes: Vec<String> = stderr_of(&output).lines().map(str::to_string).collect();
+    assert!(
+        notes.contains(&format!(
+            "roachbank: wrote the latency histogram log to {log_path}"
+        )),
+        "{}",
+        describe(&output)
+    );
+    let short = notes
+        .iter()
+        .find(|line| line.starts_with(&format!("roachbank: --plot {plot_path}: not drawn, ")))
+        .unwrap_or_else(|| panic!("not said: {}", describe(&output)));
+    assert!(short.contains("too short to plot"), "{short}");
+    assert!(!log_intervals(&std::fs::read(&log).expect("the log")).is_empty());
+
+    std::fs::write(&plot, "kept").expect("write a file");
+    let output = roachbank(&db, dir.path(), &args);
+    assert_success(&output);
+    assert_eq!(std::fs::read_to_string(&plot).expect("the file"), "kept");
+}
+
+/// Every interval of a run is drawn, the last partial second included (a run stopped 2 s in
+/// has three: two full seconds and the moments after), as the histogram log has them; the
+/// worst latency of each second (pMax) is drawn, never below the p99; the command says where
+/// it wrote the plot and the log.
+#[test]
+fn plot_draws_every_interval_the_last_partial_one_included_and_the_worst_latency() {
+    use std::io::BufRead;
+    let (db, dir) = seeded("workload_plot_partial");
+    let plot = dir.path().join("run.svg");
+    let log = dir.path().join("run.hlog");
+    let mut child = crate::support::bin::command(
+        dir.path(),
+        &[
+            "--database-url",
+            &db.url,
+            "transfer",
+            "--duration",
+            "30s",
+            "--ticks",
+            "--plot",
+            plot.to_str().expect("UTF-8"),
+            "--histograms",
+            log.to_str().expect("UTF-8"),
+        ],
+        &[],
+    )
+    .spawn()
+    .expect("start roachbank");
+    let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut said = Vec::new();
+    // The second tick (`2.0s …`) is printed as the second second ends: stop the run then, so
+    // that its last interval is a sliver of a second.
+    loop {
+        let mut line = String::new();
+        let read = stderr.read_line(&mut line).expect("read stderr");
+        assert!(read > 0, "ended before its second tick: {said:?}");
+        let second_tick = line.trim_start().starts_with("2.0s");
+        said.push(line);
+        if second_tick {
+            break;
+        }
+    }
+    crate::support::bin::send_signal("INT", child.id());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("read stderr");
+    let status = child.wait().expect("wait for roachbank");
+    assert_eq!(status.code(), Some(130), "{said:?}{rest}");
+    assert!(
+        rest.lines()
+            .any(|line| line == format!("roachbank: wrote the plot to {}", plot.display()))
+            && rest.lines().any(|line| {
+                line == format!(
+                    "roachbank: wrote the latency histogram log to {}",
+                    log.display()
+                )
+            }),
+        "{rest}"
+    );
+
+    let intervals = log_intervals(&std::fs::read(&log).expect("the log"));
+    assert_eq!(
+        intervals.len(),
+        3,
+        "two seconds and the sliver after: {intervals:?}"
+    );
+    assert!(intervals[2].1 < Duration::from_millis(500), "{intervals:?}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot");
+    let throughput = series(polylines(&svg, "#1F77B4"));
+    assert_eq!(
+        throughput.len(),
+        intervals.len(),
+        "a point for each interval: {throughput:?}"
+    );
+    let p99 = series(polylines(&svg, "#9467BD"));
+    let p_max = series(polylines(&svg, "#FF7F0E"));
+    assert_eq!(
+        p_max.len(),
+        intervals.len(),
+        "pMax for each interval: {p_max:?}"
+    );
+    for (worst, p99) in p_max.iter().zip(&p99) {
+        // Higher on the picture: a smaller y.
+        assert!(
+            worst.1 <= p99.1 + 0.5,
+            "pMax below p99: {p_max:?} vs {p99:?}"
+        );
+    }
+    let document = roxmltree::Document::parse(&svg).expect("well-formed XML");
+    assert!(
+        document
+            .descendants()
+            .any(|node| node.has_tag_name("text") && node.text().map(str::trim) == Some("pMax")),
+        "pMax in the legend"
+    );
 }

@@ -215,46 +215,28 @@ pub fn assert_one_line_error(output: &Output) -> String {
     lines[0].to_string()
 }
 
-/// Longest block of lines clap's refusal of a command line may take on stderr.
-pub const MAX_USAGE_BLOCK_LINES: usize = 6;
-
-/// Panics unless clap refused the command line with its short usage block: exit 2, nothing on
-/// stdout, no panic, stderr a block of at most [`MAX_USAGE_BLOCK_LINES`] non-empty lines whose
-/// first is roachbank's error line (`roachbank: error: …`) and which shows the usage
-/// (`Usage: roachbank …`). Returns the lines.
-pub fn assert_usage_block(output: &Output) -> Vec<String> {
+/// Panics unless the command line was refused as bad usage in roachbank's one error line: exit
+/// 2, nothing on stdout, no panic, stderr one line `roachbank: error: …; try `roachbank … --help``
+/// (what clap found wrong, its "did you mean" kept, and where to read more). Returns the line.
+pub fn assert_usage_line(output: &Output) -> String {
     assert_eq!(output.status.code(), Some(2), "{}", describe(output));
-    assert_no_panic(output);
     assert!(
         output.stdout.is_empty(),
         "wrote to stdout: {}",
         describe(output)
     );
-    let stderr = stderr_of(output);
-    let lines: Vec<String> = stderr.lines().map(str::to_string).collect();
+    let line = assert_one_line_error(output);
     assert!(
-        (2..=MAX_USAGE_BLOCK_LINES).contains(&lines.len()),
-        "expected a block of 2 to {MAX_USAGE_BLOCK_LINES} lines on stderr: {}",
+        line.starts_with("roachbank: error: ") && line.ends_with(" --help`"),
+        "not roachbank's usage line: {}",
         describe(output)
     );
     assert!(
-        lines.iter().all(|line| !line.trim().is_empty()),
-        "blank line in the block: {}",
+        line.contains("; try `roachbank"),
+        "no pointer to --help: {}",
         describe(output)
     );
-    assert!(
-        lines[0].starts_with("roachbank: error: "),
-        "the block does not start with roachbank's error line: {}",
-        describe(output)
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|line| line.starts_with("Usage: roachbank")),
-        "the block shows no usage: {}",
-        describe(output)
-    );
-    lines
+    line
 }
 
 /// Panics unless neither stdout nor stderr contains `secret`.

@@ -9,6 +9,7 @@
 //! * [`bin`] runs the `roachbank` binary and checks what it printed; [`echo`] reads its
 //!   `--echo` and `-v` output.
 //! * [`tls::tls_server()`] is a second throwaway server with TLS and client certificates.
+//! * [`pty`] runs the binary on a terminal of its own, and replays what it left on screen.
 //! * [`not_run_on_cockroachdb`] and [`not_run_on_postgresql`]: the one way a test steps aside
 //!   on a server it cannot run on, saying `NOT RUN on …` and why.
 
@@ -17,6 +18,7 @@ pub mod control_log;
 pub mod echo;
 mod pg_server;
 pub mod proxy;
+pub mod pty;
 #[macro_use]
 pub mod target;
 pub mod tls;
