@@ -261,6 +261,47 @@ fn points_copy_on_cockroachdb_is_refused_before_anything_is_written() {
     assert_eq!(report.rows, 100);
 }
 
+#[test]
+fn points_chunks_on_cockroachdb_are_single_insert_statements_outside_any_transaction() {
+    // CockroachDB's bulk-insert advice: one multi-row INSERT per batch, never inside an
+    // explicit transaction (cockroachdb/docs `performance-best-practices-overview`). Forced on
+    // PostgreSQL, the statements are what CockroachDB would get; on a real cluster the same.
+    let target = Target::postgresql("crdb_points_single_statements");
+    drop(open_as_cockroachdb(&target, ConnectOptions::default()).expect("migrate"));
+    let logs = SessionLogs::default();
+    let db = open_as_cockroachdb(
+        &target,
+        ConnectOptions {
+            instrumentation: Some(logs.factory()),
+            ..ConnectOptions::default()
+        },
+    )
+    .expect("open");
+    let report = PointsRun::new(1_000, 100)
+        .run(&db, &policy(), &mut |_| {})
+        .expect("points");
+    assert_eq!(report.rows, 1_000);
+    assert_eq!(target.count("SELECT COUNT(*) FROM points"), 1_000);
+    let mut inserts = 0;
+    for statements in logs.sessions() {
+        for (at, sql) in statements.iter().enumerate() {
+            if sql.starts_with("INSERT INTO \"points\"") {
+                inserts += 1;
+                assert_eq!(
+                    open_transactions(&statements[..at]),
+                    0,
+                    "a chunk's INSERT inside an explicit transaction: {statements:#?}"
+                );
+            }
+        }
+        assert!(
+            !statements.iter().any(|sql| sql.starts_with("SAVEPOINT")),
+            "no savepoint for a chunk: {statements:#?}"
+        );
+    }
+    assert_eq!(inserts, 10, "one INSERT per chunk of 100");
+}
+
 /// How many transactions wrote the accounts: on PostgreSQL each has its own `xmin`; on
 /// CockroachDB each commits at one MVCC timestamp.
 fn transactions_that_wrote_accounts(target: &Target) -> i64 {

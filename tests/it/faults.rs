@@ -733,6 +733,37 @@ fn points_whose_commit_a_partition_swallows_settle_within_the_idle_bound_exactly
     );
 }
 
+/// Under CockroachDB's protocol a `points` chunk is one INSERT, its own commit: a lost answer,
+/// or CockroachDB's 57014 put in place of one that committed, leaves its outcome unknown, and
+/// the chunk probe must settle it — exactly N rows, the chunk never written twice.
+#[test]
+fn cockroach_points_chunk_whose_insert_landed_but_whose_answer_was_lost_is_found_by_the_probe() {
+    const N: u64 = 300;
+    let _serial = one_at_a_time();
+    for lost_how in ["connection cut", "57014"] {
+        let label = format!("points as CockroachDB, INSERT committed, {lost_how}");
+        let (db, proxy, url) = bank_behind_proxy("faults_crdb_points_cut", 0);
+        let (database, _tally) = open(&url, 2, Some(Flavor::CockroachDb));
+        match lost_how {
+            "57014" => proxy.answer_canceled_after_commit("INSERT INTO \"points\"", QUERY_CANCELED),
+            _ => proxy.cut_after("INSERT INTO \"points\""),
+        }
+        let report = PointsRun::new(N, 100)
+            .run(&database, &policy(), &mut |_| {})
+            .unwrap_or_else(|error| panic!("{label}: {error}"));
+        assert!(
+            proxy.cuts() + proxy.answered() >= 1,
+            "{label}: the proxy lost one answer"
+        );
+        assert_eq!(report.rows, N, "{label}");
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM points"),
+            N as i64,
+            "{label}: every row once"
+        );
+    }
+}
+
 #[test]
 fn transfer_whose_commit_a_partition_swallows_settles_within_the_idle_bound_and_applies_once() {
     transfer_with_commit_swallowed(Flavor::PostgreSql, TransferStyle::Tutorial, "COMMIT");
