@@ -6,9 +6,10 @@
 //! PostgreSQL's default durability (fsync on); `TEST_DATABASE_URL` points it at an existing
 //! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000),
 //! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section:
-//! `points`, `memory`, `transfers` or `async`, the async-vs-sync table of diesel-retry's two
-//! drivers) and `BENCH_TOKIO_WORKERS` (that table's tokio worker threads; default one per
-//! core).
+//! `points`, `memory`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts and
+//! `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) — or `async`, the async-vs-sync
+//! table of diesel-retry's two drivers) and `BENCH_TOKIO_WORKERS` (that table's tokio worker
+//! threads; default one per core).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -77,6 +78,10 @@ fn main() {
     if wanted("transfers") {
         println!();
         transfers_table(server, Duration::from_secs(seconds));
+    }
+    if wanted("scale") {
+        println!();
+        scale_table(server, Duration::from_secs(seconds));
     }
     if wanted("async") {
         println!();
@@ -148,19 +153,38 @@ fn points_table(server: &TestServer, rows: u64) {
 fn peak_memory(server: &TestServer, rows: u64) {
     let (name, db) = fresh_database(server, "bench_memory", 1);
     drop(db);
+    let run = run_measured(&server.url_for(&name), &["points", &rows.to_string()]);
+    println!("## memory");
+    println!();
+    println!(
+        "`roachbank points {rows}` (default method and chunk size): peak RSS {:.1} MiB; {}",
+        run.peak_mib, run.stdout
+    );
+}
+
+/// A `roachbank` command's wall time, peak resident memory and output.
+struct MeasuredRun {
+    seconds: f64,
+    peak_mib: f64,
+    stdout: String,
+}
+
+/// Runs `roachbank --database-url <url> <args>` under `/usr/bin/time -v`; panics if it fails.
+fn run_measured(url: &str, args: &[&str]) -> MeasuredRun {
+    let started = Instant::now();
     let output = Command::new("/usr/bin/time")
         .arg("-v")
         .arg(env!("CARGO_BIN_EXE_roachbank"))
-        .args([
-            "--database-url",
-            &server.url_for(&name),
-            "points",
-            &rows.to_string(),
-        ])
+        .args(["--database-url", url])
+        .args(args)
         .output()
         .expect("run /usr/bin/time (Debian: apt-get install time)");
+    let seconds = started.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "points failed: {stderr}");
+    assert!(
+        output.status.success(),
+        "roachbank {args:?} failed: {stderr}"
+    );
     let peak_kib: u64 = stderr
         .lines()
         .find_map(|line| {
@@ -169,13 +193,109 @@ fn peak_memory(server: &TestServer, rows: u64) {
         })
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
-    println!("## memory");
+    MeasuredRun {
+        seconds,
+        peak_mib: peak_kib as f64 / 1024.0,
+        stdout: String::from_utf8_lossy(&output.stdout).trim().to_string(),
+    }
+}
+
+/// Accounts of the large bank the scale rows run on (the ids spread over `[0, 10^9)` as `seed`
+/// spreads them).
+const LARGE_BANK: u64 = 1_000_000;
+
+/// Fills a fresh, migrated database with `accounts` accounts as `seed` makes them (one id in
+/// each of `accounts` equal slices of `[0, 10^9)`, a random balance in `[0, 10^6)`), their
+/// opening deposits and, if `chain`, one transfer of 1 from each account to the next (round),
+/// which leaves every balance as it was and the ledger at `2 · accounts` rows — a bank `check`
+/// finds consistent. Set-based SQL: the bank
+/// is the bench's input, not what it measures.
+fn fill_bank(server: &TestServer, name: &str, accounts: u64, chain: bool) {
+    let slice = 1_000_000_000 / accounts;
+    server.psql(
+        name,
+        &format!(
+            "INSERT INTO accounts (id, balance) \
+             SELECT (g - 1) * {slice} + floor(random() * {slice})::int8, \
+                    floor(random() * 1000000)::int8 \
+             FROM generate_series(1, {accounts}) g; \
+             INSERT INTO transfers (id, source_id, sink_id, amount) \
+             SELECT -row_number() OVER (ORDER BY id), NULL, id, balance FROM accounts"
+        ),
+    );
+    if chain {
+        server.psql(
+            name,
+            "INSERT INTO transfers (id, source_id, sink_id, amount) \
+             SELECT row_number() OVER (ORDER BY id), id, \
+                    coalesce(lead(id) OVER (ORDER BY id), min(id) OVER ()), 1 \
+             FROM accounts",
+        );
+    }
+    server.psql(name, "ANALYZE");
+}
+
+/// Transfers on a small and a large bank, and `check` on large ledgers: seconds and peak RSS.
+/// `BENCH_CHECK_LARGE=1` adds the 10M-row ledger (slow to build).
+fn scale_table(server: &TestServer, duration: Duration) {
+    println!("## at scale");
     println!();
     println!(
-        "`roachbank points {rows}` (default method and chunk size): peak RSS {:.1} MiB; {}",
-        peak_kib as f64 / 1024.0,
-        String::from_utf8_lossy(&output.stdout).trim()
+        "roachbank transfers (one statement, 8 workers, {} s) on a bank of {ACCOUNTS} and of \
+         {LARGE_BANK} accounts; latencies in ms.",
+        duration.as_secs()
     );
+    println!();
+    println!("| accounts | tps | p50 | p99 | pMax | retries per transfer | failed |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let policy = RetryPolicy::default();
+    for accounts in [ACCOUNTS, LARGE_BANK] {
+        let (name, db) = fresh_database(server, "bench_scale", 8);
+        fill_bank(server, &name, accounts, false);
+        let summary = TransferRun::new(RunLength::Duration(duration), 8)
+            .run(&db, &policy, &|_| {})
+            .summary;
+        let ms = |q: f64| {
+            summary
+                .latency_quantile(q)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3
+        };
+        println!(
+            "| {accounts} | {:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {} |",
+            summary.per_second(),
+            ms(0.5),
+            ms(0.99),
+            ms(1.0),
+            summary.retries as f64 / summary.done.max(1) as f64,
+            summary.failed + summary.unknown,
+        );
+    }
+    println!();
+    println!(
+        "`roachbank check` on a ledger of N rows (N/2 accounts, a deposit and a transfer each):"
+    );
+    println!();
+    println!("| ledger rows | seconds | rows/s | peak RSS (MiB) | result |");
+    println!("|---:|---:|---:|---:|---|");
+    let mut ledgers = vec![2_000_000u64];
+    if std::env::var("BENCH_CHECK_LARGE").is_ok_and(|v| v == "1") {
+        ledgers.push(10_000_000);
+    }
+    for rows in ledgers {
+        let (name, db) = fresh_database(server, "bench_check", 1);
+        drop(db);
+        fill_bank(server, &name, rows / 2, true);
+        let run = run_measured(&server.url_for(&name), &["check"]);
+        println!(
+            "| {rows} | {:.2} | {:.0} | {:.1} | {} |",
+            run.seconds,
+            rows as f64 / run.seconds,
+            run.peak_mib,
+            run.stdout.lines().next().unwrap_or("")
+        );
+    }
 }
 
 /// Rows like `points` writes, in COPY's text format.
