@@ -7,9 +7,11 @@
 //! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000),
 //! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section:
 //! `points`, `memory`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts and
-//! `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) — or `async`, the async-vs-sync
-//! table of diesel-retry's two drivers) and `BENCH_TOKIO_WORKERS` (that table's tokio worker
-//! threads; default one per core).
+//! `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) —, `async`, the async-vs-sync
+//! table of diesel-retry's two drivers, or `sqlite`, SQLite's writers: throughput and pMax in
+//! one process and in several, which needs no server), `BENCH_TOKIO_WORKERS` (the async table's
+//! tokio worker threads; default one per core) and `BENCH_SQLITE_DIR` (where the SQLite files
+//! go; default the system's temporary directory).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -41,51 +43,64 @@ const WORKERS: [u32; 3] = [1, 4, 8];
 fn main() {
     let rows: u64 = env_number("BENCH_POINTS", 200_000);
     let seconds: u64 = env_number("BENCH_SECONDS", 8);
+    let only = std::env::var("BENCH_ONLY")
+        .ok()
+        .filter(|only| !only.is_empty());
+    let wanted = |section: &str| only.as_deref().is_none_or(|only| only == section);
     let owned;
-    let server: &TestServer = if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        support::server()
+    // The server sections' server; none for the SQLite section alone.
+    let server: Option<&TestServer> = if !["points", "memory", "transfers", "async"]
+        .into_iter()
+        .any(wanted)
+    {
+        None
+    } else if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        Some(support::server())
     } else {
         owned = support::start_durable_server();
-        &owned
+        Some(&owned)
     };
     println!("# roachbank benchmark");
     println!();
-    println!(
-        "server: {}",
-        server
-            .psql("postgres", "SELECT version()")
-            .lines()
-            .next()
-            .unwrap_or("?")
-    );
+    if let Some(server) = server {
+        println!(
+            "server: {}",
+            server
+                .psql("postgres", "SELECT version()")
+                .lines()
+                .next()
+                .unwrap_or("?")
+        );
+    }
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         memory_total()
     );
-    let only = std::env::var("BENCH_ONLY")
-        .ok()
-        .filter(|only| !only.is_empty());
-    let wanted = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    let server = || server.expect("started for the server sections");
     if wanted("points") {
         println!();
-        points_table(server, rows);
+        points_table(server(), rows);
     }
     if wanted("memory") {
         println!();
-        peak_memory(server, env_number("BENCH_RSS_POINTS", 10_000_000));
+        peak_memory(server(), env_number("BENCH_RSS_POINTS", 10_000_000));
     }
     if wanted("transfers") {
         println!();
-        transfers_table(server, Duration::from_secs(seconds));
+        transfers_table(server(), Duration::from_secs(seconds));
     }
     if wanted("scale") {
         println!();
-        scale_table(server, Duration::from_secs(seconds));
+        scale_table(server(), Duration::from_secs(seconds));
     }
     if wanted("async") {
         println!();
-        async_vs_sync_table(server, Duration::from_secs(seconds));
+        async_vs_sync_table(server(), Duration::from_secs(seconds));
+    }
+    if wanted("sqlite") {
+        println!();
+        sqlite_writers::section(Duration::from_secs(seconds));
     }
 }
 
@@ -879,4 +894,253 @@ fn memory_total() -> String {
             || "memory unknown".to_string(),
             |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0),
         )
+}
+
+/// SQLite's writers: throughput and the longest wait in one process at 1/4/8 workers, then
+/// several processes (and several `points` loaders) on one file at once. Figures are printed,
+/// never asserted.
+mod sqlite_writers {
+    use super::{bank, env_number, PointsRun, RunLength, TransferRun, TransferStyle, ACCOUNTS};
+    use diesel_retry::RetryPolicy;
+    use roachbank::db::config::{DatabaseConfig, UrlSource};
+    use roachbank::db::{ConnectOptions, Database};
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// Worker counts of the one-process table.
+    const WORKERS: [u32; 3] = [1, 4, 8];
+    /// Processes on one file, and workers in each.
+    const PROCESSES: usize = 4;
+    const WORKERS_PER_PROCESS: u32 = 2;
+    /// `points` loaders on one file, the rows each loads and its chunk size.
+    const LOADERS: usize = 4;
+    const LOADER_ROWS: u64 = 200_000;
+    const LOADER_CHUNK: u64 = 500;
+
+    pub fn section(duration: Duration) {
+        let base =
+            std::env::var_os("BENCH_SQLITE_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = tempfile::Builder::new()
+            .prefix("roachbank-bench-sqlite-")
+            .tempdir_in(&base)
+            .expect("a directory for the SQLite files");
+        println!(
+            "## SQLite writers ({ACCOUNTS} accounts, tutorial transfers, {} s per run, each on a \
+             fresh file in {})",
+            duration.as_secs(),
+            base.display()
+        );
+        println!();
+        println!(
+            "Writers of one process take turns first come, first served, in slices of up to 5 ms \
+             (src/db/write_queue.rs); across processes a writer that has waited 10 ms goes first \
+             (src/db/sqlite_session.rs). Latencies in ms; pMax is the longest transfer of the run."
+        );
+        println!();
+        one_process(dir.path(), duration);
+        println!();
+        processes(dir.path(), duration);
+        println!();
+        loaders(dir.path());
+    }
+
+    /// A fresh file `name` in `dir`, opened with a pool of `pool_size`, seeded if `seeded`.
+    fn fresh(dir: &Path, name: &str, pool_size: u32, seeded: bool) -> (PathBuf, Database) {
+        let path = dir.join(name);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+        let db = open(&path, pool_size);
+        if seeded {
+            bank::seed(&db, &RetryPolicy::default(), ACCOUNTS).expect("seed");
+        }
+        (path, db)
+    }
+
+    fn open(path: &Path, pool_size: u32) -> Database {
+        let config =
+            DatabaseConfig::parse(&format!("sqlite://{}", path.display()), UrlSource::Flag)
+                .expect("a SQLite URL");
+        let options = ConnectOptions {
+            pool_size,
+            ..ConnectOptions::default()
+        };
+        Database::open(config, &options).expect("open the SQLite file")
+    }
+
+    fn millis(latency: Option<Duration>) -> f64 {
+        latency.unwrap_or_default().as_secs_f64() * 1000.0
+    }
+
+    fn one_process(dir: &Path, duration: Duration) {
+        println!("### one process");
+        println!();
+        println!(
+            "| workers | tps | × 1 worker | p50 | p99 | pMax | retries per transfer | failed | check |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let policy = RetryPolicy::default();
+        let mut one_worker = None;
+        for workers in WORKERS {
+            let (_, db) = fresh(dir, "one_process.db", workers, true);
+            let report = TransferRun::new(RunLength::Duration(duration), workers)
+                .style(TransferStyle::Tutorial)
+                .run(&db, &policy, &|_| {});
+            let summary = report.summary;
+            let consistent = bank::audit::audit(&db, &policy)
+                .expect("audit")
+                .value
+                .is_consistent();
+            let tps = summary.per_second();
+            let base = *one_worker.get_or_insert(tps);
+            println!(
+                "| {workers} | {tps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} |",
+                tps / base,
+                millis(summary.latency_quantile(0.50)),
+                millis(summary.latency_quantile(0.99)),
+                millis(summary.latency_quantile(1.0)),
+                summary.retries as f64 / summary.done.max(1) as f64,
+                summary.failed + summary.unknown,
+                if consistent { "OK" } else { "FAILED" },
+            );
+        }
+    }
+
+    /// What one process's `transfers:` line said.
+    struct ProcessFigures {
+        done: u64,
+        p99_ms: f64,
+        p_max_ms: f64,
+        exit: Option<i32>,
+    }
+
+    fn processes(dir: &Path, duration: Duration) {
+        let (path, db) = fresh(dir, "processes.db", 1, true);
+        drop(db);
+        println!(
+            "### {PROCESSES} processes × {WORKERS_PER_PROCESS} workers on one file \
+             (`roachbank transfer --duration {}s --workers {WORKERS_PER_PROCESS}`, started at once)",
+            duration.as_secs()
+        );
+        println!();
+        let url = format!("sqlite://{}", path.display());
+        let started = Instant::now();
+        let children: Vec<_> = (0..PROCESSES)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_roachbank"))
+                    .args(["--database-url", &url, "transfer", "--duration"])
+                    .arg(format!("{}s", duration.as_secs()))
+                    .args(["--workers", &WORKERS_PER_PROCESS.to_string()])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("start roachbank")
+            })
+            .collect();
+        let figures: Vec<ProcessFigures> = children
+            .into_iter()
+            .map(|child| {
+                let output = child.wait_with_output().expect("wait for roachbank");
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let line = stdout
+                    .lines()
+                    .find(|line| line.starts_with("transfers: "))
+                    .unwrap_or("");
+                let figure = |label: &str| {
+                    line.split(", ")
+                        .find_map(|part| part.strip_prefix(label))
+                        .and_then(|value| value.split(" ms").next())
+                        .and_then(|value| value.parse::<f64>().ok())
+                        .unwrap_or(f64::NAN)
+                };
+                ProcessFigures {
+                    done: line
+                        .strip_prefix("transfers: ")
+                        .and_then(|rest| rest.split(" done").next())
+                        .and_then(|count| count.replace(',', "").parse().ok())
+                        .unwrap_or(0),
+                    p99_ms: figure("p99 "),
+                    p_max_ms: figure("pMax "),
+                    exit: output.status.code(),
+                }
+            })
+            .collect();
+        let elapsed = started.elapsed();
+        let total: u64 = figures.iter().map(|process| process.done).sum();
+        let fair = total as f64 / PROCESSES as f64;
+        println!("| process | transfers | × fair share | p99 | pMax | exit |");
+        println!("|---:|---:|---:|---:|---:|---:|");
+        for (i, process) in figures.iter().enumerate() {
+            println!(
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {} |",
+                i + 1,
+                process.done,
+                process.done as f64 / fair.max(1.0),
+                process.p99_ms,
+                process.p_max_ms,
+                process
+                    .exit
+                    .map_or("signal".to_string(), |code| code.to_string()),
+            );
+        }
+        let db = open(&path, 1);
+        let consistent = bank::audit::audit(&db, &RetryPolicy::default())
+            .expect("audit")
+            .value
+            .is_consistent();
+        println!();
+        println!(
+            "together: {total} transfers, {:.0} tps over {:.1} s; check {}",
+            total as f64 / duration.as_secs_f64(),
+            elapsed.as_secs_f64(),
+            if consistent { "OK" } else { "FAILED" }
+        );
+    }
+
+    /// `LOADERS` `points` runs at once on one file, each on a pool of its own (to SQLite, each
+    /// another process): the longest a chunk took, its wait for the lock included.
+    fn loaders(dir: &Path) {
+        let rows = env_number("BENCH_SQLITE_LOADER_ROWS", LOADER_ROWS);
+        let (path, db) = fresh(dir, "loaders.db", 1, false);
+        drop(db);
+        println!(
+            "### {LOADERS} `points` loaders on one file ({rows} rows each in chunks of \
+             {LOADER_CHUNK}, a pool each, started at once)"
+        );
+        println!();
+        println!("| loader | rows | rows/s | longest chunk (ms, wait included) |");
+        println!("|---:|---:|---:|---:|");
+        let databases: Vec<Database> = (0..LOADERS).map(|_| open(&path, 1)).collect();
+        let results: Vec<(u64, f64, f64)> = std::thread::scope(|scope| {
+            let runs: Vec<_> = databases
+                .iter()
+                .map(|db| {
+                    scope.spawn(move || {
+                        let mut last = Instant::now();
+                        let mut longest = Duration::ZERO;
+                        let report = PointsRun::new(rows, LOADER_CHUNK)
+                            .run(db, &RetryPolicy::default(), &mut |_| {
+                                longest = longest.max(last.elapsed());
+                                last = Instant::now();
+                            })
+                            .expect("points run");
+                        (
+                            report.rows,
+                            report.rows_per_second(),
+                            longest.as_secs_f64() * 1000.0,
+                        )
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|run| run.join().expect("a loader"))
+                .collect()
+        });
+        for (i, (rows, rate, longest)) in results.iter().enumerate() {
+            println!("| {} | {rows} | {rate:.0} | {longest:.2} |", i + 1);
+        }
+    }
 }

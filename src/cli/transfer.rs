@@ -239,7 +239,7 @@ fn print_summary(summary: &TransferSummary, shown: Shown, workers: u32) -> Resul
         say!("{}", total_line(summary))?;
     }
     say!(
-        "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {} ({} worker{})",
+        "transfers: {} done, {} failed, {}{}, {} transfers/s, p50 {}, p99 {}, pMax {} ({} worker{})",
         grouped(summary.done),
         grouped(summary.failed),
         if summary.unknown > 0 {
@@ -251,6 +251,7 @@ fn print_summary(summary: &TransferSummary, shown: Shown, workers: u32) -> Resul
         grouped_rate(summary.per_second()),
         format_latency(summary.latency_quantile(0.50)),
         format_latency(summary.latency_quantile(0.99)),
+        format_latency(summary.latency_quantile(1.0)),
         workers,
         plural(u64::from(workers)),
     )

@@ -1,7 +1,9 @@
 //! An open database: its pool, its flavour and its configuration.
 
 use super::config::DatabaseConfig;
+use super::sqlite_session::SqliteWriters;
 use super::{ConnectOptions, DbConnectionManager, Flavor, Pool};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// An open database: its pool and its flavour. Opened by [`Database::open`] (or
@@ -12,6 +14,7 @@ pub struct Database {
     flavor: Flavor,
     config: DatabaseConfig,
     migrations_applied: usize,
+    sqlite_writers: Arc<SqliteWriters>,
 }
 
 impl Database {
@@ -27,6 +30,7 @@ impl Database {
         migrations_applied: usize,
     ) -> Database {
         let config = manager.config().clone();
+        let sqlite_writers = Arc::clone(manager.sqlite_writers());
         let wait = options
             .pool_timeout
             .unwrap_or_else(|| config.connect_bound())
@@ -46,6 +50,7 @@ impl Database {
             flavor,
             config,
             migrations_applied,
+            sqlite_writers,
         }
     }
 
@@ -62,6 +67,11 @@ impl Database {
     /// The engine on the other end.
     pub fn flavor(&self) -> Flavor {
         self.flavor
+    }
+
+    /// SQLite: how the pool's connections take turns for the write lock (unused on a server).
+    pub fn sqlite_writers(&self) -> &SqliteWriters {
+        &self.sqlite_writers
     }
 
     /// The configuration this database was opened with.

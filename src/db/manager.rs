@@ -7,13 +7,14 @@ use super::config::{Backend, DatabaseConfig};
 use super::echo::{ConnectionHooks, Echo};
 use super::options::{ConnectOptions, InstrumentationFactory, STALL_GRACE};
 use super::redact::Redactor;
+use super::sqlite_session::{self, SqliteWriters};
 use super::stall::{self, StallSignal, StallWatch};
 use super::{classify, one_line, DbConnection, DbError, ErrorClass};
 use crate::sync::lock;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Creates [`DbConnection`]s of the variant the URL names (never by trial: SQLite would accept
@@ -31,6 +32,9 @@ pub struct DbConnectionManager {
     /// A connection made before the pool (the one `Database::open` migrates on), which the
     /// pool's first `connect` takes instead of opening another.
     spare: Mutex<Option<DbConnection>>,
+    /// SQLite: how this manager's connections take turns for the write lock
+    /// ([`sqlite_session`]).
+    sqlite_writers: Arc<SqliteWriters>,
 }
 
 impl DbConnectionManager {
@@ -48,6 +52,7 @@ impl DbConnectionManager {
             stall_timeout: options.stall_timeout,
             redactor,
             spare: Mutex::new(None),
+            sqlite_writers: SqliteWriters::new(),
         }
     }
 
@@ -60,6 +65,12 @@ impl DbConnectionManager {
     /// The configuration this manager connects with.
     pub fn config(&self) -> &DatabaseConfig {
         &self.config
+    }
+
+    /// SQLite: how this manager's connections take turns for the write lock (unused on a
+    /// server).
+    pub fn sqlite_writers(&self) -> &Arc<SqliteWriters> {
+        &self.sqlite_writers
     }
 
     /// Opens and sets up one connection; the error message is on one line and carries no
@@ -305,14 +316,18 @@ pub fn statement_timeout_millis(timeout: Duration) -> u128 {
 pub const MAX_STATEMENT_TIMEOUT: Duration = Duration::from_millis(i32::MAX as u64);
 
 impl DbConnectionManager {
-    /// Busy timeout, WAL journal (readers never block the writer) and foreign keys.
-    /// Switching a new file to WAL needs a moment's exclusive lock and answers "locked" at once
-    /// rather than waiting out the busy timeout, so it is tried again until the timeout is up.
+    /// The write queue and the steady busy handler ([`sqlite_session`]; the busy timeout
+    /// bounds every wait for the write lock), WAL journal (readers never block the writer) and
+    /// foreign keys. Switching a new file to WAL needs a moment's exclusive lock and answers
+    /// "locked" at once rather than waiting out the busy timeout, so it is tried again until
+    /// the timeout is up.
     fn set_up_sqlite(&self, sqlite: &mut SqliteConnection) -> QueryResult<()> {
-        sqlite.batch_execute(&format!(
-            "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON;",
-            self.sqlite_busy_timeout.as_millis()
-        ))?;
+        sqlite_session::install(
+            sqlite,
+            Arc::clone(&self.sqlite_writers),
+            self.sqlite_busy_timeout,
+        )?;
+        sqlite.batch_execute("PRAGMA foreign_keys = ON")?;
         let deadline = std::time::Instant::now() + self.sqlite_busy_timeout;
         loop {
             match sqlite.batch_execute("PRAGMA journal_mode = WAL") {

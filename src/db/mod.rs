@@ -12,13 +12,16 @@ pub mod database;
 pub mod durability;
 pub mod echo;
 pub mod error;
+pub mod long_waiters;
 pub mod manager;
 pub mod options;
 pub mod redact;
 mod retry;
+pub mod sqlite_session;
 pub mod sqlstate;
 pub mod stall;
 pub mod url;
+pub mod write_queue;
 
 pub use connection::DbConnection;
 pub use database::Database;

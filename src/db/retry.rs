@@ -3,6 +3,7 @@
 //! [`ConnectionSource`] that knows its flavour and vouches for its sessions.
 
 use super::connection::on_concrete_connection;
+use super::sqlite_session;
 use super::{Database, DbConnection, Flavor, PooledConnection};
 use diesel::result::QueryResult;
 use diesel_retry::{Access, ConnectionSource, PoolError, RetryConnection};
@@ -24,12 +25,21 @@ impl RetryConnection for DbConnection {
         on_concrete_connection!(self, conn => conn.default_isolation())
     }
 
+    /// A SQLite write transaction first takes its turn in the pool's write queue
+    /// ([`sqlite_session::begin_write`]), held until the transaction ends.
     fn begin(&mut self, flavor: Flavor, access: Access) -> QueryResult<()> {
-        on_concrete_connection!(self, conn => conn.begin(flavor, access))
+        match self {
+            DbConnection::Sqlite(sqlite) if access == Access::ReadWrite => {
+                sqlite_session::begin_write(sqlite, |sqlite| sqlite.begin(flavor, access))
+            }
+            _ => on_concrete_connection!(self, conn => conn.begin(flavor, access)),
+        }
     }
 
     fn commit(&mut self, flavor: Flavor) -> QueryResult<()> {
-        on_concrete_connection!(self, conn => conn.commit(flavor))
+        let committed = on_concrete_connection!(self, conn => conn.commit(flavor));
+        self.end_write_if_done();
+        committed
     }
 
     fn rollback_to_restart(&mut self) -> QueryResult<()> {
@@ -37,7 +47,8 @@ impl RetryConnection for DbConnection {
     }
 
     fn rollback(&mut self) {
-        on_concrete_connection!(self, conn => conn.rollback())
+        on_concrete_connection!(self, conn => conn.rollback());
+        self.end_write_if_done();
     }
 
     fn in_transaction(&mut self) -> bool {
@@ -45,7 +56,17 @@ impl RetryConnection for DbConnection {
     }
 
     fn discard(&mut self) {
-        on_concrete_connection!(self, conn => conn.discard())
+        on_concrete_connection!(self, conn => conn.discard());
+        self.end_write_if_done();
+    }
+}
+
+impl DbConnection {
+    /// SQLite: gives the write turn up unless a transaction is still open.
+    fn end_write_if_done(&mut self) {
+        if let DbConnection::Sqlite(sqlite) = self {
+            sqlite_session::end_write_if_done(sqlite);
+        }
     }
 }
 

@@ -30,5 +30,6 @@ mod points;
 mod retry_protocol;
 mod schema;
 mod secrets;
+mod sqlite_writers;
 mod tls;
 mod workload_output;

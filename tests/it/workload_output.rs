@@ -85,6 +85,22 @@ fn transfers_retries(output: &Output) -> u64 {
         .unwrap_or_else(|| panic!("no retries in {line:?}"))
 }
 
+/// The latencies the `transfers:` line reports, in milliseconds: `[p50, p99, pMax]`.
+fn summary_latencies(output: &Output) -> [f64; 3] {
+    let stdout = stdout_of(output);
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("transfers: "))
+        .unwrap_or_else(|| panic!("no transfers: line: {}", describe(output)));
+    ["p50 ", "p99 ", "pMax "].map(|label| {
+        line.split(", ")
+            .find_map(|part| part.strip_prefix(label))
+            .and_then(|value| value.split(" ms").next())
+            .and_then(|millis| millis.parse().ok())
+            .unwrap_or_else(|| panic!("no {label:?}in {line:?}"))
+    })
+}
+
 /// Checks that each value of `line` ends exactly where its column's name ends in `header`
 /// (CockroachDB right-aligns values under names that end with their last character), and
 /// returns the values.
@@ -202,6 +218,41 @@ fn timed_transfer_prints_ticks_and_total_in_cockroach_workload_columns() {
         lines[2]
     );
     assert!(lines[3].starts_with("transfers: "), "{:?}", lines[3]);
+}
+
+#[test]
+fn the_transfers_line_shows_pmax_beside_p50_and_p99_the_same_as_the_total() {
+    let (db, dir) = seeded("workload_summary_pmax");
+    let output = roachbank(
+        &db,
+        dir.path(),
+        &["transfer", "--duration", "1s", "--workers", "2"],
+    );
+    assert_success(&output);
+    let [p50, p99, p_max] = summary_latencies(&output);
+    assert!(
+        p50 <= p99 && p99 <= p_max,
+        "p50 <= p99 <= pMax: {}",
+        describe(&output)
+    );
+    // The total's pMax (one decimal) is the same longest transfer (two decimals here).
+    let stdout = stdout_of(&output);
+    let total = stdout
+        .lines()
+        .skip_while(|line| *line != TOTAL_HEADER)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no total: {}", describe(&output)));
+    let total_max = number(columns(TOTAL_HEADER, total)[8]);
+    assert!(
+        (total_max - p_max).abs() <= 0.05 + 1e-9,
+        "pMax {p_max} ms on the transfers: line, {total_max} ms in the total: {}",
+        describe(&output)
+    );
+    // A counted run (no total) shows it too.
+    let counted = roachbank(&db, dir.path(), &["transfer", "--count", "5"]);
+    assert_success(&counted);
+    let [p50, p99, p_max] = summary_latencies(&counted);
+    assert!(p50 <= p99 && p99 <= p_max, "{}", describe(&counted));
 }
 
 #[test]
