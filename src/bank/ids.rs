@@ -53,6 +53,11 @@ impl AccountIdSlices {
         }
     }
 
+    /// The number of slices.
+    pub fn count(&self) -> u64 {
+        self.slices
+    }
+
     /// The ids of slice `index` (taken modulo the number of slices).
     pub fn slice(&self, index: u64) -> std::ops::Range<i64> {
         let index = u128::from(index % self.slices);

@@ -4,6 +4,7 @@
 //! secrets. Error classification and the flavour come from `diesel_retry`, re-exported here.
 //! Nothing here knows about transactions, migrations or the bank.
 
+pub mod binary_copy;
 pub mod binds;
 pub mod classify;
 pub mod config;

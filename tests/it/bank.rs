@@ -13,7 +13,7 @@ use diesel_retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::bank::{
     self, AccountIdSlices, BankError, LedgerIds, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE,
 };
-use roachbank::db::Database;
+use roachbank::db::{Database, Flavor};
 use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +29,9 @@ on_sqlite_and_postgresql!(
     seed_puts_one_account_in_each_equal_slice_of_the_id_space,
     seed_chunks_fill_the_slices_after_the_previous_chunk,
     a_full_slice_gets_its_account_drawn_from_the_whole_id_space,
+    draws_in_a_slice_too_crowded_to_read_at_once_are_looked_up,
+    a_seed_in_many_steps_writes_one_deposit_per_account_under_consecutive_ids,
+    seeding_as_on_cockroachdb_looks_each_draw_up_and_avoids_taken_ids,
     balance_matches_count_sum_min_max_computed_by_sql,
     balance_of_an_empty_bank_is_zero_with_no_min_or_max,
     transfers_conserve_money_and_never_make_a_balance_negative,
@@ -182,6 +185,134 @@ fn a_full_slice_gets_its_account_drawn_from_the_whole_id_space(target: Target) {
         )),
         1,
         "the new account, somewhere else in the id space"
+    );
+}
+
+/// Takes the ids `first, first + every, …` below `end` beforehand (balance 0), outside the
+/// library: in transactions of 10^5 rows on PostgreSQL, one recursive INSERT on SQLite.
+fn take_ids(target: &Target, first: i64, every: i64, end: i64) {
+    let count = (end - first + every - 1) / every;
+    match target {
+        Target::Postgresql(_) => {
+            for batch in (0..count).step_by(100_000) {
+                target.execute(&format!(
+                    "INSERT INTO accounts (id, balance) \
+                     SELECT {first} + g * {every}, 0 FROM generate_series({batch}, {}) g",
+                    (batch + 100_000).min(count) - 1
+                ));
+            }
+        }
+        Target::Sqlite(_) => target.execute(&format!(
+            "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n < {}) \
+             INSERT INTO accounts (id, balance) SELECT {first} + n * {every}, 0 FROM k",
+            count - 1
+        )),
+    }
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(*) FROM accounts WHERE id >= {first} AND id < {end}"
+        )),
+        count
+    );
+}
+
+/// A seed step reads the ids already taken in its slices with one range query, but no more
+/// than a bounded number of them: a slice holding more (here every one of its 10^6 ids) gets its
+/// draws looked up one by one instead — all eight taken, so the account is drawn from the whole
+/// id space and looked up there. Drawing without looking up would write a taken id and fail.
+fn draws_in_a_slice_too_crowded_to_read_at_once_are_looked_up(target: Target) {
+    let db = target.open(2);
+    let slices = AccountIdSlices::new(1000);
+    assert_eq!(slices.slice(0), 0..1_000_000);
+    take_ids(&target, 0, 1, 1_000_000);
+    create_in_slices(&db, slices, 0, 1);
+    assert_eq!(target.count("SELECT COUNT(*) FROM accounts"), 1_000_001);
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(*) FROM accounts WHERE id >= 1000000 AND id < {ID_SPACE}"
+        )),
+        1,
+        "the new account, outside its full slice"
+    );
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM accounts WHERE id < 1000000 AND balance = 0"),
+        1_000_000,
+        "the accounts there before are left alone"
+    );
+}
+
+/// A seed is written a step of slices at a time, and a step ends early where the id space is
+/// crowded: 10,000 accounts among 10^6 taken ids (one in each thousand) take several steps.
+/// Across them, every new account gets exactly one deposit of its balance, and the deposits'
+/// ids form one block with no gap and no overlap.
+fn a_seed_in_many_steps_writes_one_deposit_per_account_under_consecutive_ids(target: Target) {
+    let db = target.open(2);
+    take_ids(&target, 0, 1000, ID_SPACE);
+    let money = seed(&db, 10_000);
+    let new_accounts = "SELECT id, balance FROM accounts WHERE id % 1000 <> 0";
+    assert_eq!(
+        target.count(&format!("SELECT COUNT(*) FROM ({new_accounts}) a")),
+        10_000
+    );
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(*) FROM ({new_accounts}) a \
+             JOIN transfers t ON t.sink_id = a.id AND t.source_id IS NULL AND t.amount = a.balance"
+        )),
+        10_000,
+        "one deposit of its balance for each new account"
+    );
+    assert_eq!(
+        target.count(
+            "SELECT COUNT(*) FROM transfers WHERE source_id IS NULL AND sink_id % 1000 <> 0"
+        ),
+        10_000,
+        "no other deposit"
+    );
+    assert_eq!(
+        target.count("SELECT MAX(id) - MIN(id) + 1 FROM transfers WHERE source_id IS NULL"),
+        10_000,
+        "the deposits' ids are one block"
+    );
+    assert_eq!(
+        money,
+        target.count(&format!("SELECT SUM(balance) FROM ({new_accounts}) a"))
+    );
+}
+
+/// On CockroachDB a seed step looks each drawn id up instead of reading the step's range of ids
+/// (`create_random_accounts_on` with `Flavor::CockroachDb`: multi-row INSERTs, `IN (…)`
+/// look-ups), which runs on every database: among 10^6 taken ids (one in each thousand) the
+/// 10,000 new accounts meet about ten of them and draw again.
+fn seeding_as_on_cockroachdb_looks_each_draw_up_and_avoids_taken_ids(target: Target) {
+    let db = target.open(2);
+    take_ids(&target, 0, 1000, ID_SPACE);
+    let slices = AccountIdSlices::new(10_000);
+    let committed = run_transaction(&db, &policy(), |conn| {
+        bank::create_random_accounts_on(
+            conn,
+            Flavor::CockroachDb,
+            slices,
+            0,
+            10_000,
+            LedgerIds::for_deposits(),
+        )
+    })
+    .expect("create accounts");
+    assert_eq!(committed.value.accounts, 10_000);
+    assert_eq!(
+        target.count("SELECT COUNT(*) FROM accounts WHERE id % 1000 <> 0"),
+        10_000,
+        "new accounts (every multiple of 1000 was taken)"
+    );
+    assert_eq!(
+        target.count("SELECT COUNT(DISTINCT id / 100000) FROM accounts WHERE id % 1000 <> 0"),
+        10_000,
+        "one in each slice"
+    );
+    assert_eq!(
+        committed.value.money,
+        target.count("SELECT SUM(balance) FROM accounts WHERE id % 1000 <> 0")
     );
 }
 

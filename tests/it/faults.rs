@@ -63,8 +63,8 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 const ONE_STATEMENT_TRANSFER: &str = "WITH source AS";
 
 /// What a pool's connections sent, counted by instrumentation: ledger inserts (`INSERT INTO
-/// "transfers"`, or a one-statement transfer: how many times a transfer's or a seed's work ran
-/// far enough to write its ledger row), and commits (`COMMIT`, `RELEASE SAVEPOINT`, or a
+/// "transfers"`, a seed's `COPY "transfers"` on PostgreSQL, or a one-statement transfer: how
+/// many times a transfer's or a seed's work ran far enough to write its ledger rows), and commits (`COMMIT`, `RELEASE SAVEPOINT`, or a
 /// one-statement transfer) whose connection was lost with them in flight (outcome unknown: the
 /// probe had to decide).
 #[derive(Clone, Default)]
@@ -93,6 +93,7 @@ impl Instrumentation for Tally {
         match event {
             InstrumentationEvent::StartQuery { query, .. }
                 if query.to_string().starts_with("INSERT INTO \"transfers\"")
+                    || query.to_string().starts_with("COPY \"transfers\"")
                     || query.to_string().starts_with(ONE_STATEMENT_TRANSFER) =>
             {
                 self.ledger_inserts.fetch_add(1, Ordering::SeqCst);
@@ -1231,6 +1232,116 @@ fn seed_whose_commit_landed_but_whose_answer_was_lost_is_found_by_the_deposits_p
 #[test]
 fn seed_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
     seed_with_commit_cut(Cut::NeverArrived);
+}
+
+/// Why the seed's fault tests run only on PostgreSQL.
+const SEED_AT_READ_COMMITTED: &str =
+    "the seed runs at READ COMMITTED on PostgreSQL only (SERIALIZABLE on CockroachDB, whose 40001 is retried)";
+
+/// On PostgreSQL a seed runs at READ COMMITTED, so a seed that writes an id another seed took
+/// after it looked meets a unique violation (23505) rather than SERIALIZABLE's 40001: it must
+/// run again with fresh draws, not fail. A trigger raises that violation on the first attempt's
+/// COPY of the accounts.
+#[test]
+fn seed_that_meets_a_unique_violation_runs_again_and_creates_each_account_once() {
+    const ACCOUNTS: u64 = 1000;
+    if not_run_on_cockroachdb(
+        "seed_that_meets_a_unique_violation_runs_again_and_creates_each_account_once",
+        SEED_AT_READ_COMMITTED,
+    ) {
+        return;
+    }
+    let db = TestDb::new("faults_seed_unique_violation");
+    let (database, _) = open(&db.url, 2, None);
+    // A sequence, not a table: nextval survives the rollback of the attempt that called it.
+    db.psql(
+        "CREATE SEQUENCE seed_writes; \
+         CREATE FUNCTION first_seed_write_collides() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF nextval('seed_writes') = 1 THEN \
+             RAISE unique_violation USING MESSAGE = 'duplicate key value violates unique constraint \"accounts_pkey\"'; \
+           END IF; \
+           RETURN NULL; \
+         END $$; \
+         CREATE TRIGGER first_seed_write_collides BEFORE INSERT ON accounts \
+           FOR EACH STATEMENT EXECUTE FUNCTION first_seed_write_collides()",
+    );
+    let committed = bank::seed(&database, &policy(), ACCOUNTS)
+        .unwrap_or_else(|err| panic!("the seed failed instead of running again: {err}"));
+    assert_eq!(committed.value.accounts, ACCOUNTS);
+    assert_eq!(
+        committed.attempts, 2,
+        "the collided attempt, then the one that committed"
+    );
+    assert_eq!(count(&db, "SELECT last_value FROM seed_writes"), 2);
+    assert_eq!(count(&db, "SELECT count(*) FROM accounts"), ACCOUNTS as i64);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM transfers WHERE source_id IS NULL"
+        ),
+        ACCOUNTS as i64,
+        "one deposit per account"
+    );
+    assert_eq!(
+        count(&db, "SELECT COALESCE(SUM(balance), 0) FROM accounts"),
+        committed.value.money
+    );
+    assert_audit_consistent(&database, "seed after a unique violation");
+}
+
+/// A seed is one long transaction reading the id ranges it writes into, while transfers read
+/// and write the accounts: at SERIALIZABLE, PostgreSQL aborts the seed as the pivot of a
+/// read/write cycle (40001) and it starts again from nothing — over and over for a long seed
+/// under a steady stream of transfers. At READ COMMITTED (the seed only inserts rows under keys
+/// it found free; the primary keys keep it correct) nothing aborts it.
+#[test]
+fn seed_alongside_transfers_commits_at_its_first_attempt() {
+    const ACCOUNTS: u64 = 20_000;
+    if not_run_on_cockroachdb(
+        "seed_alongside_transfers_commits_at_its_first_attempt",
+        SEED_AT_READ_COMMITTED,
+    ) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let db = TestDb::new("faults_seed_alongside_transfers");
+    let (database, _) = open(&db.url, 4, None);
+    seed(&database, 100);
+    let stop = AtomicBool::new(false);
+    let transfers = AtomicU64::new(0);
+    let seeded = thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    bank::transfer(&database, &policy()).expect("a transfer");
+                    transfers.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        // Transfers under way before the seed starts.
+        while transfers.load(Ordering::SeqCst) < 20 {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let seeded = bank::seed(&database, &policy(), ACCOUNTS);
+        stop.store(true, Ordering::SeqCst);
+        seeded
+    });
+    let seeded = seeded.unwrap_or_else(|err| panic!("the seed failed: {err}"));
+    eprintln!(
+        "seed alongside transfers: {} attempt(s), {} transfers",
+        seeded.attempts,
+        transfers.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        seeded.attempts, 1,
+        "the seed was aborted by the transfers running beside it"
+    );
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM accounts"),
+        100 + ACCOUNTS as i64
+    );
+    assert_audit_consistent(&database, "seed alongside transfers");
 }
 
 #[test]
