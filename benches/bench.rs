@@ -6,12 +6,14 @@
 //! PostgreSQL's default durability (fsync on); `TEST_DATABASE_URL` points it at an existing
 //! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000),
 //! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section:
-//! `points`, `memory`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts and
-//! `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) —, `async`, the async-vs-sync
-//! table of diesel-retry's two drivers, or `sqlite`, SQLite's writers: throughput and pMax in
-//! one process and in several, which needs no server), `BENCH_TOKIO_WORKERS` (the async table's
-//! tokio worker threads; default one per core) and `BENCH_SQLITE_DIR` (where the SQLite files
-//! go; default the system's temporary directory).
+//! `points`, `memory`, `seed`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts
+//! and `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) —, `async`, the
+//! async-vs-sync table of diesel-retry's two drivers, or `sqlite`, SQLite's writers: throughput
+//! and pMax in one process and in several, which needs no server), `BENCH_TOKIO_WORKERS` (the
+//! async table's tokio worker threads; default one per core), `BENCH_SQLITE_DIR` (where the
+//! SQLite files go; default the system's temporary directory), `BENCH_SEED` (accounts per seed
+//! run, default 1000000) and `BENCH_SEED_LARGE=1` (the seed table at 10,000,000 accounts too:
+//! several minutes).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -49,17 +51,18 @@ fn main() {
     let wanted = |section: &str| only.as_deref().is_none_or(|only| only == section);
     let owned;
     // The server sections' server; none for the SQLite section alone.
-    let server: Option<&TestServer> = if !["points", "memory", "transfers", "async"]
-        .into_iter()
-        .any(wanted)
-    {
-        None
-    } else if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        Some(support::server())
-    } else {
-        owned = support::start_durable_server();
-        Some(&owned)
-    };
+    let server: Option<&TestServer> =
+        if !["points", "memory", "seed", "transfers", "scale", "async"]
+            .into_iter()
+            .any(wanted)
+        {
+            None
+        } else if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+            Some(support::server())
+        } else {
+            owned = support::start_durable_server();
+            Some(&owned)
+        };
     println!("# roachbank benchmark");
     println!();
     if let Some(server) = server {
@@ -85,6 +88,14 @@ fn main() {
     if wanted("memory") {
         println!();
         peak_memory(server(), env_number("BENCH_RSS_POINTS", 10_000_000));
+    }
+    if wanted("seed") {
+        let mut sizes = vec![env_number("BENCH_SEED", 1_000_000)];
+        if env_number("BENCH_SEED_LARGE", 0) == 1 {
+            sizes.push(10_000_000);
+        }
+        println!();
+        seed_table(server(), &sizes);
     }
     if wanted("transfers") {
         println!();
@@ -311,6 +322,248 @@ fn scale_table(server: &TestServer, duration: Duration) {
             run.stdout.lines().next().unwrap_or("")
         );
     }
+}
+
+/// One timed load: its wall-clock time and, for a `roachbank` run, its peak RSS.
+struct Load {
+    seconds: f64,
+    peak_kib: Option<u64>,
+}
+
+/// `roachbank seed --accounts N` beside the databases' own bulk loaders taking the same rows
+/// (N accounts and their N opening deposits) in one transaction: psql's `\copy` of both tables
+/// on PostgreSQL, the `sqlite3` shell's `.import` on SQLite (deposits imported into a temporary
+/// table and moved over with `INSERT … SELECT`: `.import` cannot write the NULL source). Each
+/// run starts from empty tables (a CHECKPOINT first on PostgreSQL, a copy of a freshly
+/// migrated file on SQLite); roachbank's and the reference's runs take turns, best of [`RUNS`].
+fn seed_table(server: &TestServer, sizes: &[u64]) {
+    let files = tempfile::tempdir().expect("a directory for the seed files");
+    let sqlite3 = Command::new("sqlite3").arg("--version").output().is_ok();
+    println!("## seed (best of {RUNS}; rows are accounts + deposits)");
+    println!();
+    println!("| database | accounts | loader | seconds | rows/s | × reference | peak RSS (MiB) |");
+    println!("|---|---:|---|---:|---:|---:|---:|");
+    for &accounts in sizes {
+        let rows = write_seed_files(files.path(), accounts);
+        let row = |database: &str, loader: &str, load: &Load, reference: &Load| {
+            println!(
+                "| {database} | {accounts} | {loader} | {:.2} | {:.0} | {:.2} | {} |",
+                load.seconds,
+                rows as f64 / load.seconds,
+                reference.seconds / load.seconds,
+                load.peak_kib.map_or("–".to_string(), |kib| format!(
+                    "{:.1}",
+                    kib as f64 / 1024.0
+                ))
+            );
+        };
+
+        let (name, db) = fresh_database(server, "bench_seed", 1);
+        drop(db);
+        let empty = || {
+            server.psql(&name, "TRUNCATE accounts, transfers");
+            server.psql(&name, "CHECKPOINT");
+        };
+        let url = server.url_for(&name);
+        let script = files.path().join("copy.psql");
+        std::fs::write(
+            &script,
+            format!(
+                "\\copy accounts (id, balance) FROM '{}'\n\
+                 \\copy transfers (id, source_id, sink_id, amount) FROM '{}'\n",
+                files.path().join("accounts.txt").display(),
+                files.path().join("deposits.txt").display()
+            ),
+        )
+        .expect("write the psql script");
+        let (psql, ours) = best_loads(
+            || {
+                empty();
+                timed(
+                    Command::new("psql")
+                        .args(["-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", &url, "-f"])
+                        .arg(&script),
+                    None,
+                )
+            },
+            || {
+                empty();
+                seed_run(&url, accounts)
+            },
+        );
+        row("PostgreSQL", "psql `\\copy`, one transaction", &psql, &psql);
+        row("PostgreSQL", "roachbank seed", &ours, &psql);
+
+        if !sqlite3 {
+            println!("| SQLite | {accounts} | sqlite3 shell not found: no SQLite rows | | | | |");
+            continue;
+        }
+        let template = files.path().join("template.db");
+        let file = files.path().join("bench.db");
+        let _ = std::fs::remove_file(&template);
+        // A freshly migrated file (WAL mode, as roachbank leaves it) to copy before each run.
+        let migrated = Command::new(env!("CARGO_BIN_EXE_roachbank"))
+            .args(["--database-url", &sqlite_url(&template), "balance"])
+            .output()
+            .expect("run roachbank balance");
+        assert!(
+            migrated.status.success(),
+            "migrating the SQLite template failed"
+        );
+        // Everything in the file itself, none of it left in a WAL file beside it.
+        let checkpointed = Command::new("sqlite3")
+            .arg(&template)
+            .arg("PRAGMA wal_checkpoint(TRUNCATE)")
+            .output()
+            .expect("run sqlite3");
+        assert!(
+            checkpointed.status.success(),
+            "checkpointing the template failed"
+        );
+        let fresh = || {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+            }
+            std::fs::copy(&template, &file).expect("copy the SQLite template");
+        };
+        let import = format!(
+            ".mode csv\nBEGIN;\n.import {} accounts\n\
+             CREATE TEMP TABLE deposits (id INTEGER PRIMARY KEY, sink_id, amount);\n\
+             .import {} deposits\n\
+             INSERT INTO transfers (id, source_id, sink_id, amount) \
+             SELECT id, NULL, sink_id, amount FROM temp.deposits;\nCOMMIT;\n",
+            files.path().join("accounts.csv").display(),
+            files.path().join("deposits.csv").display()
+        );
+        let (shell, ours) = best_loads(
+            || {
+                fresh();
+                timed(Command::new("sqlite3").arg(&file), Some(&import))
+            },
+            || {
+                fresh();
+                seed_run(&sqlite_url(&file), accounts)
+            },
+        );
+        row(
+            "SQLite",
+            "sqlite3 shell `.import`, one transaction",
+            &shell,
+            &shell,
+        );
+        row("SQLite", "roachbank seed", &ours, &shell);
+    }
+}
+
+/// `sqlite://` URL of a file.
+fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}", path.display())
+}
+
+/// The best (fastest) of [`RUNS`] loads by `reference` and by `ours`, taking turns.
+fn best_loads(mut reference: impl FnMut() -> Load, mut ours: impl FnMut() -> Load) -> (Load, Load) {
+    let mut best: (Option<Load>, Option<Load>) = (None, None);
+    let keep = |best: &mut Option<Load>, load: Load| {
+        if best.as_ref().is_none_or(|b| load.seconds < b.seconds) {
+            *best = Some(load);
+        }
+    };
+    for _ in 0..RUNS {
+        keep(&mut best.0, reference());
+        keep(&mut best.1, ours());
+    }
+    (best.0.expect("RUNS > 0"), best.1.expect("RUNS > 0"))
+}
+
+/// `roachbank seed --accounts N` on `url` under `/usr/bin/time -v`: its time and peak RSS.
+fn seed_run(url: &str, accounts: u64) -> Load {
+    let started = Instant::now();
+    let output = Command::new("/usr/bin/time")
+        .arg("-v")
+        .arg(env!("CARGO_BIN_EXE_roachbank"))
+        .args([
+            "--database-url",
+            url,
+            "seed",
+            "--accounts",
+            &accounts.to_string(),
+        ])
+        .output()
+        .expect("run /usr/bin/time (Debian: apt-get install time)");
+    let seconds = started.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "seed failed: {stderr}");
+    Load {
+        seconds,
+        peak_kib: max_rss_kib(&stderr),
+    }
+}
+
+/// The peak RSS `/usr/bin/time -v` reports.
+fn max_rss_kib(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("Maximum resident set size (kbytes): ")
+            .and_then(|value| value.parse().ok())
+    })
+}
+
+/// A reference loader's run, timed from its start to its exit, with `input` on its standard
+/// input if there is one.
+fn timed(command: &mut Command, input: Option<&str>) -> Load {
+    let started = Instant::now();
+    let mut child = command
+        .stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the reference loader");
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .expect("a piped stdin")
+            .write_all(input.as_bytes())
+            .expect("feed the reference loader");
+    }
+    let status = child.wait().expect("wait for the reference loader");
+    assert!(status.success(), "the reference loader failed: {status}");
+    Load {
+        seconds: started.elapsed().as_secs_f64(),
+        peak_kib: None,
+    }
+}
+
+/// The rows `roachbank seed --accounts N` writes, in the order it writes them — one account in
+/// each N-th of the id space with a random balance, then its deposit in a block of ledger ids —
+/// as COPY text (`accounts.txt`, `deposits.txt`) and as CSV for the sqlite3 shell
+/// (`accounts.csv`, `deposits.csv` without the NULL source). Returns the number of rows.
+fn write_seed_files(dir: &std::path::Path, accounts: u64) -> u64 {
+    use rand::Rng;
+    let create = |name: &str| {
+        std::io::BufWriter::new(std::fs::File::create(dir.join(name)).expect("a seed file"))
+    };
+    let (mut accounts_txt, mut deposits_txt) = (create("accounts.txt"), create("deposits.txt"));
+    let (mut accounts_csv, mut deposits_csv) = (create("accounts.csv"), create("deposits.csv"));
+    let slices = bank::AccountIdSlices::new(accounts);
+    let deposits = bank::LedgerIds::for_deposits();
+    let mut rng = rand::rng();
+    for slice in 0..accounts {
+        let id = slices.draw(slice, &mut rng);
+        let balance = rng.random_range(0..bank::OPENING_BALANCE_SPACE);
+        let deposit = deposits.first() + slice as i64;
+        writeln!(accounts_txt, "{id}\t{balance}").expect("write a seed file");
+        writeln!(deposits_txt, "{deposit}\t\\N\t{id}\t{balance}").expect("write a seed file");
+        writeln!(accounts_csv, "{id},{balance}").expect("write a seed file");
+        writeln!(deposits_csv, "{deposit},{id},{balance}").expect("write a seed file");
+    }
+    for mut file in [accounts_txt, deposits_txt, accounts_csv, deposits_csv] {
+        file.flush().expect("flush a seed file");
+    }
+    2 * accounts
 }
 
 /// Rows like `points` writes, in COPY's text format.
