@@ -11,6 +11,7 @@ use super::error::BankError;
 use super::ids::{random_account_id, AccountIdSlices, LedgerIds};
 use super::points::LoadMethod;
 use crate::db::binary_copy::write_int8_rows;
+use crate::db::cached_insert::{self, CachedInsert};
 use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
@@ -49,7 +50,13 @@ const MAX_TAKEN_IDS_PER_STEP: usize = 160_000;
 
 /// Ids per `IN (…)` lookup and rows per INSERT: 8,000 ledger rows × 4 columns stay below
 /// SQLite's 32,766 bind parameters (and PostgreSQL's 65,535).
-const ROWS_PER_STATEMENT: usize = 8_000;
+const ROWS_PER_STATEMENT: usize = cached_insert::CACHED_ROWS;
+
+/// The accounts' columns a seed writes, as SQL (for [`CachedInsert`]; quoted as Diesel quotes
+/// identifiers on SQLite).
+const ACCOUNTS_COLUMNS: &str = "`accounts` (`id`, `balance`)";
+/// The ledger's columns a deposit gives, as SQL (for [`CachedInsert`]).
+const DEPOSITS_COLUMNS: &str = "`transfers` (`id`, `source_id`, `sink_id`, `amount`)";
 
 /// How often a seed transaction that met a unique violation — an id another seed took after
 /// this one looked, see [`seed`] — runs again.
@@ -536,6 +543,30 @@ impl Step {
                 return Err(DieselError::QueryBuilderError(
                     "COPY needs PostgreSQL; use the INSERT method on SQLite".into(),
                 ))
+            }
+            (LoadMethod::Insert, DbConnection::Sqlite(sqlite)) => {
+                // Prepared once per connection (see `crate::db::cached_insert`).
+                let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
+                for accounts in self.accounts.chunks(ROWS_PER_STATEMENT) {
+                    rows.clear();
+                    rows.extend(accounts.iter().map(|a| [Some(a.id), Some(a.balance)]));
+                    CachedInsert::new(ACCOUNTS_COLUMNS, &rows).execute(sqlite)?;
+                }
+                let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
+                for (chunk, accounts) in self.accounts.chunks(ROWS_PER_STATEMENT).enumerate() {
+                    rows.clear();
+                    rows.extend(accounts.iter().enumerate().map(|(i, account)| {
+                        let entry = deposit((chunk * ROWS_PER_STATEMENT + i, account));
+                        [
+                            Some(entry.id),
+                            entry.source_id,
+                            Some(entry.sink_id),
+                            Some(entry.amount),
+                        ]
+                    }));
+                    CachedInsert::new(DEPOSITS_COLUMNS, &rows).execute(sqlite)?;
+                }
+                then();
             }
             (LoadMethod::Insert, _) => {
                 for rows in self.accounts.chunks(ROWS_PER_STATEMENT) {

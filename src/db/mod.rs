@@ -6,6 +6,7 @@
 
 pub mod binary_copy;
 pub mod binds;
+pub mod cached_insert;
 pub mod classify;
 pub mod config;
 pub mod connection;
