@@ -12,8 +12,9 @@
 //! and pMax in one process and in several, which needs no server), `BENCH_TOKIO_WORKERS` (the
 //! async table's tokio worker threads; default one per core), `BENCH_SQLITE_DIR` (where the
 //! SQLite files go; default the system's temporary directory), `BENCH_SEED` (accounts per seed
-//! run, default 1000000) and `BENCH_SEED_LARGE=1` (the seed table at 10,000,000 accounts too:
-//! about half an hour).
+//! run, default 1000000), `BENCH_SEED_RUNS` (runs per seed figure, default 5) and
+//! `BENCH_SEED_LARGE=1` (the seed table at 10,000,000 accounts too: about half an hour at 5
+//! runs).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -39,9 +40,15 @@ const ACCOUNTS: u64 = 100;
 const CHUNK_SIZES: [u64; 3] = [100, 1_000, 10_000];
 /// Runs per points figure; the best is kept (the machine is shared, noise only slows).
 const RUNS: usize = 3;
-/// Runs per seed figure, roachbank's and its reference's taking turns: their ratio is close to
-/// one (both are bound by the same server work) and a run moves by ±5% here, so more of them.
+/// Runs per seed figure by default (`BENCH_SEED_RUNS` sets another number), roachbank's and
+/// its reference's taking turns: their ratio is close to one (both are bound by the same server
+/// work) and a run moves by ±5% here, so more of them.
 const SEED_RUNS: usize = 5;
+
+/// Runs per seed figure: `BENCH_SEED_RUNS`, else [`SEED_RUNS`]; at least one.
+fn seed_runs() -> usize {
+    (env_number("BENCH_SEED_RUNS", SEED_RUNS as u64) as usize).max(1)
+}
 /// Worker counts the transfer workload is measured at.
 const WORKERS: [u32; 3] = [1, 4, 8];
 
@@ -339,11 +346,14 @@ struct Load {
 /// table and moved over with `INSERT … SELECT`: `.import` cannot write the NULL source). Each
 /// run starts from empty tables (a CHECKPOINT first on PostgreSQL, a copy of a freshly
 /// migrated file on SQLite); roachbank's and the reference's runs take turns, best of
-/// [`SEED_RUNS`].
+/// [`seed_runs`].
 fn seed_table(server: &TestServer, sizes: &[u64]) {
     let files = tempfile::tempdir().expect("a directory for the seed files");
     let sqlite3 = Command::new("sqlite3").arg("--version").output().is_ok();
-    println!("## seed (best of {SEED_RUNS}; rows are accounts + deposits)");
+    println!(
+        "## seed (best of {}; rows are accounts + deposits)",
+        seed_runs()
+    );
     println!();
     println!("| database | accounts | loader | seconds | rows/s | × reference | peak RSS (MiB) |");
     println!("|---|---:|---|---:|---:|---:|---:|");
@@ -464,7 +474,7 @@ fn sqlite_url(path: &std::path::Path) -> String {
     format!("sqlite://{}", path.display())
 }
 
-/// The best (fastest) of [`SEED_RUNS`] loads by `reference` and by `ours`, taking turns.
+/// The best (fastest) of [`seed_runs`] loads by `reference` and by `ours`, taking turns.
 fn best_loads(mut reference: impl FnMut() -> Load, mut ours: impl FnMut() -> Load) -> (Load, Load) {
     let mut best: (Option<Load>, Option<Load>) = (None, None);
     let keep = |best: &mut Option<Load>, load: Load| {
@@ -472,13 +482,13 @@ fn best_loads(mut reference: impl FnMut() -> Load, mut ours: impl FnMut() -> Loa
             *best = Some(load);
         }
     };
-    for _ in 0..SEED_RUNS {
+    for _ in 0..seed_runs() {
         keep(&mut best.0, reference());
         keep(&mut best.1, ours());
     }
     (
-        best.0.expect("SEED_RUNS > 0"),
-        best.1.expect("SEED_RUNS > 0"),
+        best.0.expect("seed_runs() > 0"),
+        best.1.expect("seed_runs() > 0"),
     )
 }
 
