@@ -158,21 +158,29 @@ fn timed_transfer_prints_ticks_and_total_in_cockroach_workload_columns() {
             values[..8].iter().map(|value| number(value)).collect()
         })
         .collect();
-    assert_eq!(
-        ticks.len(),
-        3,
-        "a tick a second for 3 s, none for the tail (transfers in flight finishing): {}",
+    // A tick a second for 3 s, none for the tail (transfers in flight finishing). A tick that
+    // falls late is not made up for (`workload::interval`), so on a machine stalled for a
+    // moment one of the three may be missing: the ticks printed follow one another, each
+    // at or after its second and none after the run.
+    assert!(
+        (2..=3).contains(&ticks.len()),
+        "a tick a second for 3 s: {}",
         describe(&output)
     );
     for (i, tick) in ticks.iter().enumerate() {
         let second = (i + 1) as f64;
         assert!(
-            tick[0] >= second && tick[0] < second + 0.5,
+            tick[0] >= second && tick[0] < 3.5,
             "tick {i} at {}s: {}",
             tick[0],
             describe(&output)
         );
     }
+    assert!(
+        ticks.windows(2).all(|pair| pair[0][0] < pair[1][0]),
+        "ticks in order: {}",
+        describe(&output)
+    );
     for tick in &ticks {
         assert_eq!(tick[1], 0.0, "no errors: {}", describe(&output));
         assert!(tick[2] >= 0.0 && tick[3] > 0.0, "rates: {tick:?}");
