@@ -566,12 +566,13 @@ fn write_seed_files(dir: &std::path::Path, accounts: u64) -> u64 {
     let (mut accounts_txt, mut deposits_txt) = (create("accounts.txt"), create("deposits.txt"));
     let (mut accounts_csv, mut deposits_csv) = (create("accounts.csv"), create("deposits.csv"));
     let slices = bank::AccountIdSlices::new(accounts);
-    let deposits = bank::LedgerIds::for_deposits();
+    // Deposit ids as a seed on PostgreSQL or SQLite draws them: one transaction, one block.
+    let deposits = bank::DepositIds::for_seed(bank::MAX_SEED_ACCOUNTS);
     let mut rng = rand::rng();
     for slice in 0..accounts {
         let id = slices.draw(slice, &mut rng);
         let balance = rng.random_range(0..bank::OPENING_BALANCE_SPACE);
-        let deposit = deposits.first() + slice as i64;
+        let deposit = deposits.id(slice);
         writeln!(accounts_txt, "{id}\t{balance}").expect("write a seed file");
         writeln!(deposits_txt, "{deposit}\t\\N\t{id}\t{balance}").expect("write a seed file");
         writeln!(accounts_csv, "{id},{balance}").expect("write a seed file");

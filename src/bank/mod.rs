@@ -18,7 +18,7 @@ pub mod transfer;
 
 pub use accounts::{balance, count_accounts_up_to, pick_random_account, BalanceSummary};
 pub use error::BankError;
-pub use ids::{AccountIdSlices, LedgerIds, ID_SPACE};
+pub use ids::{AccountIdSlices, DepositIds, LedgerIds, ID_SHARDS, ID_SPACE};
 pub use seed::{
     create_random_accounts, create_random_accounts_on, seed, seed_chunk_size, SeedError,
     SeedReport, COCKROACH_SEED_CHUNK, MAX_SEED_ACCOUNTS, MAX_SLICE_DRAWS, OPENING_BALANCE_SPACE,

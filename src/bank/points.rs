@@ -92,6 +92,17 @@ pub fn effective_chunk_size(flavor: Flavor, requested: u64) -> u64 {
     }
 }
 
+/// Rows of a `points` run's block of ids on `flavor` ([`PointIds`]), its chunks being
+/// `chunk_size` rows: on CockroachDB one chunk, so that consecutive chunks — those the loaders
+/// send at once — write to different parts of the key space; elsewhere the whole run, whose ids
+/// then only grow and keep the B-tree growing at its right edge (see [`crate::bank::ids`]).
+pub fn id_block_rows(flavor: Flavor, chunk_size: u64) -> u64 {
+    match flavor {
+        Flavor::CockroachDb => chunk_size.max(1),
+        Flavor::PostgreSql | Flavor::Sqlite => MAX_POINTS_PER_RUN,
+    }
+}
+
 /// Chunks a server is sent at once: while one chunk's COMMIT waits for the disk, the others
 /// stream. Measured here, 4 beat 2 by about 15% at 1,000-row chunks (see docs/performance.md).
 pub const SERVER_LOADERS: u32 = 4;
@@ -186,7 +197,7 @@ fn find_chunk(conn: &mut DbConnection, chunk: &[Point]) -> Result<Option<usize>,
 }
 
 /// A chunk of `rows` random points, rows `first..first + rows` of the run, under `ids`' current
-/// slot.
+/// slot and the shard of the chunk: one contiguous range of ids, which [`find_chunk`] counts.
 fn random_points(ids: &PointIds, first: u64, rows: u64) -> Vec<Point> {
     let mut rng = rand::rng();
     ids.ids(first, rows)

@@ -8,7 +8,7 @@
 //! one step whatever N; the money is summed as the steps go.
 
 use super::error::BankError;
-use super::ids::{random_account_id, AccountIdSlices, LedgerIds};
+use super::ids::{random_account_id, AccountIdSlices, DepositIds};
 use super::points::LoadMethod;
 use crate::db::binary_copy::write_int8_rows;
 use crate::db::cached_insert::{self, CachedInsert};
@@ -123,7 +123,10 @@ pub fn seed(
 ) -> Result<Committed<SeedReport>, SeedError> {
     let flavor = db.flavor();
     let chunk = seed_chunk_size(flavor);
-    let mut deposits = LedgerIds::for_deposits();
+    // The deposits' shard turns with every transaction ([`DepositIds`]): on CockroachDB each
+    // transaction writes to a part of the key space of its own; elsewhere the seed is one
+    // transaction, its ids only grow, and its B-tree grows at the right edge.
+    let mut deposits = DepositIds::for_seed(chunk);
     let slices = AccountIdSlices::new(count);
     let mut created = SeedReport {
         accounts: 0,
@@ -161,7 +164,7 @@ pub fn seed(
             }) if reruns < MAX_SEED_RERUNS => {
                 reruns += 1;
                 attempts += failed;
-                deposits = LedgerIds::for_deposits();
+                deposits = DepositIds::for_seed(chunk);
                 continue;
             }
             other => other.map_err(|cause| SeedError {
@@ -186,13 +189,13 @@ pub fn seed(
 /// [`create_random_accounts_on`] its database): creates one account in each of the slices
 /// `first_slice..first_slice + count` of `slices` — its id drawn at random inside the slice,
 /// drawn again while it is taken (after [`MAX_SLICE_DRAWS`] draws anywhere in the id space) —
-/// with a random balance, and one deposit each, with ledger ids `deposits.first() + i`.
+/// with a random balance, and one deposit each, with ledger id `deposits.id(i)`.
 pub fn create_random_accounts(
     conn: &mut DbConnection,
     slices: AccountIdSlices,
     first_slice: u64,
     count: u64,
-    deposits: LedgerIds,
+    deposits: DepositIds,
 ) -> Result<SeedReport, BankError> {
     let writes = SeedWrites {
         method: LoadMethod::Insert,
@@ -211,7 +214,7 @@ pub fn create_random_accounts_on(
     slices: AccountIdSlices,
     first_slice: u64,
     count: u64,
-    deposits: LedgerIds,
+    deposits: DepositIds,
 ) -> Result<SeedReport, BankError> {
     let writes = SeedWrites {
         method: LoadMethod::fastest_for(flavor),
@@ -258,7 +261,7 @@ impl SeedWrites {
         slices: AccountIdSlices,
         first_slice: u64,
         count: u64,
-        deposits: LedgerIds,
+        deposits: DepositIds,
     ) -> Result<SeedReport, BankError> {
         let end = first_slice + count;
         let mut created = SeedReport {
@@ -483,18 +486,18 @@ impl Step {
         Ok(())
     }
 
-    /// Writes the step's accounts and their deposits (ledger ids from `deposits.first()` on)
+    /// Writes the step's accounts and their deposits (ledger ids `deposits.id(0)` on)
     /// by `method`, calling `then` once every row is sent (on PostgreSQL while the server is
     /// still working through them).
     fn write(
         &self,
         conn: &mut DbConnection,
         method: LoadMethod,
-        deposits: LedgerIds,
+        deposits: DepositIds,
         then: &dyn Fn(),
     ) -> Result<(), DieselError> {
         let deposit = |(i, account): (usize, &Account)| LedgerEntry {
-            id: deposits.first() + i as i64,
+            id: deposits.id(i as u64),
             source_id: None,
             sink_id: account.id,
             amount: account.balance,
@@ -591,22 +594,28 @@ impl Step {
     }
 }
 
-/// The seed probe: the deposits of a seed whose commit outcome was unknown, if they landed.
+/// The seed probe: the deposits of a seed transaction whose commit outcome was unknown, if
+/// they landed — counted in `deposits.ranges(count)`: one range, a transaction's deposits
+/// being one block of ids, one shard.
 fn find_deposits(
     conn: &mut DbConnection,
-    deposits: LedgerIds,
+    deposits: DepositIds,
     count: u64,
 ) -> Result<Option<SeedReport>, BankError> {
-    let last = deposits.first() + i64::try_from(count).unwrap_or(i64::MAX) - 1;
-    let (found, money) = transfers::table
-        .filter(transfers::id.between(deposits.first(), last))
-        .select((
-            count_star(),
-            sql::<Nullable<BigInt>>("CAST(SUM(amount) AS BIGINT)"),
-        ))
-        .first::<(i64, Option<i64>)>(conn)?;
-    Ok((found > 0).then(|| SeedReport {
-        accounts: found as u64,
-        money: money.unwrap_or(0),
-    }))
+    let mut found = SeedReport {
+        accounts: 0,
+        money: 0,
+    };
+    for range in deposits.ranges(count) {
+        let (rows, money) = transfers::table
+            .filter(transfers::id.between(*range.start(), *range.end()))
+            .select((
+                count_star(),
+                sql::<Nullable<BigInt>>("CAST(SUM(amount) AS BIGINT)"),
+            ))
+            .first::<(i64, Option<i64>)>(conn)?;
+        found.accounts += rows as u64;
+        found.money += money.unwrap_or(0);
+    }
+    Ok((found.accounts > 0).then_some(found))
 }

@@ -6,7 +6,9 @@
 use super::runner::{FirstError, Flow, RunLength, Runner, Tally, WorkerPanicked};
 use super::stats::{self, grouped};
 use crate::bank::ids::PointIds;
-use crate::bank::points::{effective_chunk_size, load_chunk, LoadMethod, SERVER_LOADERS};
+use crate::bank::points::{
+    effective_chunk_size, id_block_rows, load_chunk, LoadMethod, SERVER_LOADERS,
+};
 use crate::db::{Database, Flavor};
 use crate::sync::lock;
 use diesel::result::Error as DieselError;
@@ -154,7 +156,10 @@ impl<'c> PointsRun<'c> {
     ///
     /// Ids are chosen by the client ([`PointIds`]): that makes every chunk idempotent, so
     /// exactly `count` rows land even when connections die mid-chunk, and a run whose id slot
-    /// another run holds moves to a new one rather than failing.
+    /// another run holds moves to a new one rather than failing. Each chunk's ids are one
+    /// contiguous range under a shard prefix that turns every [`id_block_rows`]: on
+    /// CockroachDB from chunk to chunk, so that the loaders' chunks write to different parts
+    /// of the key space (different ranges once the table has split).
     ///
     /// A failed chunk stops the run: no chunk starts after it, those in flight finish, and the
     /// [`PointsError`] tells what committed.
@@ -194,7 +199,10 @@ impl<'c> PointsRun<'c> {
         if let Some(cancel) = self.cancel {
             runner = runner.cancel(cancel);
         }
-        let ids = PointIds::for_run();
+        // On CockroachDB each chunk under a shard of its own, turning chunk by chunk: the
+        // loaders' chunks in flight write to different parts of the key space (see
+        // `crate::bank::ids`).
+        let ids = PointIds::for_run(id_block_rows(db.flavor(), chunk_size));
         // The rows committed so far, as `on_chunk` is told them: one lock per chunk, so that
         // the totals it sees only grow.
         let done = Mutex::new((0u64, on_chunk));

@@ -11,7 +11,7 @@ use crate::support::target::{try_open, Target};
 use diesel::Connection;
 use diesel_retry::{run_transaction, RetryPolicy, TransactionError};
 use roachbank::bank::{
-    self, AccountIdSlices, BankError, LedgerIds, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE,
+    self, AccountIdSlices, BankError, DepositIds, TransferStyle, ID_SPACE, OPENING_BALANCE_SPACE,
 };
 use roachbank::db::{Database, Flavor};
 use roachbank::migrate::{MigrationError, OpenError};
@@ -145,7 +145,13 @@ fn seed_puts_one_account_in_each_equal_slice_of_the_id_space(target: Target) {
 /// Runs the seed's body for `count` accounts in slices `first..first + count` of `slices`.
 fn create_in_slices(db: &Database, slices: AccountIdSlices, first: u64, count: u64) {
     run_transaction(db, &policy(), |conn| {
-        bank::create_random_accounts(conn, slices, first, count, LedgerIds::for_deposits())
+        bank::create_random_accounts(
+            conn,
+            slices,
+            first,
+            count,
+            DepositIds::for_seed(bank::MAX_SEED_ACCOUNTS),
+        )
     })
     .expect("create accounts");
 }
@@ -244,7 +250,8 @@ fn draws_in_a_slice_too_crowded_to_read_at_once_are_looked_up(target: Target) {
 /// A seed is written a step of slices at a time, and a step ends early where the id space is
 /// crowded: 10,000 accounts among 10^6 taken ids (one in each thousand) take several steps.
 /// Across them, every new account gets exactly one deposit of its balance, and the deposits'
-/// ids form one block with no gap and no overlap.
+/// ids are one slot's row indexes `0..10,000` (their low 32 bits, `roachbank::bank::ids`) with
+/// no gap and no overlap.
 fn a_seed_in_many_steps_writes_one_deposit_per_account_under_consecutive_ids(target: Target) {
     let db = target.open(2);
     take_ids(&target, 0, 1000, ID_SPACE);
@@ -269,10 +276,18 @@ fn a_seed_in_many_steps_writes_one_deposit_per_account_under_consecutive_ids(tar
         10_000,
         "no other deposit"
     );
+    let deposits = "transfers WHERE source_id IS NULL";
     assert_eq!(
-        target.count("SELECT MAX(id) - MIN(id) + 1 FROM transfers WHERE source_id IS NULL"),
-        10_000,
-        "the deposits' ids are one block"
+        target.ints("id % 4294967296", deposits),
+        (0..10_000).collect::<Vec<i64>>(),
+        "the deposits' row indexes"
+    );
+    assert_eq!(
+        target.count(&format!(
+            "SELECT COUNT(DISTINCT (id >> 32) % 67108864) FROM {deposits}"
+        )),
+        1,
+        "one slot (bits 32–57)"
     );
     assert_eq!(
         money,
@@ -295,7 +310,7 @@ fn seeding_as_on_cockroachdb_looks_each_draw_up_and_avoids_taken_ids(target: Tar
             slices,
             0,
             10_000,
-            LedgerIds::for_deposits(),
+            DepositIds::for_seed(bank::MAX_SEED_ACCOUNTS),
         )
     })
     .expect("create accounts");

@@ -11,6 +11,9 @@
 //!   a waiter waits for the holder and no longer than its bound.
 //! * `points --method copy` is refused before anything is written.
 //! * `seed` commits in chunks, each exactly once.
+//! * A `points` run's chunks and a seed's transactions take ids under shard prefixes that turn
+//!   from one to the next; on a real CockroachDB only, they land in different ranges once the
+//!   table is split at those prefixes.
 
 use crate::support;
 use crate::support::target::Target;
@@ -358,6 +361,197 @@ fn seed_as_postgresql_stays_one_transaction() {
     .expect("open");
     bank::seed(&db, &policy(), 2 * COCKROACH_SEED_CHUNK + 7).expect("seed");
     assert_eq!(transactions_that_wrote_accounts(&target), 1);
+}
+
+/// Where a block id's shard prefix starts (`roachbank::bank::ids`: `shard << 58 | slot << 32 |
+/// index`), and how many shards there are: written out here so that the layout is checked,
+/// not read back from the library.
+const SHARD_SHIFT: u32 = 58;
+const SHARDS: i64 = 16;
+
+/// `ids` grouped by their row index (the low 32 bits) divided by `block`, each group checked to
+/// be one contiguous range under one shard; returns each group's shard, in index order.
+fn shards_of_blocks(ids: &[i64], block: u64) -> Vec<(usize, i64)> {
+    let mut blocks: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
+    for &id in ids {
+        blocks
+            .entry((id & 0xffff_ffff) as u64 / block)
+            .or_default()
+            .push(id);
+    }
+    blocks
+        .values()
+        .map(|ids| {
+            let (first, last) = (ids[0], ids[ids.len() - 1]);
+            assert_eq!(
+                last - first,
+                ids.len() as i64 - 1,
+                "a block's ids are one contiguous range: {first:#x}..={last:#x}"
+            );
+            assert_eq!(first >> SHARD_SHIFT, last >> SHARD_SHIFT, "one shard");
+            (ids.len(), first >> SHARD_SHIFT)
+        })
+        .collect()
+}
+
+/// CockroachDB keeps a table in ranges of consecutive keys: a run whose chunks all append at
+/// one end of the key space writes to one range, however many loaders it has. So under
+/// CockroachDB's protocol each chunk's ids are one contiguous range (one INSERT, one span, one
+/// probe `BETWEEN`) under a shard prefix that turns from chunk to chunk: 32 chunks of 10 rows,
+/// from four loaders, use each of the 16 shards exactly twice, no two consecutive chunks one.
+#[test]
+fn points_chunks_as_on_cockroachdb_each_take_the_next_id_shard() {
+    let target = Target::postgresql("crdb_points_shards");
+    let db = open_as_cockroachdb(
+        &target,
+        ConnectOptions {
+            pool_size: 4,
+            ..ConnectOptions::default()
+        },
+    )
+    .expect("open");
+    let report = PointsRun::new(320, 10)
+        .run(&db, &policy(), &mut |_| {})
+        .expect("points");
+    assert_eq!(report.chunks, 32);
+    assert_eq!(target.count("SELECT COUNT(DISTINCT id) FROM points"), 320);
+    let shards: Vec<i64> = shards_of_blocks(&target.ints("id", "points"), 10)
+        .into_iter()
+        .map(|(rows, shard)| {
+            assert_eq!(rows, 10, "rows of a chunk");
+            shard
+        })
+        .collect();
+    assert_eq!(shards.len(), 32, "chunks");
+    for (chunk, pair) in shards.windows(2).enumerate() {
+        assert_eq!(
+            pair[1],
+            (pair[0] + 1) % SHARDS,
+            "chunk {} takes the shard after chunk {chunk}'s; shards by chunk: {shards:?}",
+            chunk + 1
+        );
+    }
+}
+
+/// The same for a seed under CockroachDB's protocol, one transaction per 2,500 accounts: each
+/// transaction's deposits are one contiguous range of ledger ids under the shard after the
+/// previous transaction's.
+#[test]
+fn seed_transactions_as_on_cockroachdb_each_take_the_next_id_shard() {
+    let target = Target::postgresql("crdb_seed_shards");
+    let db = open_as_cockroachdb(&target, ConnectOptions::default()).expect("open");
+    bank::seed(&db, &policy(), 2 * COCKROACH_SEED_CHUNK + 1).expect("seed");
+    let blocks = shards_of_blocks(
+        &target.ints("id", "transfers WHERE source_id IS NULL"),
+        COCKROACH_SEED_CHUNK,
+    );
+    let sizes: Vec<usize> = blocks.iter().map(|&(rows, _)| rows).collect();
+    let chunk = COCKROACH_SEED_CHUNK as usize;
+    assert_eq!(sizes, [chunk, chunk, 1], "deposits by transaction");
+    let shards: Vec<i64> = blocks.iter().map(|&(_, shard)| shard).collect();
+    assert_eq!(
+        shards,
+        [
+            shards[0],
+            (shards[0] + 1) % SHARDS,
+            (shards[0] + 2) % SHARDS
+        ],
+        "shards by transaction"
+    );
+}
+
+/// Splits `table` at each of the 16 shard prefixes (`ALTER TABLE … SPLIT AT`), as CockroachDB
+/// would split a table that grew under the load, and returns how many distinct ranges hold the
+/// rows with `ids` (`SHOW RANGE FROM TABLE … FOR ROW`, usable as a data source:
+/// cockroachdb/cockroach `pkg/sql/delegate/show_range_for_row.go`).
+fn ranges_holding_after_splitting_at_the_shards(target: &Target, table: &str, ids: &[i64]) -> i64 {
+    let splits: Vec<String> = (1..SHARDS)
+        .map(|shard| format!("({})", shard << SHARD_SHIFT))
+        .collect();
+    target.execute(&format!(
+        "ALTER TABLE {table} SPLIT AT VALUES {}",
+        splits.join(", ")
+    ));
+    let ranges = target.count(&format!(
+        "SELECT COUNT(*) FROM [SHOW RANGES FROM TABLE {table}]"
+    ));
+    assert!(
+        ranges >= SHARDS,
+        "{table} split at the 15 inner shard prefixes: {ranges} ranges"
+    );
+    let rows: Vec<String> = ids
+        .iter()
+        .map(|id| format!("SELECT range_id FROM [SHOW RANGE FROM TABLE {table} FOR ROW ({id})]"))
+        .collect();
+    target.count(&format!(
+        "SELECT COUNT(DISTINCT range_id) FROM ({}) AS r",
+        rows.join(" UNION ALL ")
+    ))
+}
+
+/// CockroachDB: "a range is indexed on a column of data that is sequential in nature … all
+/// incoming writes to the range will be the last (or first) item in the index … This creates a
+/// hot spot at the single range" (cockroachdb/docs `performance-best-practices-overview.md`,
+/// "Hot spots"). A `points` run's 32 chunks turn through the 16 shard prefixes: once the
+/// table is split at them, each of the 16 ranges holds two chunks (before the prefixes, the
+/// whole run sat in one range).
+#[test]
+fn points_chunks_on_cockroachdb_land_in_every_range_split_at_the_id_shards() {
+    const TEST: &str = "points_chunks_on_cockroachdb_land_in_every_range_split_at_the_id_shards";
+    if not_run_on_postgresql(
+        TEST,
+        "ranges (SHOW RANGE … FOR ROW, ALTER TABLE … SPLIT AT)",
+    ) {
+        return;
+    }
+    let target = Target::postgresql("crdb_points_ranges");
+    let db = target.open(4);
+    let report = PointsRun::new(32 * 100, 100)
+        .run(&db, &policy(), &mut |_| {})
+        .expect("points");
+    assert_eq!(report.chunks, 32);
+    let first_of_each_chunk = target.ints("MIN(id)", "points GROUP BY id % 4294967296 // 100");
+    assert_eq!(first_of_each_chunk.len(), 32);
+    assert_eq!(
+        ranges_holding_after_splitting_at_the_shards(&target, "points", &first_of_each_chunk),
+        SHARDS,
+        "ranges holding the run's chunks"
+    );
+}
+
+/// The same for a seed on CockroachDB, one transaction per 2,500 accounts: its five
+/// transactions' deposits land in five different ranges of the ledger split at the shard
+/// prefixes. (`//` is CockroachDB's integer division; its `/` on integers gives a DECIMAL.)
+#[test]
+fn seed_transactions_on_cockroachdb_land_in_different_ranges_split_at_the_id_shards() {
+    const TEST: &str =
+        "seed_transactions_on_cockroachdb_land_in_different_ranges_split_at_the_id_shards";
+    if not_run_on_postgresql(
+        TEST,
+        "ranges (SHOW RANGE … FOR ROW, ALTER TABLE … SPLIT AT)",
+    ) {
+        return;
+    }
+    let target = Target::postgresql("crdb_seed_ranges");
+    let db = target.open(2);
+    let count = 4 * COCKROACH_SEED_CHUNK + 1;
+    bank::seed(&db, &policy(), count).expect("seed");
+    let first_of_each_transaction = target.ints(
+        "MIN(id)",
+        &format!(
+            "transfers WHERE source_id IS NULL GROUP BY id % 4294967296 // {COCKROACH_SEED_CHUNK}"
+        ),
+    );
+    assert_eq!(first_of_each_transaction.len(), 5, "transactions");
+    assert_eq!(
+        ranges_holding_after_splitting_at_the_shards(
+            &target,
+            "transfers",
+            &first_of_each_transaction
+        ),
+        5,
+        "ranges holding the seed's transactions' deposits"
+    );
 }
 
 #[test]

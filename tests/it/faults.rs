@@ -1234,6 +1234,41 @@ fn seed_whose_commit_never_reached_the_server_is_retried_and_applied_once() {
     seed_with_commit_cut(Cut::NeverArrived);
 }
 
+/// Under CockroachDB's protocol a seed commits a transaction per 2,500 accounts, and each
+/// transaction's deposits take the next shard of ids (`roachbank::bank::ids`): when the first
+/// two transactions' RELEASEs commit but are answered 57014 (as CockroachDB answers a statement
+/// canceled while its commit went through; the proxy commits on PostgreSQL), each probe must
+/// look under its own transaction's shard and find it — every account created once, none
+/// created again.
+#[test]
+fn cockroach_seed_transactions_answered_57014_after_they_committed_are_found_by_the_probe() {
+    const ACCOUNTS: u64 = 2 * bank::COCKROACH_SEED_CHUNK + 7;
+    let label = "seed as CockroachDB, two RELEASEs committed and answered 57014";
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_crdb_57014_seed", 0);
+    let (database, tally) = open(&url, 2, Some(Flavor::CockroachDb));
+    let release = cockroach_commit_point(TransferStyle::Tutorial);
+    proxy.answer_canceled_after_commit(release, QUERY_CANCELED);
+    proxy.answer_canceled_after_commit(release, QUERY_CANCELED);
+    let committed = bank::seed(&database, &policy(), ACCOUNTS)
+        .unwrap_or_else(|err| panic!("{label}: expected Ok, got {err}"));
+    assert_eq!(
+        proxy.answered(),
+        2,
+        "{label}: the proxy answered 57014 twice"
+    );
+    assert_seeded_once(&db, &database, &committed.value, ACCOUNTS, label);
+    assert_eq!(
+        committed.attempts, 3,
+        "{label}: three transactions, each run once (the two answered 57014 found by the probe)"
+    );
+    assert_eq!(
+        tally.ledger_inserts(),
+        3,
+        "{label}: the deposits were written once"
+    );
+}
+
 /// Why the seed's fault tests run only on PostgreSQL.
 const SEED_AT_READ_COMMITTED: &str =
     "the seed runs at READ COMMITTED on PostgreSQL only (SERIALIZABLE on CockroachDB, whose 40001 is retried)";

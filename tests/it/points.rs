@@ -7,8 +7,8 @@
 //! read by SQL outside the library: psql on PostgreSQL, a plain diesel `SqliteConnection` on
 //! SQLite.
 
-use crate::support::grouped;
 use crate::support::target::Target;
+use crate::support::{grouped, not_run_on_cockroachdb};
 use diesel_retry::{RetryPolicy, TransactionError};
 use roachbank::bank::points::{LoadMethod, COORDINATE_SPACE};
 use roachbank::db::Database;
@@ -20,6 +20,7 @@ on_sqlite_and_postgresql!(
     on_chunk_sees_strictly_increasing_totals_ending_at_n,
     a_chunk_beyond_the_bind_parameter_limit_is_split_not_refused,
     two_runs_add_up_in_distinct_id_slots,
+    a_run_on_postgresql_or_sqlite_is_one_contiguous_range_of_ids,
     a_chunk_size_above_100000_rows_is_clamped_to_100000,
     a_cancelled_run_starts_no_chunk_after_it_and_reports_what_committed,
     a_failed_chunk_stops_the_run_and_the_error_tells_what_committed,
@@ -101,9 +102,10 @@ fn a_chunk_beyond_the_bind_parameter_limit_is_split_not_refused(target: Target) 
     assert_points_table(&target, 40_000);
 }
 
-/// Ids are `slot << 32 | row index`: two runs of 100 must use two slots, rows 0..=99 in each.
-/// The slot is read with `>> 32`, an integer on every backend (CockroachDB's `/` on integers
-/// gives a DECIMAL), and the same as `/ 2^32` for these non-negative ids.
+/// Ids are `shard << 58 | slot << 32 | row index` (`roachbank::bank::ids`): two runs of 100
+/// (one chunk each) must use two slots, rows 0..=99 in each. The high bits are read with
+/// `>> 32`, an integer on every backend (CockroachDB's `/` on integers gives a DECIMAL), and
+/// the same as `/ 2^32` for these non-negative ids.
 fn two_runs_add_up_in_distinct_id_slots(target: Target) {
     let db = target.open(1);
     points(&db, 100, 1000);
@@ -122,6 +124,33 @@ fn two_runs_add_up_in_distinct_id_slots(target: Target) {
     assert_eq!(
         target.count(&format!("SELECT MAX({index}) FROM points")),
         99
+    );
+}
+
+/// On PostgreSQL and SQLite a run's ids only grow (`roachbank::bank::ids`: the whole run under
+/// one shard), so that the B-tree grows at its right edge: 25 chunks of 40 rows, written by
+/// four loaders at once on PostgreSQL, are one contiguous range of ids. (On CockroachDB each
+/// chunk takes the next shard: `cockroach::points_chunks_as_on_cockroachdb_…`.)
+fn a_run_on_postgresql_or_sqlite_is_one_contiguous_range_of_ids(target: Target) {
+    if matches!(target, Target::Postgresql(_))
+        && not_run_on_cockroachdb(
+            "a_run_on_postgresql_or_sqlite_is_one_contiguous_range_of_ids",
+            "there each chunk takes a shard of its own \
+             (cockroach::points_chunks_as_on_cockroachdb_each_take_the_next_id_shard)",
+        )
+    {
+        return;
+    }
+    let db = target.open(4);
+    points(&db, 1_000, 40);
+    let ids = target.ints("id", "points");
+    assert_eq!(ids.len(), 1_000);
+    assert_eq!(
+        ids.last().unwrap() - ids.first().unwrap(),
+        999,
+        "one contiguous range: {:#x}..={:#x}",
+        ids.first().unwrap(),
+        ids.last().unwrap()
     );
 }
 

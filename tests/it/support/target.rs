@@ -50,6 +50,13 @@ diesel::table! {
     }
 }
 
+/// One integer column named `value`, as [`Target::ints`] reads it on SQLite.
+#[derive(QueryableByName)]
+struct IntRow {
+    #[diesel(sql_type = BigInt)]
+    value: i64,
+}
+
 /// A fresh, empty database on one backend, with SQL access that bypasses the library.
 pub enum Target {
     /// A fresh database on the suite's PostgreSQL server.
@@ -166,6 +173,28 @@ impl Target {
         self.scalar(query, |conn, subquery| {
             diesel::select(sql::<Nullable<Double>>(subquery)).get_result(conn)
         })
+    }
+
+    /// `expression` of every row of `from` (a table, with a `WHERE` clause if wanted), an
+    /// integer, in ascending order.
+    pub fn ints(&self, expression: &str, from: &str) -> Vec<i64> {
+        let query = format!("SELECT {expression} AS value FROM {from} ORDER BY 1");
+        match self {
+            Target::Postgresql(db) => db
+                .psql(&query)
+                .lines()
+                .map(|line| {
+                    line.parse()
+                        .unwrap_or_else(|err| panic!("{query:?} gave {line:?}: {err}"))
+                })
+                .collect(),
+            Target::Sqlite(file) => diesel::sql_query(&query)
+                .load::<IntRow>(&mut Self::sqlite_connection(file))
+                .unwrap_or_else(|err| panic!("SQLite {query:?}: {err}"))
+                .into_iter()
+                .map(|row| row.value)
+                .collect(),
+        }
     }
 
     /// Every account, id → balance.
