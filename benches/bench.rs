@@ -798,9 +798,9 @@ struct DriverCase {
 /// diesel-retry's sync driver (r2d2, libpq) beside its async one (tokio-postgres) on the same
 /// transfer, the same pool size and the same server: the sync one at one thread per
 /// connection, the async one on bb8 at 8, 64 and 256 tasks and on deadpool at 256. Each row
-/// runs [`RUNS`] times for `duration` (a second-long fsync stall weighs less in a longer run), the rows taking turns (the machine is
-/// shared: its load drifts), and keeps its best run (a stall, such as a long fsync, only
-/// slows).
+/// runs [`RUNS`] times for `duration` (a second-long fsync stall weighs less in a longer run),
+/// the rows taking turns (the machine is shared: its load drifts), and keeps its best run (a
+/// stall, such as a long fsync, only slows).
 fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     let tokio_workers = env_number("BENCH_TOKIO_WORKERS", 0) as usize;
     let run_length = duration;
