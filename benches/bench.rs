@@ -5,8 +5,8 @@
 //! The server is a throwaway PostgreSQL started like the tests' (initdb + pg_ctl), but with
 //! PostgreSQL's default durability (fsync on); `TEST_DATABASE_URL` points it at an existing
 //! server instead. Knobs: `BENCH_POINTS` (rows per points run, default 200000),
-//! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section:
-//! `points`, `memory`, `seed`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts
+//! `BENCH_SECONDS` (seconds per transfer run, default 8), `BENCH_ONLY` (one section, or several
+//! separated by commas: `points`, `memory`, `seed`, `transfers`, `scale` — transfers on 100 and 1,000,000 accounts
 //! and `check` on a 2M-row ledger (`BENCH_CHECK_LARGE=1` adds 10M) —, `async`, the
 //! async-vs-sync table of diesel-retry's two drivers, or `sqlite`, SQLite's writers: throughput
 //! and pMax in one process and in several, which needs no server), `BENCH_TOKIO_WORKERS` (the
@@ -58,7 +58,10 @@ fn main() {
     let only = std::env::var("BENCH_ONLY")
         .ok()
         .filter(|only| !only.is_empty());
-    let wanted = |section: &str| only.as_deref().is_none_or(|only| only == section);
+    let wanted = |section: &str| {
+        only.as_deref()
+            .is_none_or(|only| only.split(',').any(|one| one.trim() == section))
+    };
     let owned;
     // The server sections' server; none for the SQLite section alone.
     let server: Option<&TestServer> =
@@ -415,19 +418,20 @@ fn seed_table(server: &TestServer, sizes: &[u64]) {
         let template = files.path().join("template.db");
         let file = files.path().join("bench.db");
         let _ = std::fs::remove_file(&template);
-        // A freshly migrated file (WAL mode, as roachbank leaves it) to copy before each run.
+        // A freshly migrated file (WAL mode, as roachbank leaves it) to copy before each run:
+        // `points 1` creates the bank (`balance` never does), its one point deleted below.
         let migrated = Command::new(env!("CARGO_BIN_EXE_roachbank"))
-            .args(["--database-url", &sqlite_url(&template), "balance"])
+            .args(["--database-url", &sqlite_url(&template), "points", "1"])
             .output()
-            .expect("run roachbank balance");
+            .expect("run roachbank points");
         assert!(
             migrated.status.success(),
             "migrating the SQLite template failed"
         );
-        // Everything in the file itself, none of it left in a WAL file beside it.
+        // No rows; everything in the file itself, none of it left in a WAL file beside it.
         let checkpointed = Command::new("sqlite3")
             .arg(&template)
-            .arg("PRAGMA wal_checkpoint(TRUNCATE)")
+            .arg("DELETE FROM points; PRAGMA wal_checkpoint(TRUNCATE)")
             .output()
             .expect("run sqlite3");
         assert!(
