@@ -626,9 +626,15 @@ impl Throughput {
     }
 }
 
+/// Transfers at 1, 4 and 8 workers: roachbank's one statement and the tutorial's transaction
+/// beside pgbench running the same work as an interactive transaction and as one statement, in
+/// both of its protocols (`-M simple`, which parses every statement, and `-M prepared`, the
+/// server's limit for this work). Per worker count the six runs take turns, [`RUNS`] rounds,
+/// and each keeps its best run by throughput (a stall only slows).
 fn transfers_table(server: &TestServer, duration: Duration) {
     println!(
-        "## transfers ({ACCOUNTS} accounts, SERIALIZABLE, {} s per run, each on a fresh database)",
+        "## transfers ({ACCOUNTS} accounts, SERIALIZABLE, best of {RUNS} runs of {} s, the runs \
+         taking turns, each on a fresh database)",
         duration.as_secs()
     );
     println!();
@@ -636,24 +642,34 @@ fn transfers_table(server: &TestServer, duration: Duration) {
         "roachbank's default is one statement per transfer (picks, both balances and the ledger \
          row; prepared once per connection); `tutorial` is the tutorial's interactive \
          transaction. pgbench runs the same work as an interactive transaction (BEGIN; SELECT; \
-         UPDATE; UPDATE; INSERT ledger; COMMIT) and as one statement (`benches/pgbench/`). \
-         Latencies in ms."
+         UPDATE; UPDATE; INSERT ledger; COMMIT) and as one statement (`benches/pgbench/`), with \
+         `-M simple` (a parse per statement) and `-M prepared`; the limit is pgbench's one \
+         statement `-M prepared`. Latencies in ms."
     );
     println!();
     println!(
-        "| workers | roachbank tps | p99 | retries per transfer | failed | check | tutorial tps | p99 \
-         | pgbench interactive tps | p99 | pgbench one statement tps | p99 \
-         | × pgbench one statement | × pgbench interactive |"
+        "| workers | roachbank tps | p99 | retries per transfer | failed | check | tutorial tps \
+         | p99 | pgbench interactive simple tps | p99 | interactive prepared tps | p99 \
+         | one statement simple tps | p99 | one statement prepared tps | p99 \
+         | × limit (one statement prepared) | × one statement simple \
+         | tutorial × interactive prepared |"
     );
-    println!("|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     let scripts = std::env::temp_dir().join("roachbank-bench-pgbench");
     std::fs::create_dir_all(&scripts).expect("a directory for the pgbench scripts");
     let interactive = scripts.join("transfer_ledger.sql");
     let one_statement = scripts.join("transfer_one_statement.sql");
     std::fs::write(&interactive, PGBENCH_INTERACTIVE).expect("write a pgbench script");
     std::fs::write(&one_statement, PGBENCH_ONE_STATEMENT).expect("write a pgbench script");
+    let policy = RetryPolicy::default();
+    let keep_best = |best: &mut Option<Throughput>, figures: Throughput| {
+        if best.as_ref().is_none_or(|best| figures.tps > best.tps) {
+            *best = Some(figures);
+        }
+    };
     for workers in WORKERS {
-        let policy = RetryPolicy::default();
         let run = |style| {
             let (_, db) = fresh_database(server, "bench_transfers", workers);
             bank::seed(&db, &policy, ACCOUNTS).expect("seed");
@@ -663,26 +679,58 @@ fn transfers_table(server: &TestServer, duration: Duration) {
             let audit = bank::audit::audit(&db, &policy).expect("audit").value;
             (report.summary, audit.is_consistent())
         };
-        let (ours, consistent) = run(TransferStyle::OneStatement);
-        let (tutorial, _) = run(TransferStyle::Tutorial);
-        let pgbench_interactive = pgbench(server, &interactive, workers, duration, false);
-        let pgbench_one = pgbench(server, &one_statement, workers, duration, true);
         let throughput = |summary: &roachbank::workload::TransferSummary| Throughput {
             tps: summary.per_second(),
             p99: summary.latency_quantile(0.99).unwrap_or_default(),
         };
-        let (ours_figures, tutorial_figures) = (throughput(&ours), throughput(&tutorial));
+        // roachbank's best run with its retries, failures summed and audits over all runs.
+        let mut ours: Option<(Throughput, f64)> = None;
+        let (mut failed, mut consistent) = (0, true);
+        let mut tutorial = None;
+        let mut pgbench_runs: [Option<Throughput>; 4] = [None, None, None, None];
+        let pgbench_cases = [
+            (&interactive, "simple", false),
+            (&interactive, "prepared", false),
+            (&one_statement, "simple", true),
+            (&one_statement, "prepared", true),
+        ];
+        for _ in 0..RUNS {
+            let (summary, audited) = run(TransferStyle::OneStatement);
+            failed += summary.failed + summary.unknown;
+            consistent &= audited;
+            let figures = throughput(&summary);
+            if ours.as_ref().is_none_or(|(best, _)| figures.tps > best.tps) {
+                let retries = summary.retries as f64 / summary.done.max(1) as f64;
+                ours = Some((figures, retries));
+            }
+            let (summary, audited) = run(TransferStyle::Tutorial);
+            failed += summary.failed + summary.unknown;
+            consistent &= audited;
+            keep_best(&mut tutorial, throughput(&summary));
+            for (best, (script, protocol, serializable)) in
+                pgbench_runs.iter_mut().zip(pgbench_cases)
+            {
+                let figures = pgbench(server, script, protocol, workers, duration, serializable);
+                keep_best(best, figures);
+            }
+        }
+        let (ours, retries) = ours.expect("RUNS > 0");
+        let tutorial = tutorial.expect("RUNS > 0");
+        let [interactive_simple, interactive_prepared, one_simple, one_prepared] =
+            pgbench_runs.map(|best| best.expect("RUNS > 0"));
         println!(
-            "| {workers} | {} | {:.3} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
-            ours_figures.cell(),
-            ours.retries as f64 / ours.done.max(1) as f64,
-            ours.failed + ours.unknown,
+            "| {workers} | {} | {retries:.3} | {failed} | {} | {} | {} | {} | {} | {} \
+             | {:.2} | {:.2} | {:.2} |",
+            ours.cell(),
             if consistent { "OK" } else { "FAILED" },
-            tutorial_figures.cell(),
-            pgbench_interactive.cell(),
-            pgbench_one.cell(),
-            ours_figures.tps / pgbench_one.tps,
-            ours_figures.tps / pgbench_interactive.tps,
+            tutorial.cell(),
+            interactive_simple.cell(),
+            interactive_prepared.cell(),
+            one_simple.cell(),
+            one_prepared.cell(),
+            ours.tps / one_prepared.tps,
+            ours.tps / one_simple.tps,
+            tutorial.tps / interactive_prepared.tps,
         );
     }
     let _ = std::fs::remove_dir_all(&scripts);
@@ -703,19 +751,56 @@ diesel::table! {
     }
 }
 
-/// The transfer both drivers run: two UPDATEs, `amount` from `from` to `to`.
+/// How the async-vs-sync table's transfer is written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DriverWork {
+    /// Two UPDATEs from Diesel's query builder, which Diesel never keeps prepared: libpq sends
+    /// each in one round trip (`PQsendQueryParams`, diesel's `pg/connection/stmt/mod.rs`), while
+    /// diesel-async prepares it under a fresh name first (tokio-postgres `prepare_typed`: a
+    /// round trip of its own), then executes it and closes it.
+    Updates,
+    /// One `SELECT move_money($1, $2, $3)` (a SQL function doing both UPDATEs), which both
+    /// keep prepared per connection: one round trip on either, so the difference left is the
+    /// drivers' and the pools'.
+    Function,
+}
+
+impl DriverWork {
+    /// The table's name for it.
+    fn name(self) -> &'static str {
+        match self {
+            DriverWork::Updates => "two UPDATEs",
+            DriverWork::Function => "one prepared SELECT",
+        }
+    }
+}
+
+/// The transfer both drivers run, `amount` from `from` to `to`, written as [`DriverWork`] says.
 mod driver_transfer {
     use super::driver_accounts::dsl::{balance, driver_accounts as accounts};
+    use super::DriverWork;
     use diesel::{ExpressionMethods, QueryDsl, QueryResult};
+
+    diesel::define_sql_function! {
+        /// The driver database's function that moves `amount` from `from` to `to`.
+        fn move_money(
+            from: diesel::sql_types::BigInt,
+            to: diesel::sql_types::BigInt,
+            amount: diesel::sql_types::BigInt,
+        );
+    }
 
     /// On a sync `PgConnection` (libpq).
     pub fn sync(
         conn: &mut diesel::PgConnection,
-        from: i64,
-        to: i64,
-        amount: i64,
+        work: DriverWork,
+        (from, to, amount): (i64, i64, i64),
     ) -> QueryResult<()> {
         use diesel::RunQueryDsl;
+        if work == DriverWork::Function {
+            diesel::select(move_money(from, to, amount)).execute(conn)?;
+            return Ok(());
+        }
         diesel::update(accounts.find(from))
             .set(balance.eq(balance - amount))
             .execute(conn)?;
@@ -728,11 +813,16 @@ mod driver_transfer {
     /// On diesel-async's `AsyncPgConnection` (tokio-postgres).
     pub async fn asynchronous(
         conn: &mut diesel_async::AsyncPgConnection,
-        from: i64,
-        to: i64,
-        amount: i64,
+        work: DriverWork,
+        (from, to, amount): (i64, i64, i64),
     ) -> QueryResult<()> {
         use diesel_async::RunQueryDsl;
+        if work == DriverWork::Function {
+            diesel::select(move_money(from, to, amount))
+                .execute(conn)
+                .await?;
+            return Ok(());
+        }
         diesel::update(accounts.find(from))
             .set(balance.eq(balance - amount))
             .execute(conn)
@@ -795,6 +885,7 @@ type DriverRun = Box<dyn Fn(&str, Duration) -> (DriverTally, Duration)>;
 /// One row of the async-vs-sync table: a driver at one concurrency, measured by `run`.
 struct DriverCase {
     driver: &'static str,
+    work: DriverWork,
     concurrency: String,
     run: DriverRun,
 }
@@ -808,29 +899,47 @@ struct DriverCase {
 fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     let tokio_workers = env_number("BENCH_TOKIO_WORKERS", 0) as usize;
     let run_length = duration;
-    let mut cases = vec![DriverCase {
-        driver: "sync, r2d2",
-        concurrency: format!("{POOL} threads"),
-        run: Box::new(sync_driver_run),
-    }];
-    for tasks in ASYNC_TASKS {
+    // Per work: the sync driver, the async one on bb8 at each task count (for the prepared
+    // SELECT only the fewest and the most), and on deadpool, whose waiters queue in order, at
+    // the most tasks: how much of the tail is bb8's.
+    let most_tasks = ASYNC_TASKS[ASYNC_TASKS.len() - 1];
+    let mut cases = Vec::new();
+    for work in [DriverWork::Updates, DriverWork::Function] {
         cases.push(DriverCase {
-            driver: "async, bb8",
-            concurrency: format!("{tasks} tasks"),
+            driver: "sync, r2d2",
+            work,
+            concurrency: format!("{POOL} threads"),
+            run: Box::new(move |url, length| sync_driver_run(url, work, length)),
+        });
+        for tasks in ASYNC_TASKS {
+            if work == DriverWork::Function && tasks != ASYNC_TASKS[0] && tasks != most_tasks {
+                continue;
+            }
+            cases.push(DriverCase {
+                driver: "async, bb8",
+                work,
+                concurrency: format!("{tasks} tasks"),
+                run: Box::new(move |url, length| {
+                    async_driver_run(url, AsyncPool::Bb8, work, tasks, tokio_workers, length)
+                }),
+            });
+        }
+        cases.push(DriverCase {
+            driver: "async, deadpool",
+            work,
+            concurrency: format!("{most_tasks} tasks"),
             run: Box::new(move |url, length| {
-                async_driver_run(url, AsyncPool::Bb8, tasks, tokio_workers, length)
+                async_driver_run(
+                    url,
+                    AsyncPool::Deadpool,
+                    work,
+                    most_tasks,
+                    tokio_workers,
+                    length,
+                )
             }),
         });
     }
-    // The most tasks on deadpool, whose waiters queue in order: how much of the tail is bb8's.
-    let most_tasks = ASYNC_TASKS[ASYNC_TASKS.len() - 1];
-    cases.push(DriverCase {
-        driver: "async, deadpool",
-        concurrency: format!("{most_tasks} tasks"),
-        run: Box::new(move |url, length| {
-            async_driver_run(url, AsyncPool::Deadpool, most_tasks, tokio_workers, length)
-        }),
-    });
 
     println!(
         "## async vs sync transfers ({ACCOUNTS} accounts, pool of {POOL}, SERIALIZABLE, best \
@@ -839,7 +948,8 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     );
     println!();
     println!(
-        "The same transaction (two UPDATEs between random accounts) through \
+        "The same transaction (between random accounts: two UPDATEs from Diesel's query \
+         builder, or one prepared `SELECT move_money(…)` doing both) through \
          `diesel_retry::run_transaction` on an r2d2 pool of {POOL} `PgConnection`s (libpq) from \
          {POOL} threads, and through `diesel_retry::asynchronous::run_transaction` on a bb8 or \
          deadpool pool of {POOL} `AsyncPgConnection`s (tokio-postgres) from N tasks on a \
@@ -850,7 +960,11 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
          it a retry on a fresh one); the rows take turns. Latency: from the call to its \
          return, the wait for a connection included; in ms (a `max` of seconds beside a short \
          p99 is a stall of the whole machine or the server's disk). `failed` and `check` cover \
-         all the runs.",
+         all the runs; `× sync` is against the sync row of the same work. Diesel never keeps \
+         an UPDATE prepared: libpq sends it in one round trip (`PQsendQueryParams`), \
+         diesel-async prepares it under a fresh name in a round trip of its own, then runs it \
+         — the prepared SELECT takes one round trip on both, leaving the drivers' and pools' \
+         own costs.",
         if tokio_workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -859,10 +973,10 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     );
     println!();
     println!(
-        "| driver | concurrency | tps | p99 | max | retries per transfer | failed | check \
-         | × sync |"
+        "| work | driver | concurrency | tps | p99 | max | retries per transfer | failed \
+         | check | × sync |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
     let databases: Vec<String> = (0..cases.len())
         .map(|row| {
             let name = format!("bench_drivers_{row}");
@@ -873,7 +987,11 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
                 &format!(
                     "CREATE TABLE driver_accounts (id INT8 PRIMARY KEY, balance INT8 NOT NULL); \
                      INSERT INTO driver_accounts (id, balance) \
-                     SELECT g, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) g"
+                     SELECT g, {OPENING_BALANCE} FROM generate_series(1, {ACCOUNTS}) g; \
+                     CREATE FUNCTION move_money(source INT8, sink INT8, amount INT8) \
+                     RETURNS VOID LANGUAGE SQL AS \
+                     'UPDATE driver_accounts SET balance = balance - amount WHERE id = source; \
+                      UPDATE driver_accounts SET balance = balance + amount WHERE id = sink'"
                 ),
             );
             name
@@ -892,7 +1010,11 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
         }
     }
     let rows: Vec<DriverRow> = rows.into_iter().map(|row| row.expect("RUNS > 0")).collect();
-    let sync_tps = rows[0].tps;
+    // The sync row of each work, the first of its rows.
+    let sync_tps = |work: DriverWork| {
+        let row = cases.iter().position(|case| case.work == work);
+        rows[row.expect("a sync row per work")].tps
+    };
     for (row, (case, figures)) in cases.iter().zip(&rows).enumerate() {
         let total = server.psql(&databases[row], "SELECT sum(balance) FROM driver_accounts");
         let consistent = total == (OPENING_BALANCE * ACCOUNTS as i64).to_string();
@@ -906,7 +1028,8 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
                 * 1000.0
         };
         println!(
-            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {} | {:.2} |",
+            case.work.name(),
             case.driver,
             case.concurrency,
             figures.tps,
@@ -915,14 +1038,27 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
             tally.retries as f64 / tally.committed.max(1) as f64,
             failed[row],
             if consistent { "OK" } else { "FAILED" },
-            figures.tps / sync_tps
+            figures.tps / sync_tps(case.work)
         );
     }
     println!();
-    println!(
-        "async (bb8) at {most_tasks} tasks / sync at {POOL} threads: {:.2} (goal ≥ 1.00)",
-        rows[ASYNC_TASKS.len()].tps / sync_tps
-    );
+    for work in [DriverWork::Updates, DriverWork::Function] {
+        let most = |driver: &str| {
+            let row = cases.iter().position(|case| {
+                case.work == work
+                    && case.driver == driver
+                    && case.concurrency == format!("{most_tasks} tasks")
+            });
+            rows[row.expect("a row at the most tasks")].tps / sync_tps(work)
+        };
+        println!(
+            "- {}: async at {most_tasks} tasks / sync at {POOL} threads: bb8 {:.2}, deadpool {:.2} \
+             (goal ≥ 1.00)",
+            work.name(),
+            most("async, bb8"),
+            most("async, deadpool"),
+        );
+    }
 }
 
 /// The best run of one row of the async-vs-sync table.
@@ -932,7 +1068,7 @@ struct DriverRow {
 }
 
 /// [`POOL`] threads running `diesel_retry::run_transaction` on an r2d2 pool for `duration`.
-fn sync_driver_run(url: &str, duration: Duration) -> (DriverTally, Duration) {
+fn sync_driver_run(url: &str, work: DriverWork, duration: Duration) -> (DriverTally, Duration) {
     use diesel::r2d2::{ConnectionManager, Pool};
     let pool = Pool::builder()
         .max_size(POOL)
@@ -950,10 +1086,10 @@ fn sync_driver_run(url: &str, duration: Duration) -> (DriverTally, Duration) {
                 scope.spawn(|| {
                     let mut tally = DriverTally::default();
                     while Instant::now() < deadline {
-                        let (from, to, amount) = driver_transfer::pick(ACCOUNTS as i64);
+                        let transfer = driver_transfer::pick(ACCOUNTS as i64);
                         let call = Instant::now();
                         let result = diesel_retry::run_transaction(&bank, &policy, |conn| {
-                            driver_transfer::sync(conn, from, to, amount)
+                            driver_transfer::sync(conn, work, transfer)
                         });
                         tally.count(&result, call.elapsed());
                     }
@@ -982,6 +1118,7 @@ enum AsyncPool {
 fn async_driver_run(
     url: &str,
     kind: AsyncPool,
+    work: DriverWork,
     tasks: u32,
     tokio_workers: usize,
     duration: Duration,
@@ -1017,7 +1154,7 @@ fn async_driver_run(
                 for _ in 0..tasks {
                     let pool = pool.clone();
                     workers.spawn(async move {
-                        async_transfers(Flavored::new(&pool, flavor), deadline).await
+                        async_transfers(Flavored::new(&pool, flavor), work, deadline).await
                     });
                 }
             }
@@ -1037,7 +1174,7 @@ fn async_driver_run(
                 for _ in 0..tasks {
                     let pool = pool.clone();
                     workers.spawn(async move {
-                        async_transfers(Flavored::new(&pool, flavor), deadline).await
+                        async_transfers(Flavored::new(&pool, flavor), work, deadline).await
                     });
                 }
             }
@@ -1057,7 +1194,7 @@ fn clock(duration: Duration) -> (Instant, Instant) {
 }
 
 /// One task's transfers through the async driver on `bank` until `deadline`.
-async fn async_transfers<S>(bank: S, deadline: Instant) -> DriverTally
+async fn async_transfers<S>(bank: S, work: DriverWork, deadline: Instant) -> DriverTally
 where
     S: diesel_retry::asynchronous::AsyncConnectionSource<
             Connection = diesel_async::AsyncPgConnection,
@@ -1066,11 +1203,11 @@ where
     let policy = RetryPolicy::default();
     let mut tally = DriverTally::default();
     while Instant::now() < deadline {
-        let (from, to, amount) = driver_transfer::pick(ACCOUNTS as i64);
+        let transfer = driver_transfer::pick(ACCOUNTS as i64);
         let call = Instant::now();
         let result =
             diesel_retry::asynchronous::run_transaction(bank, &policy, async move |conn| {
-                driver_transfer::asynchronous(conn, from, to, amount).await
+                driver_transfer::asynchronous(conn, work, transfer).await
             })
             .await;
         tally.count(&result, call.elapsed());
@@ -1084,13 +1221,14 @@ const PGBENCH_INTERACTIVE: &str = include_str!("pgbench/transfer_ledger.sql");
 /// pgbench's transfer as one statement (a data-modifying WITH).
 const PGBENCH_ONE_STATEMENT: &str = include_str!("pgbench/transfer_one_statement.sql");
 
-/// Runs pgbench with `script` on `clients` clients for `duration`, on a fresh database with
-/// roachbank's tables holding accounts 1..=ACCOUNTS (the ids the scripts draw); `serializable`
-/// sets the session default for a script that sends no BEGIN. Its throughput, and the p99 of
-/// its per-transaction latency log.
+/// Runs pgbench with `script` in `protocol` (`simple` or `prepared`, its `-M`) on `clients`
+/// clients for `duration`, on a fresh database with roachbank's tables holding accounts
+/// 1..=ACCOUNTS (the ids the scripts draw); `serializable` sets the session default for a
+/// script that sends no BEGIN. Its throughput, and the p99 of its per-transaction latency log.
 fn pgbench(
     server: &TestServer,
     script: &std::path::Path,
+    protocol: &str,
     clients: u32,
     duration: Duration,
     serializable: bool,
@@ -1110,7 +1248,7 @@ fn pgbench(
         command.env("PGOPTIONS", "-c default_transaction_isolation=serializable");
     }
     let output = command
-        .args(["-n", "-f"])
+        .args(["-n", "-M", protocol, "-f"])
         .arg(script)
         .args(["-c", &clients.to_string(), "-j", &clients.to_string()])
         .args(["-T", &duration.as_secs().to_string(), "--max-tries=1000"])
