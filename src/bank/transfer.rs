@@ -214,11 +214,17 @@ const PICK_SINK: &str = " ORDER BY id LIMIT 1)
     (SELECT a.id FROM accounts a, source s WHERE a.id >= ";
 /// Then the pair and the amount — half of the source's balance, rounded down — as one row
 /// (none when there is no sink: then nothing is written). One UPDATE writes both balances
-/// (CockroachDB refuses two modifications of one table in one statement), joined on the
-/// primary key to the two changes, which CockroachDB plans as a lookup join into the primary
-/// index for so small an input (<https://www.cockroachlabs.com/docs/stable/joins#lookup-joins>)
-/// rather than a scan of the table. The ledger row is inserted under the client-chosen id that
-/// follows.
+/// (CockroachDB refuses two modifications of one table in one statement), the rows found by
+/// `id IN (source, sink)` through the primary key, as pgbench's one-statement script and
+/// CockroachDB's `workload bank` (`UPDATE … CASE`) do. PostgreSQL reads such a list in the
+/// index's order (it sorts the keys of `= ANY(…)` before it scans, `_bt_preprocess_array_keys`
+/// in `nbtutils.c`), so every transfer locks its two rows lowest id first, and two transfers
+/// between the same accounts in opposite directions queue rather than deadlock. (Joined to the
+/// two changes as a list — source's, then sink's — they locked source first: such a pair
+/// deadlocked, and PostgreSQL broke it only after `deadlock_timeout`, a second.) CockroachDB
+/// plans it as a lookup join into the primary index for so small an input
+/// (<https://www.cockroachlabs.com/docs/stable/joins#lookup-joins>) rather than a scan of the
+/// table. The ledger row is inserted under the client-chosen id that follows.
 ///
 /// Half a balance is `balance >> 1`: balances are never negative (the table's CHECK), so the
 /// shift is exactly `floor(balance / 2)` on both engines, where `/` is not — CockroachDB's
@@ -237,11 +243,9 @@ const MOVE: &str = " AND a.id <> s.id ORDER BY a.id LIMIT 1)
     FROM source s, sink k
 ), moved AS (
     UPDATE accounts a
-    SET balance = a.balance + d.delta
-    FROM (SELECT source_id AS id, -amount AS delta FROM pair
-          UNION ALL
-          SELECT sink_id, amount FROM pair) d
-    WHERE a.id = d.id
+    SET balance = a.balance + CASE WHEN a.id = p.source_id THEN -p.amount ELSE p.amount END
+    FROM pair p
+    WHERE a.id IN (p.source_id, p.sink_id)
     RETURNING a.id
 )
 INSERT INTO transfers (id, source_id, sink_id, amount)

@@ -15,9 +15,10 @@ use roachbank::bank::{
 };
 use roachbank::db::{Database, Flavor};
 use roachbank::migrate::{MigrationError, OpenError};
-use roachbank::workload::{TransferOutcome, TransferReport, TransferRun};
+use roachbank::workload::{RunLength, TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
 
 /// A version far beyond any migration this build embeds.
 const FUTURE_VERSION: &str = "99991231235959";
@@ -672,6 +673,52 @@ fn stress(target: Target, count: u64, workers: u32) {
 #[test]
 fn eight_workers_make_4000_transfers_on_postgresql_conserving_money() {
     stress(Target::postgresql("stress_8_workers"), 4000, 8);
+}
+
+/// Two accounts, eight workers: every pair of concurrent one-statement transfers meets on both
+/// rows, half of them in opposite directions. Each must lock its rows in one order (lowest id
+/// first) so that they queue; locked source first, opposite transfers deadlocked and waited out
+/// PostgreSQL's `deadlock_timeout` (a second) before one was aborted (40P01) and retried.
+#[test]
+fn one_statement_transfers_in_opposite_directions_never_deadlock_on_postgresql() {
+    if support::not_run_on_cockroachdb(
+        "one_statement_transfers_in_opposite_directions_never_deadlock_on_postgresql",
+        "PostgreSQL's deadlock counter (pg_stat_database.deadlocks)",
+    ) {
+        return;
+    }
+    let target = Target::postgresql("no_deadlocks");
+    let db = target.open(8);
+    let money = seed(&db, 2);
+    let report = TransferRun::new(RunLength::Duration(Duration::from_secs(3)), 8)
+        .style(TransferStyle::OneStatement)
+        .run(&db, &policy(), &|_| {});
+    let summary = &report.summary;
+    assert!(summary.done > 0, "{summary:?}");
+    assert_eq!(summary.failed + summary.unknown, 0, "{summary:?}");
+    drop(db);
+    // A session's statistics reach pg_stat_database when it ends: wait for the pool's to end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while target.count(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    ) > 0
+    {
+        assert!(Instant::now() < deadline, "the pool's sessions did not end");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadlocks =
+        target.count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
+    assert_eq!(
+        deadlocks, 0,
+        "{deadlocks} deadlocks among {} transfers",
+        summary.done
+    );
+    assert_eq!(
+        target.count("SELECT sum(balance) FROM accounts"),
+        money,
+        "money is conserved"
+    );
 }
 
 #[test]
