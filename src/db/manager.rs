@@ -148,10 +148,12 @@ impl DbConnectionManager {
         let mut watch = None;
         let mut conn = match self.config.backend() {
             Backend::Postgresql => {
-                let (pg, socket) =
-                    stall::establish(self.config.connect_bound(), &self.server_ports(), || {
-                        self.establish_server()
-                    });
+                let (pg, socket) = stall::establish(
+                    self.config.connect_bound(),
+                    &self.server_ports(),
+                    || self.establish_server(),
+                    client_port,
+                );
                 watch = socket
                     .zip(stall_bound)
                     .map(|(socket, bound)| StallWatch::new(socket, bound));
@@ -222,6 +224,21 @@ impl DbConnectionManager {
 /// The `look` of a connection that is wanted whatever its database holds.
 fn every(_: &mut DbConnection) -> QueryResult<bool> {
     Ok(true)
+}
+
+/// The client port the server sees `pg` come from (`inet_client_port()`, PostgreSQL's
+/// "System Information Functions"), by which [`stall::establish`] tells the connection's socket
+/// from others this process opened to the server meanwhile; `None` over a Unix-domain socket
+/// (NULL), or if the server cannot say (then the connection goes unwatched, as it did before
+/// the question was asked).
+fn client_port(pg: &mut PgConnection) -> Option<u16> {
+    diesel::select(diesel::dsl::sql::<
+        diesel::sql_types::Nullable<diesel::sql_types::Integer>,
+    >("inet_client_port()"))
+    .get_result::<Option<i32>>(pg)
+    .ok()
+    .flatten()
+    .and_then(|port| u16::try_from(port).ok())
 }
 
 /// What a new server connection's `statement_timeout` is set to.

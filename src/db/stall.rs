@@ -13,8 +13,11 @@
 //! is made (`/proc/self/fd` on Linux, `/dev/fd` elsewhere), with connection set-up serialised so
 //! that the one new socket is the connection's. When the URL names the server's ports, new
 //! sockets connected to other ports (a proxy or another client in the same process, say) are
-//! not counted. If what is left is not exactly one socket (an unusual process opening sockets
-//! at that moment), that connection goes unwatched.
+//! not counted. If several new sockets go to the server's ports (other threads of the process
+//! connecting there without coming through here: another library's pool, a proxy, a test
+//! suite's other tests), the new connection asks the server which client port it sees it from
+//! (`inet_client_port()`) and the socket bound to that port is the one; if the server cannot
+//! say (a Unix-domain socket, a proxy in between), that connection goes unwatched.
 //!
 //! A connection is never kept waiting for another one's set-up longer than it may take itself
 //! (its connect timeout): past that — the one ahead is stuck on a server that never answers —
@@ -60,18 +63,22 @@ const ESTABLISHING_POLL: Duration = Duration::from_millis(2);
 /// Runs `connect` (which opens one server connection, to one of `server_ports` if that list
 /// is not empty) and returns its result with the socket it opened, if that socket could be told
 /// apart. Waits at most `wait` for a connection being made by another thread (see the module
-/// documentation).
+/// documentation). When several new sockets go to the server's ports — other threads of this
+/// process connecting there without coming through here (another library's pool, a proxy) —
+/// `client_port` asks the new connection which client port the server sees it from, and the
+/// socket bound to that port is the one (`None`: the connection goes unwatched).
 pub fn establish<T, E>(
     wait: Duration,
     server_ports: &[u16],
     connect: impl FnOnce() -> Result<T, E>,
+    client_port: impl FnOnce(&mut T) -> Option<u16>,
 ) -> (Result<T, E>, Option<Socket>) {
     let _serial = lock_within(&ESTABLISHING, wait);
     let before = open_sockets();
-    let result = connect();
-    if result.is_err() {
+    let mut result = connect();
+    let Ok(conn) = result.as_mut() else {
         return (result, None);
-    }
+    };
     let after = open_sockets();
     let only = |mut sockets: Vec<Socket>| sockets.pop().filter(|_| sockets.is_empty());
     let new: Vec<Socket> = after.difference(&before).copied().collect();
@@ -82,7 +89,27 @@ pub fn establish<T, E>(
         .copied()
         .filter(|socket| may_go_to(*socket, server_ports))
         .collect();
-    (result, only(to_server).or_else(|| only(new)))
+    let found = if to_server.len() > 1 {
+        client_port(conn).and_then(|port| {
+            only(
+                to_server
+                    .into_iter()
+                    .filter(|socket| local_port(*socket) == Some(port))
+                    .collect(),
+            )
+        })
+    } else {
+        only(to_server).or_else(|| only(new))
+    };
+    (result, found)
+}
+
+/// The local port `socket` is bound to, if it is a TCP socket.
+fn local_port(socket: Socket) -> Option<u16> {
+    // SAFETY: as in `may_go_to`; getsockname(2) (all `local_addr` does) changes nothing.
+    let stream =
+        std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(socket.fd) });
+    stream.local_addr().ok().map(|address| address.port())
 }
 
 /// Whether `socket` may be connected to one of `ports`: it is, or it is not a TCP socket (a
@@ -249,9 +276,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
         // The kernel completes the connection before `accept`, so the one new socket is ours.
-        let (client, socket) = establish(Duration::from_secs(10), &[address.port()], || {
-            TcpStream::connect(address)
-        });
+        let (client, socket) = establish(
+            Duration::from_secs(10),
+            &[address.port()],
+            || TcpStream::connect(address),
+            |_| None,
+        );
         let mut client = client.unwrap();
         // The peer accepts and then never answers: a stalled server.
         let _held_open = listener.accept().unwrap();
@@ -280,14 +310,24 @@ mod tests {
         let (stuck, release) = std::sync::mpsc::channel::<()>();
         let (holding, held) = std::sync::mpsc::channel();
         let ahead = std::thread::spawn(move || {
-            establish(Duration::from_secs(60), &[], || {
-                holding.send(()).unwrap();
-                release.recv()
-            })
+            establish(
+                Duration::from_secs(60),
+                &[],
+                || {
+                    holding.send(()).unwrap();
+                    release.recv()
+                },
+                |_| None,
+            )
         });
         held.recv().unwrap();
         let started = Instant::now();
-        let (client, socket) = establish(wait, &[address.port()], || TcpStream::connect(address));
+        let (client, socket) = establish(
+            wait,
+            &[address.port()],
+            || TcpStream::connect(address),
+            |_| None,
+        );
         let took = started.elapsed();
         stuck.send(()).unwrap();
         ahead.join().unwrap().0.unwrap();
@@ -305,12 +345,17 @@ mod tests {
             (server.local_addr().unwrap(), other.local_addr().unwrap());
         // Like an in-process proxy: while the connection is made, the listener accepts it
         // and another socket goes elsewhere.
-        let (result, socket) = establish(Duration::from_secs(10), &[server_address.port()], || {
-            let client = TcpStream::connect(server_address)?;
-            let accepted = server.accept()?.0;
-            let elsewhere = TcpStream::connect(other_address)?;
-            Ok::<_, std::io::Error>((client, accepted, elsewhere))
-        });
+        let (result, socket) = establish(
+            Duration::from_secs(10),
+            &[server_address.port()],
+            || {
+                let client = TcpStream::connect(server_address)?;
+                let accepted = server.accept()?.0;
+                let elsewhere = TcpStream::connect(other_address)?;
+                Ok::<_, std::io::Error>((client, accepted, elsewhere))
+            },
+            |_| None,
+        );
         let (client, _accepted, _elsewhere) = result.unwrap();
         let socket = socket.expect("the client's socket is told apart");
         assert_eq!(
@@ -319,11 +364,54 @@ mod tests {
             "the socket found is the client's"
         );
         // Without the ports, three new sockets: none can be told apart.
-        let (_, unknown) = establish(Duration::from_secs(10), &[], || {
-            let client = TcpStream::connect(server_address)?;
-            let accepted = server.accept()?.0;
-            Ok::<_, std::io::Error>((client, accepted))
-        });
+        let (_, unknown) = establish(
+            Duration::from_secs(10),
+            &[],
+            || {
+                let client = TcpStream::connect(server_address)?;
+                let accepted = server.accept()?.0;
+                Ok::<_, std::io::Error>((client, accepted))
+            },
+            |_| None,
+        );
+        assert_eq!(unknown, None);
+    }
+
+    #[test]
+    fn a_connections_socket_among_others_to_the_same_server_is_told_by_its_client_port() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        // While the connection is made, another thread of the process (a pool of another
+        // library, say) connects to the same server: two new sockets go to its port.
+        let (result, socket) = establish(
+            Duration::from_secs(10),
+            &[address.port()],
+            || {
+                let client = TcpStream::connect(address)?;
+                let other = TcpStream::connect(address)?;
+                Ok::<_, std::io::Error>((client, other))
+            },
+            // What the server answers when asked which client port it sees.
+            |(client, _)| client.local_addr().ok().map(|local| local.port()),
+        );
+        let (client, _other) = result.unwrap();
+        let socket = socket.expect("the connection's socket is told apart by its port");
+        assert_eq!(
+            inode_of(client.as_raw_fd()),
+            Some(socket.inode),
+            "the socket found is the connection's"
+        );
+        // If the server cannot say (a Unix-domain socket, a proxy between), it stays unwatched.
+        let (_, unknown) = establish(
+            Duration::from_secs(10),
+            &[address.port()],
+            || {
+                let client = TcpStream::connect(address)?;
+                let other = TcpStream::connect(address)?;
+                Ok::<_, std::io::Error>((client, other))
+            },
+            |_| None,
+        );
         assert_eq!(unknown, None);
     }
 }
