@@ -11,7 +11,7 @@ use super::error::BankError;
 use super::ids::{random_account_id, AccountIdSlices, DepositIds};
 use super::points::LoadMethod;
 use crate::db::binary_copy::write_int8_rows;
-use crate::db::cached_insert::{self, CachedInsert};
+use crate::db::cached_insert;
 use crate::db::connection::on_concrete_connection;
 use crate::db::{Database, DbConnection, Flavor};
 use crate::models::{Account, LedgerEntry};
@@ -52,10 +52,10 @@ const MAX_TAKEN_IDS_PER_STEP: usize = 160_000;
 /// SQLite's 32,766 bind parameters (and PostgreSQL's 65,535).
 const ROWS_PER_STATEMENT: usize = cached_insert::CACHED_ROWS;
 
-/// The accounts' columns a seed writes, as SQL (for [`CachedInsert`]; quoted as Diesel quotes
-/// identifiers on SQLite).
+/// The accounts' columns a seed writes, as SQL (for [`cached_insert::insert_all`]; quoted as
+/// Diesel quotes identifiers on SQLite).
 const ACCOUNTS_COLUMNS: &str = "`accounts` (`id`, `balance`)";
-/// The ledger's columns a deposit gives, as SQL (for [`CachedInsert`]).
+/// The ledger's columns a deposit gives, as SQL (for [`cached_insert::insert_all`]).
 const DEPOSITS_COLUMNS: &str = "`transfers` (`id`, `source_id`, `sink_id`, `amount`)";
 
 /// How often a seed transaction that met a unique violation — an id another seed took after
@@ -502,16 +502,27 @@ impl Step {
             sink_id: account.id,
             amount: account.balance,
         };
+        // The columns as BIGINTs, for binary COPY and SQLite's cached INSERTs.
+        let account_rows = || {
+            self.accounts
+                .iter()
+                .map(|account| [Some(account.id), Some(account.balance)])
+        };
+        let deposit_rows = || {
+            self.accounts.iter().enumerate().map(deposit).map(|entry| {
+                [
+                    Some(entry.id),
+                    entry.source_id,
+                    Some(entry.sink_id),
+                    Some(entry.amount),
+                ]
+            })
+        };
         match (method, &mut *conn) {
             (LoadMethod::Copy, DbConnection::Postgresql(pg)) => {
                 diesel::copy_from(accounts::table)
                     .from_raw_data((accounts::id, accounts::balance), |out| {
-                        write_int8_rows(
-                            out,
-                            self.accounts
-                                .iter()
-                                .map(|account| [Some(account.id), Some(account.balance)]),
-                        )
+                        write_int8_rows(out, account_rows())
                     })
                     .with_format(CopyFormat::Binary)
                     .execute(pg)?;
@@ -524,17 +535,7 @@ impl Step {
                             transfers::amount,
                         ),
                         |out| {
-                            write_int8_rows(
-                                out,
-                                self.accounts.iter().enumerate().map(deposit).map(|entry| {
-                                    [
-                                        Some(entry.id),
-                                        entry.source_id,
-                                        Some(entry.sink_id),
-                                        Some(entry.amount),
-                                    ]
-                                }),
-                            )?;
+                            write_int8_rows(out, deposit_rows())?;
                             then();
                             Ok::<_, DieselError>(())
                         },
@@ -548,27 +549,9 @@ impl Step {
                 ))
             }
             (LoadMethod::Insert, DbConnection::Sqlite(sqlite)) => {
-                // Prepared once per connection (see `crate::db::cached_insert`).
-                let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
-                for accounts in self.accounts.chunks(ROWS_PER_STATEMENT) {
-                    rows.clear();
-                    rows.extend(accounts.iter().map(|a| [Some(a.id), Some(a.balance)]));
-                    CachedInsert::new(ACCOUNTS_COLUMNS, &rows).execute(sqlite)?;
-                }
-                let mut rows = Vec::with_capacity(ROWS_PER_STATEMENT);
-                for (chunk, accounts) in self.accounts.chunks(ROWS_PER_STATEMENT).enumerate() {
-                    rows.clear();
-                    rows.extend(accounts.iter().enumerate().map(|(i, account)| {
-                        let entry = deposit((chunk * ROWS_PER_STATEMENT + i, account));
-                        [
-                            Some(entry.id),
-                            entry.source_id,
-                            Some(entry.sink_id),
-                            Some(entry.amount),
-                        ]
-                    }));
-                    CachedInsert::new(DEPOSITS_COLUMNS, &rows).execute(sqlite)?;
-                }
+                // Statements prepared once per connection (see `crate::db::cached_insert`).
+                cached_insert::insert_all(sqlite, ACCOUNTS_COLUMNS, account_rows())?;
+                cached_insert::insert_all(sqlite, DEPOSITS_COLUMNS, deposit_rows())?;
                 then();
             }
             (LoadMethod::Insert, _) => {

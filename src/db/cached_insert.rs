@@ -41,6 +41,25 @@ impl<'a, const COLUMNS: usize> CachedInsert<'a, COLUMNS> {
     }
 }
 
+/// Inserts `rows` into `target` (as for [`CachedInsert::new`]) in statements of
+/// [`CACHED_ROWS`] rows — each the one statement kept prepared — and a shorter last one;
+/// returns the rows inserted.
+pub fn insert_all<const COLUMNS: usize>(
+    conn: &mut SqliteConnection,
+    target: &'static str,
+    rows: impl IntoIterator<Item = [Option<i64>; COLUMNS]>,
+) -> QueryResult<usize> {
+    let mut rows = rows.into_iter().peekable();
+    let mut statement = Vec::with_capacity(CACHED_ROWS);
+    let mut inserted = 0;
+    while rows.peek().is_some() {
+        statement.clear();
+        statement.extend(rows.by_ref().take(CACHED_ROWS));
+        inserted += CachedInsert::new(target, &statement).execute(conn)?;
+    }
+    Ok(inserted)
+}
+
 impl<const COLUMNS: usize> QueryFragment<Sqlite> for CachedInsert<'_, COLUMNS> {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         if self.rows.len() != CACHED_ROWS {
@@ -143,6 +162,44 @@ mod tests {
             "one statement cached, once"
         );
         assert_eq!(rows_of(&mut conn).len(), 3 * CACHED_ROWS + 10);
+    }
+
+    #[test]
+    fn insert_all_writes_every_row_in_statements_of_the_cached_size_and_one_shorter() {
+        use diesel::connection::InstrumentationEvent;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let mut conn = connection();
+        let run = Arc::new(AtomicUsize::new(0));
+        let run_seen = Arc::clone(&run);
+        conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+            if let InstrumentationEvent::StartQuery { .. } = event {
+                run_seen.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let count = 2 * CACHED_ROWS + 7;
+        let inserted = insert_all(
+            &mut conn,
+            "\"t\" (\"id\", \"source\", \"amount\")",
+            (0..count as i64).map(|id| [Some(id), None, Some(2 * id)]),
+        )
+        .unwrap();
+        assert_eq!(inserted, count);
+        assert_eq!(
+            run.load(Ordering::SeqCst),
+            3,
+            "two full statements and one of 7 rows"
+        );
+        let rows = rows_of(&mut conn);
+        assert_eq!(rows.len(), count);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, row)| *row == (i as i64, None, 2 * i as i64)));
+        assert_eq!(
+            insert_all::<3>(&mut conn, "\"t\" (\"id\", \"source\", \"amount\")", []).unwrap(),
+            0
+        );
     }
 
     #[test]
