@@ -383,17 +383,21 @@ mod tests {
         let address = server.local_addr().unwrap();
         // While the connection is made, another thread of the process (a pool of another
         // library, say) connects to the same server: two new sockets go to its port.
-        let (result, socket) = establish(
-            Duration::from_secs(10),
-            &[address.port()],
-            || {
-                let client = TcpStream::connect(address)?;
-                let other = TcpStream::connect(address)?;
-                Ok::<_, std::io::Error>((client, other))
-            },
-            // What the server answers when asked which client port it sees.
-            |(client, _)| client.local_addr().ok().map(|local| local.port()),
-        );
+        // `server_says` is what the server answers when asked which client port it sees.
+        let two_to_the_server = |server_says: fn(&mut (TcpStream, TcpStream)) -> Option<u16>| {
+            establish(
+                Duration::from_secs(10),
+                &[address.port()],
+                || {
+                    let client = TcpStream::connect(address)?;
+                    let other = TcpStream::connect(address)?;
+                    Ok::<_, std::io::Error>((client, other))
+                },
+                server_says,
+            )
+        };
+        let (result, socket) =
+            two_to_the_server(|(client, _)| client.local_addr().ok().map(|local| local.port()));
         let (client, _other) = result.unwrap();
         let socket = socket.expect("the connection's socket is told apart by its port");
         assert_eq!(
@@ -402,16 +406,7 @@ mod tests {
             "the socket found is the connection's"
         );
         // If the server cannot say (a Unix-domain socket, a proxy between), it stays unwatched.
-        let (_, unknown) = establish(
-            Duration::from_secs(10),
-            &[address.port()],
-            || {
-                let client = TcpStream::connect(address)?;
-                let other = TcpStream::connect(address)?;
-                Ok::<_, std::io::Error>((client, other))
-            },
-            |_| None,
-        );
+        let (_, unknown) = two_to_the_server(|_| None);
         assert_eq!(unknown, None);
     }
 }

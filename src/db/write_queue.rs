@@ -277,28 +277,39 @@ mod tests {
         assert_eq!(order.try_iter().collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
     }
 
-    #[test]
-    fn a_writer_that_lets_go_after_its_slice_and_asks_again_goes_behind_the_one_waiting() {
-        let slice = Duration::from_millis(50);
-        let queue = Arc::new(WriteQueue::with_slice(slice));
+    /// The holder of `queue`'s turn, with one other writer in line, waits `pause`, lets the
+    /// turn go and asks for it again at once: who got the turn first, "other" or "holder
+    /// again".
+    fn order_after_the_holder_lets_go_and_asks_again(
+        queue: &Arc<WriteQueue>,
+        pause: Duration,
+    ) -> Vec<&'static str> {
         let mut turn = queue.take_turn(no_deadline()).unwrap();
         let (granted, order) = mpsc::channel();
         let other = {
-            let (queue, granted) = (Arc::clone(&queue), granted.clone());
+            let (queue, granted) = (Arc::clone(queue), granted.clone());
             std::thread::spawn(move || {
                 let _turn = queue.take_turn(no_deadline()).unwrap();
                 granted.send("other").unwrap();
             })
         };
-        until_waiting(&queue, 1);
-        std::thread::sleep(slice); // the holder's slice is over
+        until_waiting(queue, 1);
+        std::thread::sleep(pause);
         drop(turn);
         turn = queue.take_turn(no_deadline()).unwrap();
         granted.send("holder again").unwrap();
         drop(turn);
         other.join().unwrap();
+        order.try_iter().collect()
+    }
+
+    #[test]
+    fn a_writer_that_lets_go_after_its_slice_and_asks_again_goes_behind_the_one_waiting() {
+        let slice = Duration::from_millis(50);
+        let queue = Arc::new(WriteQueue::with_slice(slice));
+        // The holder's slice is over when it lets go.
         assert_eq!(
-            order.try_iter().collect::<Vec<_>>(),
+            order_after_the_holder_lets_go_and_asks_again(&queue, slice),
             ["other", "holder again"]
         );
     }
@@ -306,48 +317,16 @@ mod tests {
     #[test]
     fn a_writer_within_its_slice_hands_the_turn_on_once_the_first_in_line_has_waited_the_longest() {
         let queue = Arc::new(WriteQueue::with_slice(Duration::from_secs(3600)));
-        let mut turn = queue.take_turn(no_deadline()).unwrap();
-        let (granted, order) = mpsc::channel();
-        let other = {
-            let (queue, granted) = (Arc::clone(&queue), granted.clone());
-            std::thread::spawn(move || {
-                let _turn = queue.take_turn(no_deadline()).unwrap();
-                granted.send("other").unwrap();
-            })
-        };
-        until_waiting(&queue, 1);
-        std::thread::sleep(LONGEST_TURN_WAIT);
-        drop(turn);
-        turn = queue.take_turn(no_deadline()).unwrap();
-        granted.send("holder again").unwrap();
-        drop(turn);
-        other.join().unwrap();
         assert_eq!(
-            order.try_iter().collect::<Vec<_>>(),
+            order_after_the_holder_lets_go_and_asks_again(&queue, LONGEST_TURN_WAIT),
             ["other", "holder again"]
         );
     }
 
     #[test]
     fn with_no_slice_a_writer_that_lets_go_and_asks_again_goes_behind_the_one_waiting() {
-        let queue = strict();
-        let mut turn = queue.take_turn(no_deadline()).unwrap();
-        let (granted, order) = mpsc::channel();
-        let other = {
-            let (queue, granted) = (Arc::clone(&queue), granted.clone());
-            std::thread::spawn(move || {
-                let _turn = queue.take_turn(no_deadline()).unwrap();
-                granted.send("other").unwrap();
-            })
-        };
-        until_waiting(&queue, 1);
-        drop(turn);
-        turn = queue.take_turn(no_deadline()).unwrap();
-        granted.send("holder again").unwrap();
-        drop(turn);
-        other.join().unwrap();
         assert_eq!(
-            order.try_iter().collect::<Vec<_>>(),
+            order_after_the_holder_lets_go_and_asks_again(&strict(), Duration::ZERO),
             ["other", "holder again"]
         );
     }
