@@ -112,20 +112,23 @@ fn local_port(socket: Socket) -> Option<u16> {
     stream.local_addr().ok().map(|address| address.port())
 }
 
-/// Whether `socket` may be connected to one of `ports`: it is, or it is not a TCP socket (a
-/// Unix-domain one), or `ports` is empty (not known).
+/// Whether `socket` may be connected to one of `ports`: it is, or it is not an IP socket (a
+/// Unix-domain one), or `ports` is empty (not known). An IP socket with no peer (a listener
+/// another thread just bound, say) is connected to nothing: never a candidate.
 fn may_go_to(socket: Socket, ports: &[u16]) -> bool {
     if ports.is_empty() {
         return true;
     }
     // SAFETY: `socket` was just found open as a socket; ManuallyDrop keeps the TcpStream from
-    // closing it, and getpeername(2) (all `peer_addr` does) changes nothing. A Unix-domain
-    // socket's address is not an IP one: `peer_addr` fails and the socket stays a candidate.
+    // closing it, and getpeername(2) and getsockname(2) (all `peer_addr` and `local_addr` do)
+    // change nothing. A Unix-domain socket's addresses are not IP ones: both fail, and the
+    // socket stays a candidate.
     let stream =
         std::mem::ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(socket.fd) });
-    stream
-        .peer_addr()
-        .map_or(true, |peer| ports.contains(&peer.port()))
+    match stream.peer_addr() {
+        Ok(peer) => ports.contains(&peer.port()),
+        Err(_) => stream.local_addr().is_err(),
+    }
 }
 
 /// `mutex` locked, if it can be within `wait`.
@@ -375,6 +378,27 @@ mod tests {
             |_| None,
         );
         assert_eq!(unknown, None);
+    }
+
+    #[test]
+    fn a_listener_another_thread_binds_meanwhile_leaves_the_connections_socket_found() {
+        let server = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = server.local_addr().unwrap();
+        // Another test of the same process binds a listener while the connection is made
+        // (seen once in CI: the connection then went unwatched).
+        let (result, socket) = establish(
+            Duration::from_secs(10),
+            &[address.port()],
+            || {
+                let client = TcpStream::connect(address)?;
+                let listener = TcpListener::bind("127.0.0.1:0")?;
+                Ok::<_, std::io::Error>((client, listener))
+            },
+            |_| None,
+        );
+        let (client, _listener) = result.unwrap();
+        let socket = socket.expect("the connection's socket is found");
+        assert_eq!(inode_of(client.as_raw_fd()), Some(socket.inode));
     }
 
     #[test]
