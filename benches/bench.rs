@@ -629,8 +629,10 @@ impl Throughput {
 /// Transfers at 1, 4 and 8 workers: roachbank's one statement and the tutorial's transaction
 /// beside pgbench running the same work as an interactive transaction and as one statement, in
 /// both of its protocols (`-M simple`, which parses every statement, and `-M prepared`, the
-/// server's limit for this work). Per worker count the six runs take turns, [`RUNS`] rounds,
-/// and each keeps its best run by throughput (a stall only slows).
+/// server's limit for this work), and pgbench running roachbank's own statement prepared on a
+/// bank seeded as roachbank's (the same picks in the database: what is left between the two is
+/// the client's). Per worker count the seven runs take turns, [`RUNS`] rounds, and each keeps
+/// its best run by throughput (a stall only slows).
 fn transfers_table(server: &TestServer, duration: Duration) {
     println!(
         "## transfers ({ACCOUNTS} accounts, SERIALIZABLE, best of {RUNS} runs of {} s, the runs \
@@ -644,25 +646,33 @@ fn transfers_table(server: &TestServer, duration: Duration) {
          transaction. pgbench runs the same work as an interactive transaction (BEGIN; SELECT; \
          UPDATE; UPDATE; INSERT ledger; COMMIT) and as one statement (`benches/pgbench/`), with \
          `-M simple` (a parse per statement) and `-M prepared`; the limit is pgbench's one \
-         statement `-M prepared`. Latencies in ms."
+         statement `-M prepared`, which is given its two accounts (ids 1..100), where \
+         roachbank's statement finds two at random among whatever accounts the table holds. \
+         `same statement` is pgbench `-M prepared` running roachbank's own statement (its text \
+         from `TransferStatement`, its random points drawn as roachbank draws them) on a bank \
+         seeded as roachbank's: × same statement is the client's share of the gap, the rest is \
+         the statement's. Latencies in ms."
     );
     println!();
     println!(
         "| workers | roachbank tps | p99 | retries per transfer | failed | check | tutorial tps \
          | p99 | pgbench interactive simple tps | p99 | interactive prepared tps | p99 \
          | one statement simple tps | p99 | one statement prepared tps | p99 \
-         | × limit (one statement prepared) | × one statement simple \
+         | same statement prepared tps | p99 \
+         | × limit (one statement prepared) | × one statement simple | × same statement \
          | tutorial × interactive prepared |"
     );
     println!(
-        "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let scripts = std::env::temp_dir().join("roachbank-bench-pgbench");
     std::fs::create_dir_all(&scripts).expect("a directory for the pgbench scripts");
     let interactive = scripts.join("transfer_ledger.sql");
     let one_statement = scripts.join("transfer_one_statement.sql");
+    let same_statement = scripts.join("transfer_roachbank_statement.sql");
     std::fs::write(&interactive, PGBENCH_INTERACTIVE).expect("write a pgbench script");
     std::fs::write(&one_statement, PGBENCH_ONE_STATEMENT).expect("write a pgbench script");
+    std::fs::write(&same_statement, roachbank_statement_script()).expect("write a pgbench script");
     let policy = RetryPolicy::default();
     let keep_best = |best: &mut Option<Throughput>, figures: Throughput| {
         if best.as_ref().is_none_or(|best| figures.tps > best.tps) {
@@ -687,12 +697,13 @@ fn transfers_table(server: &TestServer, duration: Duration) {
         let mut ours: Option<(Throughput, f64)> = None;
         let (mut failed, mut consistent) = (0, true);
         let mut tutorial = None;
-        let mut pgbench_runs: [Option<Throughput>; 4] = [None, None, None, None];
+        let mut pgbench_runs: [Option<Throughput>; 5] = Default::default();
         let pgbench_cases = [
-            (&interactive, "simple", false),
-            (&interactive, "prepared", false),
-            (&one_statement, "simple", true),
-            (&one_statement, "prepared", true),
+            (&interactive, "simple", PgbenchBank::Numbered, false),
+            (&interactive, "prepared", PgbenchBank::Numbered, false),
+            (&one_statement, "simple", PgbenchBank::Numbered, true),
+            (&one_statement, "prepared", PgbenchBank::Numbered, true),
+            (&same_statement, "prepared", PgbenchBank::Seeded, true),
         ];
         for _ in 0..RUNS {
             let (summary, audited) = run(TransferStyle::OneStatement);
@@ -707,20 +718,26 @@ fn transfers_table(server: &TestServer, duration: Duration) {
             failed += summary.failed + summary.unknown;
             consistent &= audited;
             keep_best(&mut tutorial, throughput(&summary));
-            for (best, (script, protocol, serializable)) in
+            for (best, (script, protocol, bank, serializable)) in
                 pgbench_runs.iter_mut().zip(pgbench_cases)
             {
-                let figures = pgbench(server, script, protocol, workers, duration, serializable);
-                keep_best(best, figures);
+                let run = PgbenchRun {
+                    protocol,
+                    bank,
+                    clients: workers,
+                    duration,
+                    serializable,
+                };
+                keep_best(best, pgbench(server, script, run));
             }
         }
         let (ours, retries) = ours.expect("RUNS > 0");
         let tutorial = tutorial.expect("RUNS > 0");
-        let [interactive_simple, interactive_prepared, one_simple, one_prepared] =
+        let [interactive_simple, interactive_prepared, one_simple, one_prepared, same_prepared] =
             pgbench_runs.map(|best| best.expect("RUNS > 0"));
         println!(
-            "| {workers} | {} | {retries:.3} | {failed} | {} | {} | {} | {} | {} | {} \
-             | {:.2} | {:.2} | {:.2} |",
+            "| {workers} | {} | {retries:.3} | {failed} | {} | {} | {} | {} | {} | {} | {} \
+             | {:.2} | {:.2} | {:.2} | {:.2} |",
             ours.cell(),
             if consistent { "OK" } else { "FAILED" },
             tutorial.cell(),
@@ -728,8 +745,10 @@ fn transfers_table(server: &TestServer, duration: Duration) {
             interactive_prepared.cell(),
             one_simple.cell(),
             one_prepared.cell(),
+            same_prepared.cell(),
             ours.tps / one_prepared.tps,
             ours.tps / one_simple.tps,
+            ours.tps / same_prepared.tps,
             tutorial.tps / interactive_prepared.tps,
         );
     }
@@ -1221,27 +1240,72 @@ const PGBENCH_INTERACTIVE: &str = include_str!("pgbench/transfer_ledger.sql");
 /// pgbench's transfer as one statement (a data-modifying WITH).
 const PGBENCH_ONE_STATEMENT: &str = include_str!("pgbench/transfer_one_statement.sql");
 
-/// Runs pgbench with `script` in `protocol` (`simple` or `prepared`, its `-M`) on `clients`
-/// clients for `duration`, on a fresh database with roachbank's tables holding accounts
-/// 1..=ACCOUNTS (the ids the scripts draw); `serializable` sets the session default for a
-/// script that sends no BEGIN. Its throughput, and the p99 of its per-transaction latency log.
-fn pgbench(
-    server: &TestServer,
-    script: &std::path::Path,
-    protocol: &str,
+/// The accounts a pgbench run's fresh database holds.
+#[derive(Clone, Copy)]
+enum PgbenchBank {
+    /// Accounts 1..=ACCOUNTS, the ids pgbench's own scripts draw.
+    Numbered,
+    /// ACCOUNTS accounts seeded as roachbank's runs are (ids spread over the id space).
+    Seeded,
+}
+
+/// How pgbench is run: `-M protocol` (`simple` or `prepared`) on `clients` clients for
+/// `duration`, on a fresh database with roachbank's tables holding `bank`; `serializable` sets
+/// the session default for a script that sends no BEGIN.
+struct PgbenchRun {
+    protocol: &'static str,
+    bank: PgbenchBank,
     clients: u32,
     duration: Duration,
     serializable: bool,
-) -> Throughput {
+}
+
+/// roachbank's one-statement transfer as a pgbench script: the statement's own text (from
+/// [`bank::transfer::TransferStatement`], so it cannot drift), its two random points drawn from
+/// the id space as roachbank draws them and a random ledger id.
+fn roachbank_statement_script() -> String {
+    let statement = bank::transfer::TransferStatement::new(0, 0, 0);
+    let text = diesel::debug_query::<diesel::pg::Pg, _>(&statement).to_string();
+    let sql = text
+        .split(" -- binds:")
+        .next()
+        .expect("the statement's text")
+        .replace("$1", ":source_from")
+        .replace("$2", ":sink_from")
+        .replace("$3", ":ledger_id");
+    format!(
+        "\\set source_from random(0, {last})\n\\set sink_from random(0, {last})\n\
+         \\set ledger_id random(1, 4611686018427387903)\n{sql};\n",
+        last = bank::ID_SPACE - 1
+    )
+}
+
+/// Runs pgbench with `script` as `run` says. Its throughput, and the p99 of its
+/// per-transaction latency log.
+fn pgbench(server: &TestServer, script: &std::path::Path, run: PgbenchRun) -> Throughput {
+    let PgbenchRun {
+        protocol,
+        bank: accounts,
+        clients,
+        duration,
+        serializable,
+    } = run;
     let (name, db) = fresh_database(server, "bench_pgbench", 1);
+    match accounts {
+        PgbenchBank::Numbered => {
+            server.psql(
+                &name,
+                &format!(
+                    "INSERT INTO accounts (id, balance) \
+                     SELECT g, 1000000 FROM generate_series(1, {ACCOUNTS}) g"
+                ),
+            );
+        }
+        PgbenchBank::Seeded => {
+            bank::seed(&db, &RetryPolicy::default(), ACCOUNTS).expect("seed");
+        }
+    }
     drop(db);
-    server.psql(
-        &name,
-        &format!(
-            "INSERT INTO accounts (id, balance) \
-             SELECT g, 1000000 FROM generate_series(1, {ACCOUNTS}) g"
-        ),
-    );
     let logs = tempfile::tempdir().expect("a directory for pgbench's logs");
     let mut command = Command::new("pgbench");
     if serializable {
