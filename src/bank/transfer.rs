@@ -216,10 +216,12 @@ const PICK_SINK: &str = " ORDER BY id LIMIT 1)
 /// (none when there is no sink: then nothing is written). One UPDATE writes both balances
 /// (CockroachDB refuses two modifications of one table in one statement), the rows found by
 /// `id IN (source, sink)` through the primary key, as pgbench's one-statement script and
-/// CockroachDB's `workload bank` (`UPDATE … CASE`) do. PostgreSQL reads such a list in the
-/// index's order (it sorts the keys of `= ANY(…)` before it scans, `_bt_preprocess_array_keys`
-/// in `nbtutils.c`), so every transfer locks its two rows lowest id first, and two transfers
-/// between the same accounts in opposite directions queue rather than deadlock. (Joined to the
+/// CockroachDB's `workload bank` (`UPDATE … CASE`) do. The two ids come from the join, so
+/// PostgreSQL plans the list as `id = source OR id = sink`, a bitmap scan of the primary key
+/// (`BitmapOr` of two lookups in `EXPLAIN`), and a bitmap heap scan visits its rows in their
+/// physical order, pages sorted (`tbm_iterate` in `tidbitmap.c`): two transfers that see the
+/// same two rows lock them in the same order whichever is the source, so two transfers between
+/// the same accounts in opposite directions queue rather than deadlock. (Joined to the
 /// two changes as a list — source's, then sink's — they locked source first: such a pair
 /// deadlocked, and PostgreSQL broke it only after `deadlock_timeout`, a second.) CockroachDB
 /// plans it as a lookup join into the primary index for so small an input
