@@ -241,9 +241,6 @@ pub(crate) enum Event<T, E> {
     Probed(Result<Option<T>, E>),
 }
 
-/// How often a probe is tried before giving up, if the settle budget has not run out first.
-const PROBE_TRIES: u32 = 10;
-
 /// A step the machine takes itself, in order with the actions it queued.
 enum Todo<T, E> {
     /// Hand this action to the driver.
@@ -641,8 +638,10 @@ impl<'p, T, E: DatabaseErrorSource> Machine<'p, T, E> {
         }
     }
 
-    /// Asks the probe again, on a fresh connection, at most [`PROBE_TRIES`] times within the
-    /// settle budget: no wait for a connection, and no pause between tries, goes past it.
+    /// Asks the probe again, on a fresh connection, for as long as the settle budget lasts (a
+    /// server that stays reachable but keeps losing connections still gets asked: the budget
+    /// alone ends settling, as the policy documents): no wait for a connection, and no pause
+    /// between tries, goes past it.
     fn probe_round(&mut self) {
         let settling = self.settling.as_mut().expect("settling");
         settling.round += 1;
@@ -653,8 +652,6 @@ impl<'p, T, E: DatabaseErrorSource> Machine<'p, T, E> {
                 settle_timeout_ms = millis(self.policy.settle_timeout),
                 "settle budget spent; the commit probe got no answer",
             );
-            self.settled(None);
-        } else if rounds == PROBE_TRIES {
             self.settled(None);
         } else {
             self.todo.push_back(Todo::Connect);

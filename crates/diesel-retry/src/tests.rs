@@ -359,6 +359,27 @@ fn a_commit_the_probe_does_not_find_runs_again_on_a_fresh_connection() {
 }
 
 #[test]
+fn a_probe_whose_connection_keeps_being_lost_is_asked_again_until_the_settle_budget_runs_out() {
+    // A server that stays reachable but keeps losing the probe's connections (a backend
+    // killer, a pool that keeps handing out dead ones): only the budget ends the settling, so
+    // the twelfth answer still settles the outcome (it once ended unknown after ten tries).
+    let mut source = source(Fake::new(Flavor::PostgreSql));
+    source.conn.commit = VecDeque::from([Err(lost())]);
+    source.conn.probe = (0..12).map(|_| Err(lost())).collect();
+    source.conn.probe.push_back(Ok(Some(5)));
+    let policy = RetryPolicy {
+        settle_timeout: Duration::from_secs(10),
+        initial_backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(1),
+        ..RetryPolicy::default()
+    };
+    let done = run_probed(&mut source, &policy).unwrap();
+    assert_eq!((done.value, done.attempts), (5, 1));
+    assert_eq!(source.conn.count("probe"), 13);
+    assert_eq!(source.conn.count("work"), 1);
+}
+
+#[test]
 fn a_probe_that_cannot_connect_ends_unknown_when_the_settle_budget_runs_out() {
     let mut source = source(Fake::new(Flavor::PostgreSql));
     source.conn.commit = VecDeque::from([Err(lost())]);
