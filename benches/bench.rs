@@ -136,6 +136,8 @@ fn fresh_database(server: &TestServer, name: &str, pool_size: u32) -> (String, D
     let config = DatabaseConfig::parse(&url, UrlSource::Flag).expect("bench URL");
     let options = ConnectOptions {
         pool_size,
+        // As `roachbank transfer` sets its sessions: rows found by key, never by a scan.
+        avoid_sequential_scans: true,
         ..ConnectOptions::default()
     };
     let db = Database::open(config, &options).expect("open the bench database");

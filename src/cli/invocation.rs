@@ -86,6 +86,8 @@ impl Invocation<'_> {
             statement_timeout: cli.statement_timeout,
             stall_timeout: Some(cli.stall_timeout),
             idle_in_transaction_timeout: cli.idle_in_transaction_timeout,
+            // Transfers find rows by key: no sequential scan and its table-wide predicate lock.
+            avoid_sequential_scans: matches!(cli.command, Command::Transfer(_)),
             redactor: self.redactor.clone(),
             ..ConnectOptions::default()
         })

@@ -9,12 +9,12 @@ use super::options::{ConnectOptions, InstrumentationFactory, STALL_GRACE};
 use super::redact::Redactor;
 use super::sqlite_session::{self, SqliteWriters};
 use super::stall::{self, StallSignal, StallWatch};
-use super::{classify, one_line, DbConnection, DbError, ErrorClass};
+use super::{classify, one_line, DbConnection, DbError, ErrorClass, Flavor};
 use crate::sync::lock;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::r2d2::R2D2Connection;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Creates [`DbConnection`]s of the variant the URL names (never by trial: SQLite would accept
@@ -27,6 +27,11 @@ pub struct DbConnectionManager {
     statement_timeout: Option<Duration>,
     stall_timeout: Option<Duration>,
     idle_in_transaction_timeout: Duration,
+    /// [`ConnectOptions::avoid_sequential_scans`].
+    avoid_sequential_scans: bool,
+    /// What the server is, once [`DbConnectionManager::server_is`] was told (PostgreSQL-only
+    /// session settings wait for it).
+    server: OnceLock<Flavor>,
     /// The URL's own password and `options.redactor`'s secrets.
     redactor: Redactor,
     /// A connection made before the pool (the one `Database::open` migrates on), which the
@@ -50,6 +55,8 @@ impl DbConnectionManager {
             statement_timeout: options.statement_timeout,
             idle_in_transaction_timeout: options.idle_in_transaction_timeout,
             stall_timeout: options.stall_timeout,
+            avoid_sequential_scans: options.avoid_sequential_scans,
+            server: OnceLock::new(),
             redactor,
             spare: Mutex::new(None),
             sqlite_writers: SqliteWriters::new(),
@@ -60,6 +67,24 @@ impl DbConnectionManager {
     /// instead of opening another, so a command that opened the database on it connects once.
     pub fn keep_for_pool(&self, conn: DbConnection) {
         *lock(&self.spare) = Some(conn);
+    }
+
+    /// Records what the server is (`Database::open` detects it on its first connection) and
+    /// sets `conn`, a connection this manager made, up as every later one will be: the
+    /// session settings that are PostgreSQL's alone
+    /// ([`ConnectOptions::avoid_sequential_scans`]). Call it after migrating on `conn`.
+    pub fn server_is(&self, server: Flavor, conn: &mut DbConnection) -> QueryResult<()> {
+        let _ = self.server.set(server);
+        match (conn, self.postgresql_only_settings()) {
+            (DbConnection::Postgresql(pg), Some(settings)) => pg.batch_execute(settings),
+            _ => Ok(()),
+        }
+    }
+
+    /// The session settings for a PostgreSQL server only (not CockroachDB), if any apply.
+    fn postgresql_only_settings(&self) -> Option<&'static str> {
+        (self.avoid_sequential_scans && self.server.get() == Some(&Flavor::PostgreSql))
+            .then_some("SET enable_seqscan = off")
     }
 
     /// The configuration this manager connects with.
@@ -210,6 +235,10 @@ impl DbConnectionManager {
                 }
                 StatementTimeout::Off => settings += "; SET statement_timeout = 0",
                 StatementTimeout::ServerDefault => {}
+            }
+            if let Some(postgresql_only) = self.postgresql_only_settings() {
+                settings += "; ";
+                settings += postgresql_only;
             }
             pg.batch_execute(&settings)
                 .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;

@@ -135,6 +135,7 @@ where
                 .establish_dedicated(bound)
                 .map_err(|error| error.to_string())
         })?;
+    manager.server_is(server, &mut first)?;
     // The pool's first connection is this one: a command connects once, not twice.
     manager.keep_for_pool(first);
     Ok(Database::with_pool(
