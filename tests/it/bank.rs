@@ -18,7 +18,7 @@ use roachbank::migrate::{MigrationError, OpenError};
 use roachbank::workload::{RunLength, TransferOutcome, TransferReport, TransferRun};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A version far beyond any migration this build embeds.
 const FUTURE_VERSION: &str = "99991231235959";
@@ -697,16 +697,10 @@ fn one_statement_transfers_in_opposite_directions_never_deadlock_on_postgresql()
     assert!(summary.done > 0, "{summary:?}");
     assert_eq!(summary.failed + summary.unknown, 0, "{summary:?}");
     drop(db);
-    // A session's statistics reach pg_stat_database when it ends: wait for the pool's to end.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while target.count(
-        "SELECT count(*) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    ) > 0
-    {
-        assert!(Instant::now() < deadline, "the pool's sessions did not end");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let Target::Postgresql(pg) = &target else {
+        unreachable!("a PostgreSQL target")
+    };
+    pg.wait_for_sessions_to_end();
     let deadlocks =
         target.count("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()");
     assert_eq!(
@@ -853,19 +847,7 @@ fn transfers_on_a_small_analyzed_bank_never_scan_the_accounts_table() {
     // table is one page.
     db.psql("ANALYZE accounts");
     let ended_sessions_scans = || {
-        // A session's statistics are counted when it ends: wait for the binary's to end.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while db.psql(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        ) != "0"
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the binary's sessions did not end"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        db.wait_for_sessions_to_end();
         db.psql("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'accounts'")
             .parse::<i64>()
             .expect("a count of scans")

@@ -8,6 +8,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Environment variable naming an existing server to use instead of a throwaway one.
 const ENV_URL: &str = "TEST_DATABASE_URL";
@@ -481,6 +482,25 @@ impl TestDb {
     /// Runs `sql` in this database (see [`TestServer::psql`]); returns trimmed output.
     pub fn psql(&self, sql: &str) -> String {
         self.server.psql(&self.name, sql)
+    }
+
+    /// Waits until no session but psql's own is connected to this database (PostgreSQL's
+    /// `pg_stat_activity`; empty on CockroachDB): a session's statistics reach
+    /// `pg_stat_database` and `pg_stat_user_tables` when it ends. Panics after ten seconds.
+    pub fn wait_for_sessions_to_end(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.psql(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        ) != "0"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the sessions on {} did not end within 10 s",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
