@@ -2254,6 +2254,66 @@ fn cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly(
 }
 
 #[test]
+fn cli_seed_through_a_frozen_network_ends_within_its_bounds_and_writes_nothing() {
+    const TEST: &str =
+        "cli_seed_through_a_frozen_network_ends_within_its_bounds_and_writes_nothing";
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    const FREEZE_AT: Duration = Duration::from_millis(1500);
+    const ACCOUNTS_BEFORE: u64 = 10;
+    // The seed's statement in flight is cut after a stall timeout (an unknown commit would be
+    // settled within its budget); its retry waits a connect timeout for a connection, and the
+    // run stops.
+    let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
+    if not_run_on_cockroachdb(
+        TEST,
+        "a seed there commits in chunks of 2,500 accounts, so one cut short keeps the chunks \
+         before the freeze (exactly once): the all-or-nothing this test checks is PostgreSQL's",
+    ) {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy("faults_frozen_network_seed", ACCOUNTS_BEFORE);
+    let url = support::with_param(&url, "connect_timeout=2");
+    let dir = support::bin::temp_dir();
+    // Far more accounts than the seed can write before the freeze: it is cut in the middle of
+    // its one transaction.
+    let args = [
+        "seed",
+        "--accounts",
+        "10000000",
+        "--stall-timeout",
+        "2s",
+        "--settle-timeout",
+        "3s",
+        "--database-url",
+        &url,
+    ];
+    let started = Instant::now();
+    let child = support::bin::Started::start(support::bin::command(dir.path(), &args, &[]), |_| {});
+    thread::sleep(FREEZE_AT);
+    proxy.freeze();
+    let output = child.wait(bound + Duration::from_secs(60));
+    let took = started.elapsed();
+    let described = support::bin::describe(&output);
+    eprintln!("{TEST}: frozen at {FREEZE_AT:?}, ended after {took:.2?}: {described}");
+    assert!(
+        took < bound,
+        "{TEST}: took {took:?} through a network frozen {FREEZE_AT:?} in; the bound is \
+         {bound:?}: {described}"
+    );
+    support::bin::assert_one_line_error(&output);
+    assert_eq!(output.status.code(), Some(1), "{TEST}: {described}");
+    // One transaction: all or nothing. (Read from the server directly, past the frozen proxy.)
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM accounts") as u64,
+        ACCOUNTS_BEFORE,
+        "{TEST}: the seed cut short wrote nothing: {described}"
+    );
+    let (direct, _) = open(&db.url, 1, None);
+    assert_audit_consistent(&direct, TEST);
+}
+
+#[test]
 fn cli_commands_that_cannot_connect_end_within_the_connect_timeout_with_one_line() {
     const TEST: &str =
         "cli_commands_that_cannot_connect_end_within_the_connect_timeout_with_one_line";
