@@ -2032,6 +2032,9 @@ const SETTLE_BUDGET: Duration = Duration::from_secs(3);
 /// check, the watchdog's period, r2d2's scheduling).
 const END_MARGIN: Duration = Duration::from_secs(5);
 
+/// When a frozen-network CLI run freezes the network.
+const FREEZE_AT: Duration = Duration::from_millis(1500);
+
 /// A transfer run's figures as its `transfers:` line on stdout gives them: done, failed, and
 /// with unknown outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -2146,7 +2149,7 @@ fn cli_transfer_duration_through_a_frozen_network_returns_within_its_bounds_and_
             "3s",
         ],
         None,
-        Duration::from_millis(1500),
+        FREEZE_AT,
         bound,
     );
 }
@@ -2156,7 +2159,6 @@ fn cli_transfer_count_through_a_frozen_network_ends_within_its_bounds_and_report
     const TEST: &str =
         "cli_transfer_count_through_a_frozen_network_ends_within_its_bounds_and_reports_truly";
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    const FREEZE_AT: Duration = Duration::from_millis(1500);
     // The transfers in flight: a stall timeout, then the settle budget; the next ones wait a
     // connect timeout for a connection, and the run stops.
     let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
@@ -2201,44 +2203,64 @@ fn points_committed(error_line: &str) -> Option<(u64, u64)> {
     Some((committed, unknown))
 }
 
-#[test]
-fn cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly() {
-    const TEST: &str =
-        "cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly";
+/// A command that stops at its first failure (`points`, `seed`) run from the command line on a
+/// bank of `accounts` accounts behind a proxy, with `--stall-timeout 2s --settle-timeout 3s` and
+/// a connect timeout of 2 s, the network frozen [`FREEZE_AT`] in: the statement in flight is cut
+/// after a stall timeout (an unknown commit settled within its budget), the next one waits a
+/// connect timeout for a connection, and the run stops. Checks that it ended within those
+/// bounds with one error line and exit 1; returns the bank (read directly, past the proxy), the
+/// error line and the whole output described, and the guard under which the caller still runs
+/// alone (first, so that it is let go last).
+fn frozen_cli_run_that_stops(
+    test: &str,
+    db_name: &str,
+    accounts: u64,
+    args: &[&str],
+) -> (MutexGuard<'static, ()>, TestDb, String, String) {
     const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    const FREEZE_AT: Duration = Duration::from_millis(1500);
     let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
-    let _serial = one_at_a_time();
-    let (db, proxy, url) = bank_behind_proxy("faults_frozen_network_points", 0);
+    let serial = one_at_a_time();
+    let (db, proxy, url) = bank_behind_proxy(db_name, accounts);
     let url = support::with_param(&url, "connect_timeout=2");
     let dir = support::bin::temp_dir();
-    let args = [
-        "points",
-        "5000000",
-        "--chunk-size",
-        "1000",
+    let mut all_args = args.to_vec();
+    all_args.extend([
         "--stall-timeout",
         "2s",
         "--settle-timeout",
         "3s",
         "--database-url",
         &url,
-    ];
+    ]);
     let started = Instant::now();
-    let child = support::bin::Started::start(support::bin::command(dir.path(), &args, &[]), |_| {});
+    let child =
+        support::bin::Started::start(support::bin::command(dir.path(), &all_args, &[]), |_| {});
     thread::sleep(FREEZE_AT);
     proxy.freeze();
     let output = child.wait(bound + Duration::from_secs(60));
     let took = started.elapsed();
     let described = support::bin::describe(&output);
-    eprintln!("{TEST}: frozen at {FREEZE_AT:?}, ended after {took:.2?}: {described}");
+    eprintln!("{test}: frozen at {FREEZE_AT:?}, ended after {took:.2?}: {described}");
     assert!(
         took < bound,
-        "{TEST}: took {took:?} through a network frozen {FREEZE_AT:?} in; the bound is \
+        "{test}: took {took:?} through a network frozen {FREEZE_AT:?} in; the bound is \
          {bound:?}: {described}"
     );
     let line = support::bin::assert_one_line_error(&output);
-    assert_eq!(output.status.code(), Some(1), "{TEST}: {described}");
+    assert_eq!(output.status.code(), Some(1), "{test}: {described}");
+    (serial, db, line, described)
+}
+
+#[test]
+fn cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly() {
+    const TEST: &str =
+        "cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly";
+    let (_serial, db, line, _) = frozen_cli_run_that_stops(
+        TEST,
+        "faults_frozen_network_points",
+        0,
+        &["points", "5000000", "--chunk-size", "1000"],
+    );
     let (committed, unknown) = points_committed(&line)
         .unwrap_or_else(|| panic!("{TEST}: no figures in the error line: {line}"));
     assert!(
@@ -2257,13 +2279,7 @@ fn cli_points_through_a_frozen_network_end_within_their_bounds_and_report_truly(
 fn cli_seed_through_a_frozen_network_ends_within_its_bounds_and_writes_nothing() {
     const TEST: &str =
         "cli_seed_through_a_frozen_network_ends_within_its_bounds_and_writes_nothing";
-    const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-    const FREEZE_AT: Duration = Duration::from_millis(1500);
     const ACCOUNTS_BEFORE: u64 = 10;
-    // The seed's statement in flight is cut after a stall timeout (an unknown commit would be
-    // settled within its budget); its retry waits a connect timeout for a connection, and the
-    // run stops.
-    let bound = FREEZE_AT + STALL_BOUND + SETTLE_BUDGET + CONNECT_TIMEOUT + END_MARGIN;
     if not_run_on_cockroachdb(
         TEST,
         "a seed there commits in chunks of 2,500 accounts, so one cut short keeps the chunks \
@@ -2271,39 +2287,15 @@ fn cli_seed_through_a_frozen_network_ends_within_its_bounds_and_writes_nothing()
     ) {
         return;
     }
-    let _serial = one_at_a_time();
-    let (db, proxy, url) = bank_behind_proxy("faults_frozen_network_seed", ACCOUNTS_BEFORE);
-    let url = support::with_param(&url, "connect_timeout=2");
-    let dir = support::bin::temp_dir();
     // Far more accounts than the seed can write before the freeze: it is cut in the middle of
     // its one transaction.
-    let args = [
-        "seed",
-        "--accounts",
-        "10000000",
-        "--stall-timeout",
-        "2s",
-        "--settle-timeout",
-        "3s",
-        "--database-url",
-        &url,
-    ];
-    let started = Instant::now();
-    let child = support::bin::Started::start(support::bin::command(dir.path(), &args, &[]), |_| {});
-    thread::sleep(FREEZE_AT);
-    proxy.freeze();
-    let output = child.wait(bound + Duration::from_secs(60));
-    let took = started.elapsed();
-    let described = support::bin::describe(&output);
-    eprintln!("{TEST}: frozen at {FREEZE_AT:?}, ended after {took:.2?}: {described}");
-    assert!(
-        took < bound,
-        "{TEST}: took {took:?} through a network frozen {FREEZE_AT:?} in; the bound is \
-         {bound:?}: {described}"
+    let (_serial, db, _, described) = frozen_cli_run_that_stops(
+        TEST,
+        "faults_frozen_network_seed",
+        ACCOUNTS_BEFORE,
+        &["seed", "--accounts", "10000000"],
     );
-    support::bin::assert_one_line_error(&output);
-    assert_eq!(output.status.code(), Some(1), "{TEST}: {described}");
-    // One transaction: all or nothing. (Read from the server directly, past the frozen proxy.)
+    // One transaction: all or nothing.
     assert_eq!(
         count(&db, "SELECT count(*) FROM accounts") as u64,
         ACCOUNTS_BEFORE,
