@@ -96,11 +96,11 @@ fn main() {
     let server = || server.expect("started for the server sections");
     if wanted("points") {
         println!();
-        points_table(server(), rows);
+        with_steal(|| points_table(server(), rows));
     }
     if wanted("memory") {
         println!();
-        peak_memory(server(), env_number("BENCH_RSS_POINTS", 10_000_000));
+        with_steal(|| peak_memory(server(), env_number("BENCH_RSS_POINTS", 10_000_000)));
     }
     if wanted("seed") {
         let mut sizes = vec![env_number("BENCH_SEED", 1_000_000)];
@@ -108,23 +108,23 @@ fn main() {
             sizes.push(10_000_000);
         }
         println!();
-        seed_table(server(), &sizes);
+        with_steal(|| seed_table(server(), &sizes));
     }
     if wanted("transfers") {
         println!();
-        transfers_table(server(), Duration::from_secs(seconds));
+        with_steal(|| transfers_table(server(), Duration::from_secs(seconds)));
     }
     if wanted("scale") {
         println!();
-        scale_table(server(), Duration::from_secs(seconds));
+        with_steal(|| scale_table(server(), Duration::from_secs(seconds)));
     }
     if wanted("async") {
         println!();
-        async_vs_sync_table(server(), Duration::from_secs(seconds));
+        with_steal(|| async_vs_sync_table(server(), Duration::from_secs(seconds)));
     }
     if wanted("sqlite") {
         println!();
-        sqlite_writers::section(Duration::from_secs(seconds));
+        with_steal(|| sqlite_writers::section(Duration::from_secs(seconds)));
     }
 }
 
@@ -1007,9 +1007,9 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     println!();
     println!(
         "| work | driver | concurrency | tps | p99 | max | retries per transfer | failed \
-         | check | × sync |"
+         | check | × sync | host steal |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
     let databases: Vec<String> = (0..cases.len())
         .map(|row| {
             let name = format!("bench_drivers_{row}");
@@ -1043,11 +1043,13 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     let mut failed = vec![0; cases.len()];
     for _ in 0..RUNS {
         for (row, case) in cases.iter().enumerate() {
+            let steal = StealMeter::start();
             let (tally, elapsed) = (case.run)(&server.url_for(&databases[row]), run_length);
+            let steal = StealMeter::share_since(steal);
             let tps = roachbank::workload::stats::per_second(tally.committed, elapsed);
             failed[row] += tally.failed;
             if rows[row].as_ref().is_none_or(|best| tps > best.tps) {
-                rows[row] = Some(DriverRow { tps, tally });
+                rows[row] = Some(DriverRow { tps, tally, steal });
             }
         }
     }
@@ -1070,7 +1072,7 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
                 * 1000.0
         };
         println!(
-            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.0} | {:.3} | {} | {} | {:.2} | {} |",
             case.work.name(),
             case.driver,
             case.concurrency,
@@ -1080,7 +1082,8 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
             tally.retries as f64 / tally.committed.max(1) as f64,
             failed[row],
             if consistent { "OK" } else { "FAILED" },
-            figures.tps / sync_tps(case.work)
+            figures.tps / sync_tps(case.work),
+            steal_cell(figures.steal),
         );
     }
     println!();
@@ -1107,6 +1110,8 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
 struct DriverRow {
     tps: f64,
     tally: DriverTally,
+    /// The host's steal during the run ([`StealMeter`]).
+    steal: Option<f64>,
 }
 
 /// [`POOL`] threads running `diesel_retry::run_transaction` on an r2d2 pool for `duration`.
@@ -1388,6 +1393,60 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A reading of the hypervisor's steal: CPU time this virtual machine's processors were ready
+/// to run while the host ran something else (the `steal` column of `/proc/stat`'s `cpu` line,
+/// proc(5)). On a shared virtual machine it slows a run with nothing in the run changed, and
+/// more so a run whose threads use both processors: a figure next to a high steal share is the
+/// host's, not roachbank's.
+#[derive(Debug, Clone, Copy)]
+struct StealMeter {
+    steal: u64,
+    total: u64,
+}
+
+impl StealMeter {
+    /// Now's reading; `None` where `/proc/stat` cannot be read (not Linux).
+    fn start() -> Option<StealMeter> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let times: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal: guest times are inside user's.
+        Some(StealMeter {
+            steal: *times.get(7)?,
+            total: times.iter().take(8).sum(),
+        })
+    }
+
+    /// The share of all processors' time since `start` that the host stole.
+    fn share_since(start: Option<StealMeter>) -> Option<f64> {
+        let (start, now) = (start?, StealMeter::start()?);
+        let total = now.total.saturating_sub(start.total);
+        (total > 0).then(|| now.steal.saturating_sub(start.steal) as f64 / total as f64)
+    }
+}
+
+/// A steal share as a table cell: a percentage, or `–` where it is unknown.
+fn steal_cell(share: Option<f64>) -> String {
+    share.map_or_else(|| "–".to_string(), |share| format!("{:.0}%", share * 100.0))
+}
+
+/// Runs `section` and says how much of the machine's processor time the host stole meanwhile.
+fn with_steal(section: impl FnOnce()) {
+    let start = StealMeter::start();
+    section();
+    println!();
+    println!(
+        "Host steal during this section: {} of the processors' time (`/proc/stat`; a run \
+         slowed by it is the host's doing, not roachbank's).",
+        steal_cell(StealMeter::share_since(start))
+    );
+}
+
 fn memory_total() -> String {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -1408,7 +1467,8 @@ fn memory_total() -> String {
 /// never asserted.
 mod sqlite_writers {
     use super::{
-        bank, env_number, PointsRun, RunLength, TransferRun, TransferStyle, ACCOUNTS, RUNS,
+        bank, env_number, steal_cell, PointsRun, RunLength, StealMeter, TransferRun, TransferStyle,
+        ACCOUNTS, RUNS,
     };
     use diesel_retry::RetryPolicy;
     use roachbank::db::config::{DatabaseConfig, UrlSource};
@@ -1492,22 +1552,27 @@ mod sqlite_writers {
         println!("### one process (best of {RUNS} runs per row, the rows taking turns)");
         println!();
         println!(
-            "| workers | tps | × 1 worker | p50 | p99 | pMax | retries per transfer | failed | check |"
+            "| workers | tps | × 1 worker | p50 | p99 | pMax | retries per transfer | failed | check \
+             | host steal |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
         let policy = RetryPolicy::default();
-        // Per worker count: the best run's summary, the longest transfer, failures, audits.
-        let mut rows: Vec<(Option<TransferSummary>, Duration, u64, bool)> = WORKERS
+        // Per worker count: the best run's summary with the host's steal during it, the
+        // longest transfer, failures, audits.
+        type Row = (Option<(TransferSummary, Option<f64>)>, Duration, u64, bool);
+        let mut rows: Vec<Row> = WORKERS
             .iter()
             .map(|_| (None, Duration::ZERO, 0, true))
             .collect();
         for _ in 0..RUNS {
             for (row, workers) in WORKERS.into_iter().enumerate() {
                 let (_, db) = fresh(dir, "one_process.db", workers, true);
+                let steal = StealMeter::start();
                 let summary = TransferRun::new(RunLength::Duration(duration), workers)
                     .style(TransferStyle::Tutorial)
                     .run(&db, &policy, &|_| {})
                     .summary;
+                let steal = StealMeter::share_since(steal);
                 let consistent = bank::audit::audit(&db, &policy)
                     .expect("audit")
                     .value
@@ -1518,25 +1583,26 @@ mod sqlite_writers {
                 *all_consistent &= consistent;
                 if best
                     .as_ref()
-                    .is_none_or(|best| summary.per_second() > best.per_second())
+                    .is_none_or(|(best, _)| summary.per_second() > best.per_second())
                 {
-                    *best = Some(summary);
+                    *best = Some((summary, steal));
                 }
             }
         }
         let mut one_worker = None;
         for (workers, (best, longest, failed, consistent)) in WORKERS.into_iter().zip(rows) {
-            let summary = best.expect("RUNS > 0");
+            let (summary, steal) = best.expect("RUNS > 0");
             let tps = summary.per_second();
             let base = *one_worker.get_or_insert(tps);
             println!(
-                "| {workers} | {tps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {failed} | {} |",
+                "| {workers} | {tps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {failed} | {} | {} |",
                 tps / base,
                 millis(summary.latency_quantile(0.50)),
                 millis(summary.latency_quantile(0.99)),
                 millis(Some(longest)),
                 summary.retries as f64 / summary.done.max(1) as f64,
                 if consistent { "OK" } else { "FAILED" },
+                steal_cell(steal),
             );
         }
     }
