@@ -14,7 +14,7 @@
 //! SQLite files go; default the system's temporary directory), `BENCH_SEED` (accounts per seed
 //! run, default 1000000), `BENCH_SEED_RUNS` (runs per seed figure, default 5) and
 //! `BENCH_SEED_LARGE=1` (the seed table at 10,000,000 accounts too: about half an hour at 5
-//! runs).
+//! runs). Every section ends with the host's CPU steal during it ([`StealMeter`]).
 
 // The integration tests' support, for its throwaway server; the bench uses only that part.
 #[path = "../tests/it/support/mod.rs"]
@@ -1043,7 +1043,7 @@ fn async_vs_sync_table(server: &TestServer, duration: Duration) {
     let mut failed = vec![0; cases.len()];
     for _ in 0..RUNS {
         for (row, case) in cases.iter().enumerate() {
-            let steal = StealMeter::start();
+            let steal = StealMeter::read();
             let (tally, elapsed) = (case.run)(&server.url_for(&databases[row]), run_length);
             let steal = StealMeter::share_since(steal);
             let tps = roachbank::workload::stats::per_second(tally.committed, elapsed);
@@ -1405,8 +1405,8 @@ struct StealMeter {
 }
 
 impl StealMeter {
-    /// Now's reading; `None` where `/proc/stat` cannot be read (not Linux).
-    fn start() -> Option<StealMeter> {
+    /// The reading now; `None` where `/proc/stat` cannot be read (not Linux).
+    fn read() -> Option<StealMeter> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
         let times: Vec<u64> = stat
             .lines()
@@ -1422,9 +1422,9 @@ impl StealMeter {
         })
     }
 
-    /// The share of all processors' time since `start` that the host stole.
+    /// The share of all processors' time since the reading `start` that the host stole.
     fn share_since(start: Option<StealMeter>) -> Option<f64> {
-        let (start, now) = (start?, StealMeter::start()?);
+        let (start, now) = (start?, StealMeter::read()?);
         let total = now.total.saturating_sub(start.total);
         (total > 0).then(|| now.steal.saturating_sub(start.steal) as f64 / total as f64)
     }
@@ -1437,7 +1437,7 @@ fn steal_cell(share: Option<f64>) -> String {
 
 /// Runs `section` and says how much of the machine's processor time the host stole meanwhile.
 fn with_steal(section: impl FnOnce()) {
-    let start = StealMeter::start();
+    let start = StealMeter::read();
     section();
     println!();
     println!(
@@ -1557,17 +1557,11 @@ mod sqlite_writers {
         );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
         let policy = RetryPolicy::default();
-        // Per worker count: the best run's summary with the host's steal during it, the
-        // longest transfer, failures, audits.
-        type Row = (Option<(TransferSummary, Option<f64>)>, Duration, u64, bool);
-        let mut rows: Vec<Row> = WORKERS
-            .iter()
-            .map(|_| (None, Duration::ZERO, 0, true))
-            .collect();
+        let mut rows: Vec<WorkersRow> = WORKERS.iter().map(|_| WorkersRow::default()).collect();
         for _ in 0..RUNS {
             for (row, workers) in WORKERS.into_iter().enumerate() {
                 let (_, db) = fresh(dir, "one_process.db", workers, true);
-                let steal = StealMeter::start();
+                let steal = StealMeter::read();
                 let summary = TransferRun::new(RunLength::Duration(duration), workers)
                     .style(TransferStyle::Tutorial)
                     .run(&db, &policy, &|_| {})
@@ -1577,34 +1571,51 @@ mod sqlite_writers {
                     .expect("audit")
                     .value
                     .is_consistent();
-                let (best, longest, failed, all_consistent) = &mut rows[row];
-                *longest = (*longest).max(summary.latency_quantile(1.0).unwrap_or_default());
-                *failed += summary.failed + summary.unknown;
-                *all_consistent &= consistent;
-                if best
+                let row = &mut rows[row];
+                row.longest = row
+                    .longest
+                    .max(summary.latency_quantile(1.0).unwrap_or_default());
+                row.failed += summary.failed + summary.unknown;
+                row.inconsistent |= !consistent;
+                if row
+                    .best
                     .as_ref()
                     .is_none_or(|(best, _)| summary.per_second() > best.per_second())
                 {
-                    *best = Some((summary, steal));
+                    row.best = Some((summary, steal));
                 }
             }
         }
         let mut one_worker = None;
-        for (workers, (best, longest, failed, consistent)) in WORKERS.into_iter().zip(rows) {
-            let (summary, steal) = best.expect("RUNS > 0");
+        for (workers, row) in WORKERS.into_iter().zip(rows) {
+            let (summary, steal) = row.best.expect("RUNS > 0");
             let tps = summary.per_second();
             let base = *one_worker.get_or_insert(tps);
             println!(
-                "| {workers} | {tps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {failed} | {} | {} |",
+                "| {workers} | {tps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {} | {} | {} |",
                 tps / base,
                 millis(summary.latency_quantile(0.50)),
                 millis(summary.latency_quantile(0.99)),
-                millis(Some(longest)),
+                millis(Some(row.longest)),
                 summary.retries as f64 / summary.done.max(1) as f64,
-                if consistent { "OK" } else { "FAILED" },
+                row.failed,
+                if row.inconsistent { "FAILED" } else { "OK" },
                 steal_cell(steal),
             );
         }
+    }
+
+    /// One worker count's runs in the one-process table.
+    #[derive(Default)]
+    struct WorkersRow {
+        /// The best run's summary, with the host's steal during it ([`StealMeter`]).
+        best: Option<(TransferSummary, Option<f64>)>,
+        /// The longest transfer of all its runs.
+        longest: Duration,
+        /// Failed transfers, and those with unknown outcome, over all its runs.
+        failed: u64,
+        /// Whether an audit after one of its runs found the bank inconsistent.
+        inconsistent: bool,
     }
 
     /// What one process's `transfers:` line said.
